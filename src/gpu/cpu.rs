@@ -1,0 +1,114 @@
+//! CPU reference implementations of the sampling kernels, with the exact semantics of the
+//! official CUDA kernels (dapt-spec.md §2.4-2.5). The WGSL kernels are tested against these.
+
+/// Squared norm at or below which a point is never selected by FPS (the pointnet2_ops quirk).
+pub const FPS_ORIGIN_EPS: f32 = 1e-3;
+
+/// Farthest point sampling of `m` indices out of `points`.
+///
+/// Starts at index 0; running minimum squared distance initialised to 1e10; points with
+/// `|p|² <= 1e-3` are never updated nor selected; ties go to the lowest index. Once the
+/// eligible points are exhausted the kernel keeps choosing an already selected point (the
+/// lowest eligible index, distance 0), so the result can contain duplicates. With no eligible
+/// point at all every pick is index 0. An empty input gives an empty result.
+pub fn fps(points: &[[f32; 3]], m: usize) -> Vec<usize> {
+    let n = points.len();
+    if n == 0 || m == 0 {
+        return Vec::new();
+    }
+    let eligible: Vec<bool> = points
+        .iter()
+        .map(|p| p[0] * p[0] + p[1] * p[1] + p[2] * p[2] > FPS_ORIGIN_EPS)
+        .collect();
+    let mut temp = vec![1e10f32; n];
+    let mut out = Vec::with_capacity(m);
+    let mut old = 0usize;
+    out.push(old);
+    for _ in 1..m {
+        let po = points[old];
+        let mut best = -1.0f32;
+        let mut besti = 0usize;
+        for k in 0..n {
+            if !eligible[k] {
+                continue;
+            }
+            let p = points[k];
+            let dx = p[0] - po[0];
+            let dy = p[1] - po[1];
+            let dz = p[2] - po[2];
+            let d = dx * dx + dy * dy + dz * dz;
+            let d2 = d.min(temp[k]);
+            temp[k] = d2;
+            if d2 > best {
+                best = d2;
+                besti = k;
+            }
+        }
+        old = besti;
+        out.push(old);
+    }
+    out
+}
+
+/// FPS over a batch stored as `[b][n][3]`, flattened; returns `[b][m]` indices flattened.
+pub fn fps_batch(points: &[[f32; 3]], b: usize, n: usize, m: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(b * m);
+    for i in 0..b {
+        out.extend(fps(&points[i * n..(i + 1) * n], m));
+    }
+    out
+}
+
+/// The `k` nearest reference points of each query, ascending by distance (ties to the lower
+/// index). The query itself is included when it is one of the references (distance 0).
+/// If `k > refs.len()`, only `refs.len()` neighbours are returned per query.
+pub fn knn(refs: &[[f32; 3]], queries: &[[f32; 3]], k: usize) -> Vec<Vec<usize>> {
+    let k = k.min(refs.len());
+    queries
+        .iter()
+        .map(|q| {
+            let mut d: Vec<(f32, usize)> = refs
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let dx = p[0] - q[0];
+                    let dy = p[1] - q[1];
+                    let dz = p[2] - q[2];
+                    (dx * dx + dy * dy + dz * dz, i)
+                })
+                .collect();
+            // partial selection then sort of the k smallest: O(n + k log k)
+            if k < d.len() {
+                d.select_nth_unstable_by(k, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                d.truncate(k);
+            }
+            d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            d.into_iter().map(|(_, i)| i).collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fps_starts_at_zero_and_picks_the_farthest() {
+        let pts = [[1.0, 0.0, 0.0], [1.1, 0.0, 0.0], [5.0, 0.0, 0.0], [3.0, 0.0, 0.0]];
+        assert_eq!(fps(&pts, 3), vec![0, 2, 3]);
+    }
+
+    #[test]
+    fn fps_skips_points_near_the_origin_and_duplicates_when_exhausted() {
+        let pts = [[1.0, 0.0, 0.0], [0.0, 0.0, 0.01], [2.0, 0.0, 0.0]];
+        // index 1 is inside the skipped ball; after 0 and 2 only distance-0 points remain
+        assert_eq!(fps(&pts, 4), vec![0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn knn_includes_the_query_and_orders_by_distance() {
+        let refs = [[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]];
+        let out = knn(&refs, &[[0.0, 0.0, 0.0]], 3);
+        assert_eq!(out, vec![vec![0, 2, 3]]);
+    }
+}
