@@ -2,10 +2,20 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
+pub mod eval;
+pub mod info;
+pub mod output;
+pub mod predict;
+pub mod train;
 pub mod view;
 
 #[derive(Parser, Debug)]
-#[command(name = "dapt", version, about = "DAPT Studio: parameter-efficient fine-tuning of Point-MAE point-cloud transformers")]
+#[command(
+    name = "dapt",
+    version,
+    about = "DAPT Studio: parameter-efficient fine-tuning of Point-MAE point-cloud transformers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -13,6 +23,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Fine-tune (DAPT, full or linear probe); with no arguments, a demo on synthetic shapes.
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a checkpoint on a data set's test split.
+    Eval(eval::EvalArgs),
+    /// Classify point-cloud files.
+    Predict(predict::PredictArgs),
+    /// Parameter and token counts of a configuration.
+    Info(info::InfoArgs),
+    /// Time the training or inference path.
+    Bench(bench::BenchArgs),
     /// Open the desktop viewer (the default with no subcommand).
     View(view::ViewArgs),
 }
@@ -22,6 +42,11 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         None => view::run(view::ViewArgs::default()),
+        Some(Command::Train(args)) => train::run(*args),
+        Some(Command::Eval(args)) => eval::run(args),
+        Some(Command::Predict(args)) => predict::run(args),
+        Some(Command::Info(args)) => info::run(args),
+        Some(Command::Bench(args)) => bench::run(args),
         Some(Command::View(args)) => view::run(args),
     };
     match result {

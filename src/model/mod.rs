@@ -1,1 +1,43 @@
-//! model
+//! The DAPT model and its Point-MAE backbone in burn, written once for every backend
+//! (dapt-spec.md §3-§5), plus checkpoint import and export.
+
+use std::path::{Path, PathBuf};
+
+pub mod adapter;
+pub mod block;
+pub mod checkpoint;
+pub mod classifier;
+pub mod config;
+pub mod encoder;
+pub mod grouping;
+pub mod layers;
+pub mod load;
+pub mod names;
+
+pub use classifier::{Classifier, ForwardOutput, ForwardState};
+pub use config::{ModelConfig, ModelKind, Pool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    #[error("{path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("{0}")]
+    Input(String),
+}
+
+impl ModelError {
+    /// Attaches the file a configuration error came from.
+    pub fn with_path(self, path: &Path) -> Self {
+        match self {
+            ModelError::Config(m) => ModelError::Config(format!("{}: {m}", path.display())),
+            other => other,
+        }
+    }
+}

@@ -1,6 +1,43 @@
 //! Training and evaluation engine: the official recipe, run directories, checkpoints, resume,
 //! and a typed event stream consumed by the CLI and the app.
 
-pub mod events;
+use std::path::PathBuf;
 
+pub mod batch;
+pub mod config;
+pub mod engine;
+pub mod eval;
+pub mod events;
+pub mod metrics;
+pub mod optim;
+pub mod run_dir;
+pub mod schedule;
+
+pub use config::{Mode, TrainConfig};
+pub use engine::{RunSummary, run};
 pub use events::{CheckpointKind, EpochMetrics, ScaleSnapshot, TrainEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "training diverged: the loss became {loss} at epoch {epoch}, step {step}; the last good checkpoint is kept (try a lower --lr)"
+    )]
+    Diverged { epoch: usize, step: usize, loss: f64 },
+}
+
+impl TrainError {
+    pub fn data(msg: impl Into<String>) -> Self {
+        TrainError::Config(msg.into())
+    }
+}

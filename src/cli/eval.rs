@@ -1,0 +1,116 @@
+//! `dapt eval`: accuracy, mean class accuracy, per-class accuracy and confusion matrix of a
+//! checkpoint on a data set's test split; optional ModelNet40 voting.
+
+use std::path::PathBuf;
+
+use crate::backend::{BackendChoice, select};
+use crate::data::Rng;
+use crate::model::load::load_classifier;
+use crate::train::eval::{evaluate, evaluate_vote};
+use crate::train::TrainConfig;
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value = "synthetic")]
+    pub data: String,
+    /// Voting with N views per cloud (ModelNet40 protocol); reports mean and max over repeats.
+    #[arg(long)]
+    pub vote: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    pub vote_repeats: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let selected = select(args.backend);
+    if !args.json {
+        eprintln!("backend: {}", selected.description);
+    }
+    let device = selected.device;
+    let mut loaded = load_classifier(&args.checkpoint, args.config.as_deref(), &device)?;
+    let cfg = TrainConfig {
+        model: loaded.model.config.clone(),
+        data: args.data.clone(),
+        normalize: Some(loaded.normalize),
+        ..TrainConfig::default()
+    };
+    let mut rng = Rng::new(0);
+    let data = crate::train::engine::prepare_data(&cfg, &mut rng)?;
+    if data.class_names.len() != loaded.model.config.cls_dim {
+        anyhow::bail!(
+            "{}: {} classes, but the model has {}",
+            args.data,
+            data.class_names.len(),
+            loaded.model.config.cls_dim
+        );
+    }
+    let r = evaluate(&mut loaded.model, &data.test, args.batch, &device)?;
+    let per_class: Vec<serde_json::Value> = r
+        .confusion
+        .per_class_accuracy()
+        .iter()
+        .zip(data.class_names.iter())
+        .map(|(a, n)| serde_json::json!({"class": n, "accuracy": a}))
+        .collect();
+    let mut v = serde_json::json!({
+        "samples": data.test.len(),
+        "loss": r.loss,
+        "overall_accuracy": r.confusion.overall_accuracy(),
+        "mean_class_accuracy": r.confusion.mean_class_accuracy(),
+        "per_class": per_class,
+        "confusion": r.confusion.counts,
+        "class_names": data.class_names,
+    });
+    if let Some(views) = args.vote {
+        // voting needs the raw clouds, not the FPS-sampled test set
+        let raw = crate::train::engine::prepare_raw_test(&cfg, &mut rng)?;
+        let npoints = loaded.model.config.npoints;
+        let vr = evaluate_vote(
+            &mut loaded.model,
+            &raw,
+            npoints,
+            cfg.point_all_for(npoints),
+            views,
+            args.vote_repeats,
+            args.batch,
+            0,
+            &device,
+        )?;
+        v["vote"] = serde_json::to_value(&vr)?;
+    }
+    if args.json {
+        super::output::print_json(&v);
+    } else {
+        println!(
+            "{} test clouds: overall accuracy {:.2}%, mean class accuracy {:.2}%, loss {:.4}",
+            data.test.len(),
+            100.0 * r.confusion.overall_accuracy(),
+            100.0 * r.confusion.mean_class_accuracy(),
+            r.loss
+        );
+        for (name, a) in data.class_names.iter().zip(r.confusion.per_class_accuracy()) {
+            match a {
+                Some(a) => println!("  {name:<16} {:.1}%", 100.0 * a),
+                None => println!("  {name:<16} -"),
+            }
+        }
+        if let Some(vr) = v.get("vote") {
+            println!(
+                "voting ({} views x {} repeats): mean {:.2}%, max {:.2}% (the official protocol reports the max)",
+                vr["views"], vr["repeats"],
+                100.0 * vr["mean_accuracy"].as_f64().unwrap_or(0.0),
+                100.0 * vr["max_accuracy"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}

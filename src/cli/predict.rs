@@ -1,0 +1,128 @@
+//! `dapt predict`: classify files with the official test-time pipeline.
+
+use std::path::PathBuf;
+
+use crate::backend::{BackendChoice, select};
+use crate::data::{ReadOptions, Rng, read_cloud};
+use crate::model::load::load_classifier;
+use crate::train::batch::{pad_to, test_points};
+use crate::train::eval::{logits_of, scale_snapshot};
+
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// Native checkpoint (`checkpoints/best.safetensors`) or an official `.pth`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Model config; required for an official `.pth`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+    /// Include per-block dynamic scales of every token.
+    #[arg(long)]
+    pub scales: bool,
+    /// How many classes to list.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    #[arg(long, overrides_with = "no_normalize")]
+    pub normalize: bool,
+    #[arg(long)]
+    pub no_normalize: bool,
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// Point-cloud files (PLY, TXT, NPY, OFF, OBJ, ...).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+fn softmax(v: &[f32]) -> Vec<f32> {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.into_iter().map(|x| x / s).collect()
+}
+
+pub fn run(args: PredictArgs) -> anyhow::Result<()> {
+    let selected = select(args.backend);
+    if !args.json {
+        eprintln!("backend: {}", selected.description);
+    }
+    let device = selected.device;
+    let mut loaded = load_classifier(&args.checkpoint, args.config.as_deref(), &device)?;
+    let normalize = if args.normalize {
+        true
+    } else if args.no_normalize {
+        false
+    } else {
+        loaded.normalize
+    };
+    let npoints = loaded.model.config.npoints;
+    let mut results = Vec::new();
+    let mut failures = 0;
+    let mut rng = Rng::new(0);
+    for file in &args.files {
+        let cloud = match read_cloud(file, &ReadOptions::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failures += 1;
+                continue;
+            }
+        };
+        let mut pts = cloud.positions;
+        if normalize {
+            crate::data::transform::pc_normalize(&mut pts);
+        }
+        let n0 = pts.len();
+        if pad_to(&mut pts, npoints, &mut rng) {
+            eprintln!(
+                "note: {} has {n0} points, fewer than the model's {npoints}: resampled with replacement",
+                file.display()
+            );
+        }
+        let pts = test_points(&pts, npoints);
+        let logits = match logits_of(&mut loaded.model, &[pts.as_slice()], &device) {
+            Ok(mut l) => l.remove(0),
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                failures += 1;
+                continue;
+            }
+        };
+        let probs = softmax(&logits);
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let top: Vec<serde_json::Value> = order
+            .iter()
+            .take(args.top)
+            .map(|&i| serde_json::json!({"index": i, "class": loaded.class_names[i], "probability": probs[i]}))
+            .collect();
+        let mut r = serde_json::json!({
+            "file": file,
+            "logits": logits,
+            "probabilities": probs,
+            "predicted": loaded.class_names[order[0]],
+            "predicted_index": order[0],
+            "top": top,
+        });
+        if args.scales {
+            if let Ok(s) = scale_snapshot(&mut loaded.model, &pts, &device) {
+                r["scales"] = serde_json::json!({"patch": s.patch, "prompts": s.prompts, "cls": s.cls, "centers": s.centers});
+            }
+        }
+        if !args.json {
+            println!("{}: {} ({:.1}%)", file.display(), loaded.class_names[order[0]], 100.0 * probs[order[0]]);
+            for &i in order.iter().take(args.top).skip(1) {
+                println!("    {:<16} {:.1}%", loaded.class_names[i], 100.0 * probs[i]);
+            }
+        }
+        results.push(r);
+    }
+    if args.json {
+        super::output::print_json(&serde_json::json!({"results": results}));
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} of {} files could not be classified", args.files.len());
+    }
+    Ok(())
+}

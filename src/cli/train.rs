@@ -1,0 +1,233 @@
+//! `dapt train`: fine-tuning with the official recipe; with no arguments, a small complete
+//! demonstration on the built-in synthetic data set.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+
+use crate::backend::BackendChoice;
+use crate::model::ModelConfig;
+use crate::train::{Mode, TrainConfig};
+
+#[derive(clap::Args, Debug, Default)]
+pub struct TrainArgs {
+    /// Official YAML (`cfgs/finetune_*.yaml` or a bare `model:` block) or a run's config.json.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// `synthetic` (default), `modelnet40:PATH`, `scanobjectnn:PATH`, `shapenetpart:PATH`,
+    /// `folder:PATH`, or a path whose layout is detected.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Backbone to start from: the official Point-MAE `pretrain.pth` or a native checkpoint.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Points fed to the model (overrides the config's npoints).
+    #[arg(long)]
+    pub points: Option<usize>,
+    /// Run directory (default `runs/<mode>-<data>`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run from its last checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+    /// Token-scale snapshot of a fixed test cloud every N steps (0: once per epoch).
+    #[arg(long)]
+    pub snapshot_every: Option<usize>,
+    /// Force / forbid pc_normalize on inputs (default: the data set's official choice).
+    #[arg(long, overrides_with = "no_normalize")]
+    pub normalize: bool,
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// JSON lines only on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The demonstration settings used when no config is given.
+pub fn demo_config() -> TrainConfig {
+    TrainConfig {
+        model: ModelConfig::small(8),
+        epochs: 12,
+        warmup_epochs: 1,
+        batch: 32,
+        optim: crate::train::optim::AdamWConfig {
+            lr: 1e-3,
+            ..Default::default()
+        },
+        out: PathBuf::from("runs/demo"),
+        ..TrainConfig::default()
+    }
+}
+
+fn yaml_f64(v: &serde_yaml::Value, path: &[&str]) -> Option<f64> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(*p)?;
+    }
+    cur.as_f64()
+}
+
+/// A config from `--config`: our JSON, or an official YAML whose recipe keys we honour.
+pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        let cfg: TrainConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a run configuration", path.display()))?;
+        return Ok(cfg);
+    }
+    let model = ModelConfig::from_yaml_str(&text).map_err(|e| e.with_path(path))?;
+    let root: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let mut cfg = TrainConfig {
+        mode: match model.kind {
+            crate::model::ModelKind::Dapt => Mode::Dapt,
+            crate::model::ModelKind::PointMae => Mode::Full,
+        },
+        model,
+        ..TrainConfig::default()
+    };
+    if let Some(lr) = yaml_f64(&root, &["optimizer", "kwargs", "lr"]) {
+        cfg.optim.lr = lr;
+    }
+    if let Some(wd) = yaml_f64(&root, &["optimizer", "kwargs", "weight_decay"]) {
+        cfg.optim.weight_decay = wd;
+    }
+    if let Some(e) = yaml_f64(&root, &["scheduler", "kwargs", "epochs"]) {
+        cfg.epochs = e as usize;
+    }
+    if let Some(w) = yaml_f64(&root, &["scheduler", "kwargs", "initial_epochs"]) {
+        cfg.warmup_epochs = w as usize;
+    }
+    if let Some(b) = yaml_f64(&root, &["total_bs"]) {
+        cfg.batch = b as usize;
+    }
+    if let Some(c) = yaml_f64(&root, &["grad_norm_clip"]) {
+        cfg.optim.grad_clip = Some(c);
+    }
+    // the dataset block decides the official input normalisation (§2.1)
+    let base = format!("{:?}", root.get("dataset"));
+    if base.contains("ModelNet") {
+        cfg.normalize = Some(true);
+    } else if base.contains("ScanObjectNN") {
+        cfg.normalize = Some(false);
+    }
+    Ok(cfg)
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let json = args.json;
+    let resume = args.resume.clone();
+    let cfg = if resume.is_some() {
+        TrainConfig::default() // replaced by the run's own config.json
+    } else {
+        let mut cfg = match &args.config {
+            Some(p) => config_from_file(p)?,
+            None => demo_config(),
+        };
+        if let Some(d) = &args.data {
+            cfg.data = d.clone();
+        }
+        if let Some(m) = args.mode {
+            cfg.mode = m;
+        }
+        cfg.init = args.init.clone().or(cfg.init);
+        if let Some(v) = args.epochs {
+            cfg.epochs = v;
+            cfg.warmup_epochs = cfg.warmup_epochs.min(v / 2);
+        }
+        if let Some(v) = args.warmup_epochs {
+            cfg.warmup_epochs = v;
+        }
+        if let Some(v) = args.batch {
+            cfg.batch = v;
+        }
+        if let Some(v) = args.lr {
+            cfg.optim.lr = v;
+        }
+        if let Some(v) = args.weight_decay {
+            cfg.optim.weight_decay = v;
+        }
+        if let Some(v) = args.points {
+            cfg.model.npoints = v;
+        }
+        if let Some(v) = args.seed {
+            cfg.seed = v;
+        }
+        if let Some(v) = args.backend {
+            cfg.backend = v;
+        }
+        if let Some(v) = args.snapshot_every {
+            cfg.snapshot_every = v;
+        }
+        if args.normalize {
+            cfg.normalize = Some(true);
+        }
+        if args.no_normalize {
+            cfg.normalize = Some(false);
+        }
+        cfg.out = match &args.out {
+            Some(o) => o.clone(),
+            None if args.config.is_none() && args.data.is_none() => PathBuf::from("runs/demo"),
+            None => {
+                let tag: String = cfg
+                    .data
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                PathBuf::from(format!("runs/{}-{}", cfg.mode.as_str(), tag))
+            }
+        };
+        // the demo may be run again: start it afresh rather than refuse
+        if args.config.is_none()
+            && args.data.is_none()
+            && args.out.is_none()
+            && cfg.out.join("checkpoints/state.json").exists()
+        {
+            let _ = std::fs::remove_dir_all(&cfg.out);
+        }
+        cfg
+    };
+    let printer = std::thread::spawn(move || super::output::report_events(rx, json));
+    let result = crate::train::run(cfg, resume.as_deref(), Some(tx), stop);
+    let _ = printer.join();
+    let summary = result?;
+    if json {
+        super::output::print_json(&serde_json::json!({"event": "summary", "summary": summary}));
+    } else {
+        let last = summary.last.as_ref();
+        println!(
+            "done: {} epochs; best held-out accuracy {:.2}% (epoch {}), mean class accuracy {:.2}%{}",
+            summary.epochs_done,
+            100.0 * summary.best_overall_accuracy,
+            summary.best_epoch,
+            100.0 * summary.best_mean_class_accuracy,
+            last.map(|m| format!("; final {:.2}%", 100.0 * m.overall_accuracy))
+                .unwrap_or_default()
+        );
+        println!(
+            "run directory: {} (adapter file {:.2} MB)",
+            summary.run_dir.display(),
+            summary.adapter_bytes as f64 / 1e6
+        );
+    }
+    Ok(())
+}

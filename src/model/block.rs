@@ -1,0 +1,170 @@
+//! Pre-norm transformer block (dapt-spec.md §3.3) and its DAPT form (§4.3): the same frozen
+//! weights, with TFTS units, a Dynamic Adapter and an internal prompt when `dapt` parts exist.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, activation};
+
+use super::adapter::DynamicAdapter;
+use super::layers::{ForwardCtx, LayerNorm, Tfts, gelu, linear};
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// No bias (official).
+    pub qkv: Linear,
+    pub proj: Linear,
+    /// DAPT: on the raw 3C qkv output, before the q/k/v split.
+    pub tfts_1: Option<Tfts>,
+    /// DAPT: on the proj output.
+    pub tfts_2: Option<Tfts>,
+    #[module(skip)]
+    pub num_heads: usize,
+}
+
+impl Attention {
+    pub fn new(dim: usize, num_heads: usize, dapt: bool, device: &Device) -> Self {
+        Self {
+            qkv: linear(dim, 3 * dim, false, device),
+            proj: linear(dim, dim, true, device),
+            tfts_1: dapt.then(|| Tfts::new(3 * dim, device)),
+            tfts_2: dapt.then(|| Tfts::new(dim, device)),
+            num_heads,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let h = self.num_heads;
+        let dh = c / h;
+        let mut qkv = self.qkv.forward(x); // [b, t, 3c]
+        if let Some(tf) = &self.tfts_1 {
+            qkv = tf.forward(qkv);
+        }
+        // [b, t, 3, h, dh] -> [3, b, h, t, dh]
+        let qkv = qkv.reshape([b, t, 3, h, dh]).permute([2, 0, 3, 1, 4]);
+        let q = qkv.clone().slice_dim(0, 0..1).reshape([b, h, t, dh]);
+        let k = qkv.clone().slice_dim(0, 1..2).reshape([b, h, t, dh]);
+        let v = qkv.slice_dim(0, 2..3).reshape([b, h, t, dh]);
+        let scale = (dh as f64).powf(-0.5);
+        let attn = activation::softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
+        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, t, c]);
+        let mut out = self.proj.forward(out);
+        if let Some(tf) = &self.tfts_2 {
+            out = tf.forward(out);
+        }
+        out
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    /// DAPT: on the fc1 output, before GELU.
+    pub tfts_1: Option<Tfts>,
+    /// DAPT: on the fc2 output.
+    pub tfts_2: Option<Tfts>,
+}
+
+impl Mlp {
+    pub fn new(dim: usize, dapt: bool, device: &Device) -> Self {
+        Self {
+            fc1: linear(dim, 4 * dim, true, device),
+            fc2: linear(4 * dim, dim, true, device),
+            tfts_1: dapt.then(|| Tfts::new(4 * dim, device)),
+            tfts_2: dapt.then(|| Tfts::new(dim, device)),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let mut h = self.fc1.forward(x);
+        if let Some(tf) = &self.tfts_1 {
+            h = tf.forward(h);
+        }
+        let mut out = self.fc2.forward(gelu(h));
+        if let Some(tf) = &self.tfts_2 {
+            out = tf.forward(out);
+        }
+        out
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub norm1: LayerNorm,
+    pub attn: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: Mlp,
+    /// DAPT: after norm1 / after norm2 / on the new prompt.
+    pub tfts_1: Option<Tfts>,
+    pub tfts_2: Option<Tfts>,
+    pub tfts_3: Option<Tfts>,
+    pub adapter: Option<DynamicAdapter>,
+    #[module(skip)]
+    pub drop_path: f64,
+}
+
+/// What a DAPT block exposes besides its output.
+pub struct BlockAux {
+    /// Dynamic scale `[b, t, 1]` of every input token.
+    pub scale: Option<Tensor<3>>,
+}
+
+impl Block {
+    pub fn new(
+        dim: usize,
+        num_heads: usize,
+        drop_path: f64,
+        adapter: Option<(usize, f64)>,
+        device: &Device,
+    ) -> Self {
+        let dapt = adapter.is_some();
+        Self {
+            norm1: LayerNorm::new(dim, device),
+            attn: Attention::new(dim, num_heads, dapt, device),
+            norm2: LayerNorm::new(dim, device),
+            mlp: Mlp::new(dim, dapt, device),
+            tfts_1: dapt.then(|| Tfts::new(dim, device)),
+            tfts_2: dapt.then(|| Tfts::new(dim, device)),
+            tfts_3: dapt.then(|| Tfts::new(dim, device)),
+            adapter: adapter.map(|(rank, p)| DynamicAdapter::new(dim, rank, p, device)),
+            drop_path,
+        }
+    }
+
+    /// Plain Point-MAE block: `x + DropPath(Attn(LN1 x))`, then `+ DropPath(MLP(LN2 x))`.
+    pub fn forward_plain(&self, x: Tensor<3>, ctx: &mut ForwardCtx) -> Tensor<3> {
+        let a = self.attn.forward(self.norm1.forward(x.clone()));
+        let x = x + ctx.drop_path(a, self.drop_path);
+        let f = self.mlp.forward(self.norm2.forward(x.clone()));
+        x.clone() + ctx.drop_path(f, self.drop_path)
+    }
+
+    /// DAPT block (§4.3): returns the output with the new prompt inserted after cls
+    /// (`t + 1` tokens) and the dynamic scale of the `t` input tokens.
+    pub fn forward_dapt(&self, x: Tensor<3>, ctx: &mut ForwardCtx) -> (Tensor<3>, BlockAux) {
+        let (Some(t1), Some(t2), Some(t3), Some(adapter)) =
+            (&self.tfts_1, &self.tfts_2, &self.tfts_3, &self.adapter)
+        else {
+            return (self.forward_plain(x, ctx), BlockAux { scale: None });
+        };
+        let [b, t, c] = x.dims();
+        let a = self.attn.forward(t1.forward(self.norm1.forward(x.clone())));
+        let x = x + ctx.drop_path(a, self.drop_path);
+        let y = t2.forward(self.norm2.forward(x.clone()));
+        let (ad, scale) = adapter.forward(y.clone(), ctx);
+        let f = self.mlp.forward(y);
+        let x = x + ctx.drop_path(f + ad.clone(), self.drop_path);
+        let prompt = t3.forward(gelu(ad).mean_dim(1)); // [b, 1, c]
+        let out = Tensor::cat(
+            vec![
+                x.clone().slice_dim(1, 0..1),
+                prompt,
+                x.slice_dim(1, 1..t),
+            ],
+            1,
+        );
+        debug_assert_eq!(out.dims(), [b, t + 1, c]);
+        (out, BlockAux { scale: Some(scale) })
+    }
+}

@@ -1,0 +1,364 @@
+//! Checkpoint import and export (dapt-spec.md §3.5-§3.6, §4.9).
+//!
+//! Official PyTorch `.pth` files are read without Python (burn-store's pickle reader); their
+//! keys are the official names, which our modules map to one to one (`model::names`).
+//! Native checkpoints are safetensors files with the same official names plus a JSON
+//! metadata entry, so either kind can be converted into the other by a key lookup.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::pytorch::PytorchReader;
+
+use super::names::{Loader, RawTensor, named_params};
+use super::ModelError;
+
+/// Metadata key of native checkpoints holding the JSON document written by the saver.
+pub const META_KEY: &str = "dapt_studio";
+
+/// A state dict by official name, with where it came from.
+#[derive(Clone, Debug, Default)]
+pub struct StateDict {
+    pub path: PathBuf,
+    pub tensors: HashMap<String, RawTensor>,
+    /// The JSON metadata of a native checkpoint (config, kind, ...).
+    pub meta: Option<serde_json::Value>,
+    pub format: CheckpointFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    #[default]
+    Pytorch,
+    Native,
+}
+
+fn ck_err(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads a `.pth` (zip or legacy pickle) or native safetensors checkpoint.
+pub fn read_state_dict(path: &Path) -> Result<StateDict, ModelError> {
+    let mut head = [0u8; 16];
+    let n = {
+        let mut f = std::fs::File::open(path).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        use std::io::Read;
+        f.read(&mut head).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?
+    };
+    if n >= 4 && &head[..4] == b"PK\x03\x04" || n >= 2 && head[0] == 0x80 {
+        read_pytorch(path)
+    } else if n >= 9 && head[8] == b'{' {
+        read_native(path)
+    } else {
+        Err(ck_err(
+            path,
+            "not a checkpoint: expected a PyTorch .pth (zip or pickle) or a safetensors file",
+        ))
+    }
+}
+
+fn bytes_to_f32(path: &Path, name: &str, dtype: pytorch_reader::DType, bytes: &[u8]) -> Result<Vec<f32>, ModelError> {
+    use pytorch_reader::DType as T;
+    let chunks = |w: usize| bytes.chunks_exact(w);
+    Ok(match dtype {
+        T::F32 => chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        T::F64 => chunks(8)
+            .map(|c| {
+                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            })
+            .collect(),
+        T::F16 => chunks(2)
+            .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        T::BF16 => chunks(2)
+            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+            .collect(),
+        T::I64 => chunks(8)
+            .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        other => {
+            return Err(ck_err(
+                path,
+                format!("{name}: unsupported tensor dtype {other:?}"),
+            ));
+        }
+    })
+}
+
+fn half_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = if exp == 0 {
+        if frac == 0 {
+            sign
+        } else {
+            // subnormal
+            let v = frac as f32 * (1.0 / (1 << 24) as f32);
+            return if sign != 0 { -v } else { v };
+        }
+    } else if exp == 31 {
+        sign | 0x7f80_0000 | (frac << 13)
+    } else {
+        sign | ((exp + 127 - 15) << 23) | (frac << 13)
+    };
+    f32::from_bits(bits)
+}
+
+/// Official `.pth`: a dict holding the state dict under `base_model`, `model` or
+/// `model_state_dict` (or a bare state dict); `module.` prefixes are stripped.
+pub fn read_pytorch(path: &Path) -> Result<StateDict, ModelError> {
+    let mut last_err = None;
+    let mut reader = None;
+    for key in ["base_model", "model", "model_state_dict", "state_dict"] {
+        match PytorchReader::with_top_level_key(path, key) {
+            Ok(r) if !r.is_empty() => {
+                reader = Some(r);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => last_err = Some(e.to_string()),
+        }
+    }
+    let reader = match reader {
+        Some(r) => r,
+        None => match PytorchReader::new(path) {
+            Ok(r) if !r.is_empty() => r,
+            Ok(_) => return Err(ck_err(path, "the file holds no tensors")),
+            Err(e) => {
+                return Err(ck_err(
+                    path,
+                    format!(
+                        "cannot read as a PyTorch checkpoint: {e}{}",
+                        last_err.map(|l| format!(" ({l})")).unwrap_or_default()
+                    ),
+                ));
+            }
+        },
+    };
+    let mut tensors = HashMap::new();
+    for (name, t) in reader.into_tensors() {
+        let clean = name.replace("module.", "");
+        if clean.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let bytes = t
+            .read()
+            .map_err(|e| ck_err(path, format!("{name}: {e}")))?;
+        let shape = t.shape().to_vec();
+        let data = bytes_to_f32(path, &name, t.dtype(), &bytes)?;
+        if data.len() != shape.iter().product::<usize>() {
+            return Err(ck_err(path, format!("{name}: data does not match shape {shape:?}")));
+        }
+        tensors.insert(clean, RawTensor { shape, data });
+    }
+    Ok(StateDict {
+        path: path.to_path_buf(),
+        tensors,
+        meta: None,
+        format: CheckpointFormat::Pytorch,
+    })
+}
+
+/// Native safetensors checkpoint (f32 tensors by official name + JSON metadata).
+pub fn read_native(path: &Path) -> Result<StateDict, ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| ck_err(path, format!("not a valid safetensors file: {e}")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ck_err(path, format!("bad safetensors header: {e}")))?;
+    let meta = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(META_KEY))
+        .map(|s| serde_json::from_str(s))
+        .transpose()
+        .map_err(|e| ck_err(path, format!("bad metadata: {e}")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.iter() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(ck_err(path, format!("{name}: expected f32, found {:?}", view.dtype())));
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.insert(
+            name.to_string(),
+            RawTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(StateDict {
+        path: path.to_path_buf(),
+        tensors,
+        meta,
+        format: CheckpointFormat::Native,
+    })
+}
+
+/// Writes tensors by official name as safetensors, atomically (temp file, fsync, rename).
+pub fn write_native(
+    path: &Path,
+    tensors: &[(String, RawTensor)],
+    meta: &serde_json::Value,
+) -> Result<u64, ModelError> {
+    let io = |e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let bytes_per: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t)| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, t), b) in tensors.iter().zip(bytes_per.iter()) {
+        let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), b)
+            .map_err(|e| ck_err(path, format!("{name}: {e}")))?;
+        views.push((name.clone(), v));
+    }
+    let mut info = HashMap::new();
+    info.insert(META_KEY.to_string(), meta.to_string());
+    let buf = safetensors::serialize(views, Some(info))
+        .map_err(|e| ck_err(path, format!("serialise: {e}")))?;
+    atomic_write(path, &buf).map_err(io)?;
+    Ok(buf.len() as u64)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
+/// a crash leaves either the old file or the new one, never a torn one.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "checkpoint".into());
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// How strictly a state dict must match the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Every model tensor must be present and nothing else (fine-tuned checkpoints).
+    Strict,
+    /// A Point-MAE `pretrain.pth` (or a backbone): encoder prefixes stripped, decoder keys
+    /// ignored, new parts (cls, head, TFTS, adapters) left at their initialisation.
+    Backbone,
+}
+
+/// What a load did.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub applied: Vec<String>,
+    /// Model tensors the file did not have (left at init).
+    pub missing: Vec<String>,
+    /// File tensors the model has no place for (ignored).
+    pub unexpected: Vec<String>,
+}
+
+/// The official remapping of a pre-training checkpoint (§3.6 step 2).
+pub fn backbone_key(key: &str) -> String {
+    for prefix in ["MAE_encoder.", "ACT_encoder.", "transformer_k.", "base_model."] {
+        if let Some(rest) = key.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    key.to_string()
+}
+
+/// Applies a state dict to `module` under `mode`.
+pub fn load_into<M: Module>(
+    module: M,
+    dict: &StateDict,
+    mode: LoadMode,
+) -> Result<(M, LoadReport), ModelError> {
+    let tensors: HashMap<String, RawTensor> = match mode {
+        LoadMode::Strict => dict.tensors.clone(),
+        LoadMode::Backbone => dict
+            .tensors
+            .iter()
+            .map(|(k, v)| (backbone_key(k), v.clone()))
+            .collect(),
+    };
+    let expected = named_params(&module);
+    let mut loader = Loader::new(&tensors);
+    let module = module.map(&mut loader);
+    if !loader.errors.is_empty() {
+        return Err(ck_err(&dict.path, loader.errors.join("; ")));
+    }
+    let applied = loader.applied;
+    let names: std::collections::HashSet<&str> =
+        expected.iter().map(|p| p.name.as_str()).collect();
+    let missing: Vec<String> = expected
+        .iter()
+        .filter(|p| !tensors.contains_key(&p.name))
+        .map(|p| p.name.clone())
+        .collect();
+    let mut unexpected: Vec<String> = tensors
+        .keys()
+        .filter(|k| !names.contains(k.as_str()))
+        .cloned()
+        .collect();
+    unexpected.sort();
+    if mode == LoadMode::Strict && (!missing.is_empty() || !unexpected.is_empty()) {
+        let show = |v: &[String]| {
+            let mut s = v.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
+            if v.len() > 8 {
+                s.push_str(&format!(", ... ({} in all)", v.len()));
+            }
+            s
+        };
+        let mut msg = String::from("does not match the model");
+        if !missing.is_empty() {
+            msg.push_str(&format!("; missing keys: {}", show(&missing)));
+        }
+        if !unexpected.is_empty() {
+            msg.push_str(&format!("; unexpected keys: {}", show(&unexpected)));
+        }
+        return Err(ck_err(&dict.path, msg));
+    }
+    if mode == LoadMode::Backbone && applied.is_empty() {
+        return Err(ck_err(
+            &dict.path,
+            "no tensor of this file matches the Point-MAE backbone (is it a Point-MAE checkpoint?)",
+        ));
+    }
+    Ok((
+        module,
+        LoadReport {
+            applied,
+            missing,
+            unexpected,
+        },
+    ))
+}

@@ -1,0 +1,231 @@
+//! The classification models: `PointTransformer_DAPT` (§4) and Point-MAE full fine-tuning
+//! `PointTransformer` (§3.4), with the official head (§5.1). One struct, one code path for
+//! every burn backend; which parts exist follows [`ModelKind`].
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
+
+use super::block::Block;
+use super::config::{ModelConfig, ModelKind, Pool};
+use super::encoder::{PatchEncoder, PosEmbed};
+use super::grouping::{Groups, group};
+use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param};
+use super::ModelError;
+
+/// `cls_head_finetune`: Linear → BN → ReLU → Dropout(0.5) → Linear → BN → ReLU → Dropout → Linear.
+#[derive(Module, Debug)]
+pub struct ClsHead {
+    pub fc0: Linear,
+    pub bn1: BatchNorm,
+    pub fc4: Linear,
+    pub bn5: BatchNorm,
+    pub fc8: Linear,
+}
+
+impl ClsHead {
+    pub fn new(d_in: usize, classes: usize, device: &Device) -> Self {
+        Self {
+            fc0: linear(d_in, 256, true, device),
+            bn1: BatchNorm::new(256, device),
+            fc4: linear(256, 256, true, device),
+            bn5: BatchNorm::new(256, device),
+            fc8: linear(256, classes, true, device),
+        }
+    }
+
+    pub fn forward(&mut self, x: Tensor<2>, ctx: &mut ForwardCtx) -> Tensor<2> {
+        let x = activation::relu(self.bn1.forward(self.fc0.forward(x), ctx.training));
+        let x = ctx.dropout(x, 0.5);
+        let x = activation::relu(self.bn5.forward(self.fc4.forward(x), ctx.training));
+        let x = ctx.dropout(x, 0.5);
+        self.fc8.forward(x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub cls_token: Param<Tensor<3>>,
+    pub cls_pos: Param<Tensor<3>>,
+    pub encoder: PatchEncoder,
+    pub pos_embed: PosEmbed,
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+    /// DAPT: on the patch tokens after the encoder / on all tokens after the final norm.
+    pub tfts_1: Option<Tfts>,
+    pub tfts_2: Option<Tfts>,
+    pub head: ClsHead,
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+/// Everything a caller may want from one forward pass besides the logits.
+pub struct ForwardOutput {
+    /// `[b, k]`
+    pub logits: Tensor<2>,
+    /// `[b, head_in]`
+    pub head_input: Tensor<2>,
+    /// Patch tokens out of the encoder, before TFTS: `[b, g, c]`.
+    pub patch_tokens: Tensor<3>,
+    /// Output of each block (DAPT: including its new prompt).
+    pub block_out: Vec<Tensor<3>>,
+    /// DAPT: dynamic scale of each block's input tokens, `[b, t_l, 1]`.
+    pub scales: Vec<Tensor<3>>,
+}
+
+/// The grouping of the last forward pass, kept for the viewer (patch membership, centres).
+pub type ForwardState = Groups;
+
+fn trunc_normal(shape: [usize; 3], std: f64, device: &Device) -> Tensor<3> {
+    // trunc_normal_(std) with bounds ±2 (absolute, as timm): clamp is a close stand-in
+    // for redraws at std 0.02, where |x| > 2 never happens in practice.
+    Tensor::random(shape, Distribution::Normal(0.0, std), device).clamp(-2.0, 2.0)
+}
+
+impl Classifier {
+    /// A freshly initialised model (official init where it matters: adapters start at zero,
+    /// TFTS at identity ± noise, cls token/pos trunc-normal 0.02).
+    pub fn new(config: &ModelConfig, device: &Device) -> Result<Self, ModelError> {
+        config.validate()?;
+        let c = config.trans_dim;
+        let dapt = config.kind == ModelKind::Dapt;
+        let depth = config.depth;
+        let blocks = (0..depth)
+            .map(|i| {
+                let dp = if depth > 1 {
+                    config.drop_path_rate * i as f64 / (depth - 1) as f64
+                } else {
+                    0.0
+                };
+                let adapter = dapt.then_some((config.rank, config.drop_adapter_rate));
+                Block::new(c, config.num_heads, dp, adapter, device)
+            })
+            .collect();
+        Ok(Self {
+            cls_token: param(trunc_normal([1, 1, c], 0.02, device)),
+            cls_pos: param(trunc_normal([1, 1, c], 0.02, device)),
+            encoder: PatchEncoder::new(config.encoder_dims, device),
+            pos_embed: PosEmbed::new(c, device),
+            blocks,
+            norm: LayerNorm::new(c, device),
+            tfts_1: dapt.then(|| Tfts::new(c, device)),
+            tfts_2: dapt.then(|| Tfts::new(c, device)),
+            head: ClsHead::new(config.head_in_dim(), config.cls_dim, device),
+            config: config.clone(),
+        })
+    }
+
+    /// Groups raw clouds `points` (`[b, n, 3]` flattened) and runs the network.
+    pub fn forward_points(
+        &mut self,
+        points: &[[f32; 3]],
+        b: usize,
+        n: usize,
+        device: &Device,
+        ctx: &mut ForwardCtx,
+    ) -> Result<(ForwardOutput, Groups), ModelError> {
+        let groups = group(
+            points,
+            b,
+            n,
+            self.config.num_group,
+            self.config.group_size,
+        )?;
+        let out = self.forward_groups(
+            groups.neighborhoods_tensor(device),
+            groups.centers_tensor(device),
+            ctx,
+        );
+        Ok((out, groups))
+    }
+
+    /// `neighborhoods`: `[b, g, m, 3]`, `centers`: `[b, g, 3]`.
+    pub fn forward_groups(
+        &mut self,
+        neighborhoods: Tensor<4>,
+        centers: Tensor<3>,
+        ctx: &mut ForwardCtx,
+    ) -> ForwardOutput {
+        let [b, g, _, _] = neighborhoods.dims();
+        let c = self.config.trans_dim;
+        let patch_tokens = self.encoder.forward(neighborhoods, ctx.training);
+        let mut tokens = patch_tokens.clone();
+        if let Some(tf) = &self.tfts_1 {
+            tokens = tf.forward(tokens);
+        }
+        let cls = self.cls_token.val().expand([b, 1, c]);
+        let cls_pos = self.cls_pos.val().expand([b, 1, c]);
+        let pos = Tensor::cat(vec![cls_pos, self.pos_embed.forward(centers)], 1);
+        let mut x = Tensor::cat(vec![cls, tokens], 1);
+        let mut block_out = Vec::with_capacity(self.blocks.len());
+        let mut scales = Vec::new();
+        let feats = match self.config.kind {
+            ModelKind::Dapt => {
+                x = x + pos; // added once: the token count grows per block
+                for blk in &self.blocks {
+                    let (y, aux) = blk.forward_dapt(x, ctx);
+                    if let Some(s) = aux.scale {
+                        scales.push(s);
+                    }
+                    block_out.push(y.clone());
+                    x = y;
+                }
+                let mut z = self.norm.forward(x);
+                if let Some(tf) = &self.tfts_2 {
+                    z = tf.forward(z);
+                }
+                let t = z.dims()[1];
+                let l = self.blocks.len();
+                let mut parts = Vec::new();
+                if self.config.class_token.enabled() {
+                    parts.push(z.clone().slice_dim(1, 0..1).reshape([b, c]));
+                }
+                let pool = |x: Tensor<3>, p: Pool| match p {
+                    Pool::Max => x.max_dim(1).reshape([b, c]),
+                    _ => x.mean_dim(1).reshape([b, c]),
+                };
+                if self.config.prompt_token.enabled() {
+                    parts.push(pool(z.clone().slice_dim(1, 1..1 + l), self.config.prompt_token));
+                }
+                if self.config.patch_token.enabled() {
+                    parts.push(pool(z.slice_dim(1, t - g..t), self.config.patch_token));
+                }
+                Tensor::cat(parts, 1)
+            }
+            ModelKind::PointMae => {
+                for blk in &self.blocks {
+                    x = blk.forward_plain(x + pos.clone(), ctx);
+                    block_out.push(x.clone());
+                }
+                let z = self.norm.forward(x);
+                let t = z.dims()[1];
+                let cls = z.clone().slice_dim(1, 0..1).reshape([b, c]);
+                let rest = z.slice_dim(1, 1..t).max_dim(1).reshape([b, c]);
+                Tensor::cat(vec![cls, rest], 1)
+            }
+        };
+        let logits = self.head.forward(feats.clone(), ctx);
+        ForwardOutput {
+            logits,
+            head_input: feats,
+            patch_tokens,
+            block_out,
+            scales,
+        }
+    }
+}
+
+/// Mean cross-entropy of `logits` `[b, k]` against integer `labels`.
+pub fn cross_entropy(logits: Tensor<2>, labels: &[usize]) -> Tensor<1> {
+    let [b, k] = logits.dims();
+    let device = logits.device();
+    let mut onehot = vec![0f32; b * k];
+    for (i, &l) in labels.iter().enumerate() {
+        if l < k {
+            onehot[i * k + l] = 1.0;
+        }
+    }
+    let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), &device);
+    let logp = activation::log_softmax(logits, 1);
+    (logp * onehot).sum().neg() / b as f64
+}

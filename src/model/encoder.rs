@@ -1,0 +1,73 @@
+//! Mini-PointNet patch encoder (`encoder.*`, dapt-spec.md §3.1) and the positional
+//! embedding MLP (`pos_embed.*`, §3.2).
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor, activation};
+
+use super::layers::{BatchNorm, gelu, linear};
+
+/// Conv1d(k=1) stacks as per-point Linear layers; field names mirror the official
+/// `first_conv.{0,1,3}` / `second_conv.{0,1,3}` indices.
+#[derive(Module, Debug)]
+pub struct PatchEncoder {
+    pub first_conv0: Linear,
+    pub first_conv1: BatchNorm,
+    pub first_conv3: Linear,
+    pub second_conv0: Linear,
+    pub second_conv1: BatchNorm,
+    pub second_conv3: Linear,
+}
+
+impl PatchEncoder {
+    pub fn new(out_dim: usize, device: &Device) -> Self {
+        Self {
+            first_conv0: linear(3, 128, true, device),
+            first_conv1: BatchNorm::new(128, device),
+            first_conv3: linear(128, 256, true, device),
+            second_conv0: linear(512, 512, true, device),
+            second_conv1: BatchNorm::new(512, device),
+            second_conv3: linear(512, out_dim, true, device),
+        }
+    }
+
+    /// `neighborhoods`: `[b, g, m, 3]` local coordinates → patch tokens `[b, g, c]`.
+    pub fn forward(&mut self, neighborhoods: Tensor<4>, training: bool) -> Tensor<3> {
+        let [b, g, m, _] = neighborhoods.dims();
+        let rows = b * g * m;
+        let x = neighborhoods.reshape([rows, 3]);
+        let x = self.first_conv0.forward(x);
+        let x = activation::relu(self.first_conv1.forward(x, training));
+        let f = self.first_conv3.forward(x); // [bgm, 256]
+        let f = f.reshape([b * g, m, 256]);
+        let global = f.clone().max_dim(1); // [bg, 1, 256]
+        let x = Tensor::cat(vec![global.expand([b * g, m, 256]), f], 2); // global first
+        let x = x.reshape([rows, 512]);
+        let x = self.second_conv0.forward(x);
+        let x = activation::relu(self.second_conv1.forward(x, training));
+        let x = self.second_conv3.forward(x); // [bgm, c]
+        let c = x.dims()[1];
+        x.reshape([b * g, m, c]).max_dim(1).reshape([b, g, c])
+    }
+}
+
+/// π(c) = Linear(128→C)(GELU(Linear(3→128)(c))): `pos_embed.0` and `pos_embed.2`.
+#[derive(Module, Debug)]
+pub struct PosEmbed {
+    pub fc0: Linear,
+    pub fc2: Linear,
+}
+
+impl PosEmbed {
+    pub fn new(dim: usize, device: &Device) -> Self {
+        Self {
+            fc0: linear(3, 128, true, device),
+            fc2: linear(128, dim, true, device),
+        }
+    }
+
+    /// `centers`: `[b, g, 3]` → `[b, g, c]`.
+    pub fn forward(&self, centers: Tensor<3>) -> Tensor<3> {
+        self.fc2.forward(gelu(self.fc0.forward(centers)))
+    }
+}

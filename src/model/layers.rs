@@ -1,0 +1,240 @@
+//! Building blocks with the exact PyTorch semantics the official models rely on
+//! (LayerNorm with biased variance, BatchNorm with unbiased running variance, exact GELU,
+//! timm DropPath, SSF-style scale-and-shift).
+
+use burn::module::{Module, Param, ParamId};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
+
+use crate::data::Rng;
+
+/// A parameter holding `value`, trainable unless frozen later.
+pub fn param<const D: usize>(value: Tensor<D>) -> Param<Tensor<D>> {
+    Param::from_tensor(value)
+}
+
+/// A non-trainable buffer (BatchNorm running statistics).
+pub fn buffer<const D: usize>(value: Tensor<D>) -> Param<Tensor<D>> {
+    Param::initialized(ParamId::new(), value).set_require_grad(false)
+}
+
+/// `nn.Linear` with PyTorch's default init (kaiming-uniform a=√5 → U(±1/√fan_in) for
+/// weight and bias). Weight stored `[in, out]`.
+pub fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
+}
+
+/// LayerNorm over the last dimension, eps 1e-5, biased variance (PyTorch).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, device: &Device) -> Self {
+        Self {
+            weight: param(Tensor::ones([dim], device)),
+            bias: param(Tensor::zeros([dim], device)),
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
+        let xhat = (x - mean) / (var + 1e-5).sqrt();
+        xhat * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+    }
+}
+
+/// BatchNorm1d over the channel (last) dimension of a `[rows, channels]` tensor.
+///
+/// Training mode normalises with the biased batch variance and moves the running statistics
+/// by momentum 0.1 using the unbiased variance, as PyTorch does; the running statistics are
+/// updated even when the affine parameters are frozen (dapt-spec.md §4.7).
+#[derive(Module, Debug)]
+pub struct BatchNorm {
+    pub weight: Param<Tensor<1>>,
+    pub bias: Param<Tensor<1>>,
+    pub running_mean: Param<Tensor<1>>,
+    pub running_var: Param<Tensor<1>>,
+}
+
+pub const BN_MOMENTUM: f64 = 0.1;
+
+impl BatchNorm {
+    pub fn new(dim: usize, device: &Device) -> Self {
+        Self {
+            weight: param(Tensor::ones([dim], device)),
+            bias: param(Tensor::zeros([dim], device)),
+            running_mean: buffer(Tensor::zeros([dim], device)),
+            running_var: buffer(Tensor::ones([dim], device)),
+        }
+    }
+
+    /// `x`: `[rows, channels]`. In training mode the running statistics are updated in place.
+    pub fn forward(&mut self, x: Tensor<2>, training: bool) -> Tensor<2> {
+        let [rows, _] = x.dims();
+        let w = self.weight.val().unsqueeze::<2>();
+        let b = self.bias.val().unsqueeze::<2>();
+        if training && rows > 1 {
+            let (var, mean) = x.clone().var_mean_bias(0);
+            let out = (x - mean.clone()) / (var.clone() + 1e-5).sqrt() * w + b;
+            let n = rows as f64;
+            let unbiased = var.detach().squeeze_dim::<1>(0) * (n / (n - 1.0));
+            let mean = mean.detach().squeeze_dim::<1>(0);
+            let rm = self.running_mean.val().inner() * (1.0 - BN_MOMENTUM)
+                + mean.inner() * BN_MOMENTUM;
+            let rv = self.running_var.val().inner() * (1.0 - BN_MOMENTUM)
+                + unbiased.inner() * BN_MOMENTUM;
+            // keep the ids: optimizers and snapshots address buffers by id or name
+            self.running_mean =
+                Param::initialized(self.running_mean.id, rm).set_require_grad(false);
+            self.running_var =
+                Param::initialized(self.running_var.id, rv).set_require_grad(false);
+            out
+        } else {
+            let device = x.device();
+            let mean = self
+                .running_mean
+                .val()
+                .with_autodiff_context_of(&device)
+                .unsqueeze::<2>();
+            let var = self
+                .running_var
+                .val()
+                .with_autodiff_context_of(&device)
+                .unsqueeze::<2>();
+            // folded as PyTorch's CPU inference kernel does (x * alpha + beta), so values
+            // near the following ReLU's threshold round the same way
+            let alpha = w / (var + 1e-5).sqrt();
+            let beta = b - mean * alpha.clone();
+            x * alpha + beta
+        }
+    }
+}
+
+/// Extension so buffers created on a plain device can meet autodiff activations.
+pub trait AutodiffContext {
+    fn with_autodiff_context_of(self, device: &Device) -> Self;
+}
+
+impl<const D: usize> AutodiffContext for Tensor<D> {
+    fn with_autodiff_context_of(self, device: &Device) -> Self {
+        if device.is_autodiff() {
+            self.autodiff()
+        } else {
+            self.inner()
+        }
+    }
+}
+
+/// SSF-style per-channel scale and shift (TFTS): `x ⊙ γ + β`, γ ~ N(1, 0.02), β ~ N(0, 0.02).
+#[derive(Module, Debug)]
+pub struct Tfts {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+}
+
+impl Tfts {
+    pub fn new(dim: usize, device: &Device) -> Self {
+        Self {
+            gamma: param(Tensor::random(
+                [dim],
+                Distribution::Normal(1.0, 0.02),
+                device,
+            )),
+            beta: param(Tensor::random(
+                [dim],
+                Distribution::Normal(0.0, 0.02),
+                device,
+            )),
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        x * self.gamma.val().unsqueeze() + self.bias_like()
+    }
+
+    fn bias_like<const D: usize>(&self) -> Tensor<D> {
+        self.beta.val().unsqueeze()
+    }
+}
+
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    activation::gelu(x)
+}
+
+/// Per-forward randomness and mode. Masks are drawn on the host from our own [`Rng`] so a
+/// run is reproducible from its seed on every backend and resumable from a saved state.
+pub struct ForwardCtx<'a> {
+    pub training: bool,
+    pub rng: Option<&'a mut Rng>,
+}
+
+impl<'a> ForwardCtx<'a> {
+    pub fn eval() -> Self {
+        Self {
+            training: false,
+            rng: None,
+        }
+    }
+
+    pub fn train(rng: &'a mut Rng) -> Self {
+        Self {
+            training: true,
+            rng: Some(rng),
+        }
+    }
+
+    /// timm DropPath: per-sample keep mask scaled by 1/keep, shape `[b, 1, 1]`.
+    pub fn drop_path(&mut self, x: Tensor<3>, prob: f64) -> Tensor<3> {
+        if !self.training || prob <= 0.0 {
+            return x;
+        }
+        let Some(rng) = self.rng.as_deref_mut() else {
+            return x;
+        };
+        let [b, _, _] = x.dims();
+        let keep = 1.0 - prob;
+        let mask: Vec<f32> = (0..b)
+            .map(|_| {
+                if (rng.uniform_f64()) < keep {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let device = x.device();
+        let m = Tensor::<1>::from_data(TensorData::new(mask, [b]), &device).reshape([b, 1, 1]);
+        x * m
+    }
+
+    /// Element-wise dropout with survivors scaled by 1/keep.
+    pub fn dropout<const D: usize>(&mut self, x: Tensor<D>, prob: f64) -> Tensor<D> {
+        if !self.training || prob <= 0.0 {
+            return x;
+        }
+        let Some(rng) = self.rng.as_deref_mut() else {
+            return x;
+        };
+        let shape = x.shape();
+        let n = shape.num_elements();
+        let keep = 1.0 - prob;
+        let scale = (1.0 / keep) as f32;
+        let mask: Vec<f32> = (0..n)
+            .map(|_| if rng.uniform_f64() < keep { scale } else { 0.0 })
+            .collect();
+        let device = x.device();
+        let m = Tensor::<D>::from_data(TensorData::new(mask, shape), &device);
+        x * m
+    }
+}
+
+/// Reads a tensor back to the host as f32 (empty on a backend failure).
+pub fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}

@@ -1,0 +1,178 @@
+//! Evaluation (overall / mean class accuracy, confusion), ModelNet40 voting, and the
+//! token-scale snapshot the viewer draws.
+
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::batch::{Item, scale_and_translate};
+use super::events::ScaleSnapshot;
+use super::metrics::{Confusion, argmax};
+use super::TrainError;
+use crate::data::Rng;
+use crate::gpu::cpu::fps;
+use crate::model::classifier::cross_entropy;
+use crate::model::layers::ForwardCtx;
+use crate::model::Classifier;
+
+pub struct EvalResult {
+    pub loss: f64,
+    pub confusion: Confusion,
+    /// `[sample][class]` logits.
+    pub logits: Vec<Vec<f32>>,
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    host_vec(t)
+}
+
+/// Eval-mode forward of clouds that already have `npoints` points each.
+pub fn logits_of(
+    model: &mut Classifier,
+    clouds: &[&[[f32; 3]]],
+    device: &Device,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let b = clouds.len();
+    if b == 0 {
+        return Ok(Vec::new());
+    }
+    let n = clouds[0].len();
+    let flat: Vec<[f32; 3]> = clouds.iter().flat_map(|c| c.iter().copied()).collect();
+    let mut ctx = ForwardCtx::eval();
+    let (out, _) = model.forward_points(&flat, b, n, device, &mut ctx)?;
+    let k = model.config.cls_dim;
+    Ok(host(out.logits).chunks(k).map(|c| c.to_vec()).collect())
+}
+
+pub fn evaluate(
+    model: &mut Classifier,
+    items: &[Item],
+    batch: usize,
+    device: &Device,
+) -> Result<EvalResult, TrainError> {
+    let k = model.config.cls_dim;
+    let mut confusion = Confusion::new(k);
+    let mut loss_sum = 0.0;
+    let mut all = Vec::with_capacity(items.len());
+    for chunk in items.chunks(batch.max(1)) {
+        let clouds: Vec<&[[f32; 3]]> = chunk.iter().map(|i| i.points.as_slice()).collect();
+        let logits = logits_of(model, &clouds, device)?;
+        let labels: Vec<usize> = chunk.iter().map(|i| i.label).collect();
+        let flat: Vec<f32> = logits.iter().flatten().copied().collect();
+        let t = Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(flat, [chunk.len(), k]),
+            device,
+        );
+        loss_sum += cross_entropy(t, &labels).into_scalar::<f32>() as f64 * chunk.len() as f64;
+        for (l, row) in labels.iter().zip(logits.iter()) {
+            confusion.add(*l, argmax(row));
+        }
+        all.extend(logits);
+    }
+    Ok(EvalResult {
+        loss: loss_sum / items.len().max(1) as f64,
+        confusion,
+        logits: all,
+    })
+}
+
+/// The ModelNet40 voting protocol (dapt-spec.md §7): per cloud FPS 1200 (`point_all`) once,
+/// then `views` random `npoints` subsets with scale-and-translate, logits averaged. Repeated
+/// `repeats` times; the official number is the maximum, the honest one the mean.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VoteResult {
+    pub views: usize,
+    pub repeats: usize,
+    pub accuracies: Vec<f64>,
+    pub mean_accuracy: f64,
+    pub max_accuracy: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_vote(
+    model: &mut Classifier,
+    raw: &[Item],
+    npoints: usize,
+    point_all: usize,
+    views: usize,
+    repeats: usize,
+    batch: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<VoteResult, TrainError> {
+    let mut rng = Rng::new(seed);
+    let pre: Vec<Vec<[f32; 3]>> = raw
+        .iter()
+        .map(|it| {
+            let m = point_all.min(it.points.len());
+            fps(&it.points, m).into_iter().map(|i| it.points[i]).collect()
+        })
+        .collect();
+    let k = model.config.cls_dim;
+    let mut accuracies = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let mut conf = Confusion::new(k);
+        for (chunk_i, chunk) in pre.chunks(batch.max(1)).enumerate() {
+            let mut sum = vec![vec![0f32; k]; chunk.len()];
+            for _ in 0..views.max(1) {
+                let pa = chunk.iter().map(|c| c.len()).min().unwrap_or(0);
+                let cols = rng.choose_distinct(pa, npoints.min(pa));
+                let views_pts: Vec<Vec<[f32; 3]>> = chunk
+                    .iter()
+                    .map(|c| {
+                        let mut v: Vec<[f32; 3]> = cols.iter().map(|&j| c[j]).collect();
+                        scale_and_translate(&mut v, &mut rng);
+                        v
+                    })
+                    .collect();
+                let refs: Vec<&[[f32; 3]]> = views_pts.iter().map(|v| v.as_slice()).collect();
+                let logits = logits_of(model, &refs, device)?;
+                for (s, l) in sum.iter_mut().zip(logits.iter()) {
+                    for (a, b) in s.iter_mut().zip(l) {
+                        *a += b;
+                    }
+                }
+            }
+            for (i, s) in sum.iter().enumerate() {
+                let idx = chunk_i * batch.max(1) + i;
+                conf.add(raw[idx].label, argmax(s));
+            }
+        }
+        accuracies.push(conf.overall_accuracy());
+    }
+    let mean = accuracies.iter().sum::<f64>() / accuracies.len() as f64;
+    let max = accuracies.iter().copied().fold(0.0, f64::max);
+    Ok(VoteResult {
+        views,
+        repeats,
+        accuracies,
+        mean_accuracy: mean,
+        max_accuracy: max,
+    })
+}
+
+/// Dynamic scales of every block for one cloud (already sampled to `npoints`).
+pub fn scale_snapshot(
+    model: &mut Classifier,
+    points: &[[f32; 3]],
+    device: &Device,
+) -> Result<ScaleSnapshot, TrainError> {
+    let n = points.len();
+    let mut ctx = ForwardCtx::eval();
+    let (out, groups) = model.forward_points(points, 1, n, device, &mut ctx)?;
+    let g = model.config.num_group;
+    let mut snap = ScaleSnapshot {
+        centers: groups.centers.clone(),
+        groups: groups.members(0),
+        points: points.to_vec(),
+        ..Default::default()
+    };
+    for s in out.scales {
+        let v: Vec<f32> = host_vec(s);
+        let t = v.len();
+        // layout of block l's input: [cls, prompts (l of them), patches (g)]
+        snap.cls.push(v.first().copied().unwrap_or(0.0));
+        snap.prompts.push(v[1..t - g].to_vec());
+        snap.patch.push(v[t - g..].to_vec());
+    }
+    Ok(snap)
+}
