@@ -2,6 +2,7 @@
 //! built-in synthetic shape set (dapt-spec.md §2, architecture.md "Data and formats").
 
 pub mod cloud;
+pub mod dataset;
 pub mod error;
 pub mod h5;
 pub mod io;
@@ -14,6 +15,7 @@ pub mod text;
 pub mod transform;
 
 pub use cloud::PointCloud;
+pub use dataset::{DataSpec, Dataset, Sample, SampleSource, Task};
 pub use error::{DataError, Result};
 pub use io::{ReadOptions, SUPPORTED_EXTENSIONS, read_cloud};
 pub use ply::write_ply;
