@@ -9,9 +9,9 @@
 //! |---|---|
 //! | 3 | x y z |
 //! | 4 | x y z label (if every 4th value is an integer; otherwise it is ignored, e.g. intensity) |
-//! | 6 | x y z nx ny nz (ModelNet40 `normal_resampled`) — or x y z r g b when the last three are not unit vectors but fit 0..1 or 0..255 |
+//! | 6 | x y z nx ny nz (ModelNet40 `normal_resampled`) — or x y z r g b when the last three do not look like normals (within ±1 with a negative component, or mostly unit length) but fit 0..1 or 0..255 |
 //! | 7 | the 6-column layout plus a label (ShapeNetPart `x y z nx ny nz part`) |
-//! | 9 | x y z, then normals and rgb in either order (the unit-length triple is the normal) |
+//! | 9 | x y z, then normals and rgb in either order (the normal-looking triple is the normal) |
 //! | 10 | the 9-column layout plus a label |
 //! | other ≥ 3 | x y z; the remaining columns are ignored |
 //!
@@ -125,12 +125,22 @@ pub fn parse_text(bytes: &[u8], path: &Path) -> Result<PointCloud> {
             })
             .collect()
     };
-    let is_unit = |c: usize| {
-        (0..rows).all(|r| {
-            let v = row(r);
-            let n2 = v[c] * v[c] + v[c + 1] * v[c + 1] + v[c + 2] * v[c + 2];
-            n2 < 1e-12 || (0.81..=1.21).contains(&n2)
-        })
+    // Averaged normals (the grid-sampled ShapeNetPart sample) are shorter than 1, so a
+    // triple counts as normals when it stays within [-1, 1] and either has a negative
+    // component (colours never do) or is mostly of unit length.
+    let is_normal = |c: usize| {
+        let mut negative = false;
+        let mut unit = 0usize;
+        for r in 0..rows {
+            let v = &row(r)[c..c + 3];
+            if v.iter().any(|x| x.abs() > 1.01) {
+                return false;
+            }
+            negative |= v.iter().any(|x| *x < 0.0);
+            let n2 = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+            unit += usize::from((0.81..=1.21).contains(&n2));
+        }
+        negative || unit * 10 >= rows * 9
     };
     let colors_at = |c: usize| -> Option<Vec<[f32; 3]>> {
         let vals = (0..rows).flat_map(|r| row(r)[c..c + 3].to_vec());
@@ -159,7 +169,7 @@ pub fn parse_text(bytes: &[u8], path: &Path) -> Result<PointCloud> {
     };
     let mut cloud = PointCloud::from_positions(triple(0));
     let normals_or_colors = |c: usize, cloud: &mut PointCloud| -> Result<()> {
-        if is_unit(c) {
+        if is_normal(c) {
             cloud.normals = Some(triple(c));
         } else if let Some(col) = colors_at(c) {
             cloud.colors = Some(col);
@@ -183,10 +193,15 @@ pub fn parse_text(bytes: &[u8], path: &Path) -> Result<PointCloud> {
             }
         }
         9 | 10 => {
-            let (n, c) = if is_unit(3) { (3, 6) } else { (6, 3) };
-            if !is_unit(n) {
-                return Err(err("neither columns 4-6 nor 7-9 are unit normals".into()));
-            }
+            let (n, c) = if is_normal(3) && colors_at(6).is_some() {
+                (3, 6)
+            } else if is_normal(6) && colors_at(3).is_some() {
+                (6, 3)
+            } else {
+                return Err(err(
+                    "columns 4-9 are not normals and colours (in either order)".into(),
+                ));
+            };
             cloud.normals = Some(triple(n));
             cloud.colors = Some(colors_at(c).ok_or_else(|| {
                 err(format!(
