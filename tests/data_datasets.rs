@@ -107,10 +107,8 @@ fn synthetic_classes_are_separable_but_not_trivially() {
         }
         cnt[l] += 1.0;
     }
-    for l in 0..k {
-        for d in 0..dim {
-            cen[l][d] /= cnt[l];
-        }
+    for (c, n) in cen.iter_mut().zip(&cnt) {
+        c.iter_mut().for_each(|v| *v /= n);
     }
     let correct = set
         .test
@@ -564,9 +562,8 @@ fn transforms() {
     for _ in 0..2000 {
         let mut p = [[1.0f32, 1.0, 1.0], [0.0, 0.0, 0.0]];
         scale_and_translate(&mut p, &mut rng);
-        for k in 0..3 {
-            let t = p[1][k];
-            let s = p[0][k] - t;
+        for (moved, t) in p[0].iter().zip(p[1]) {
+            let s = moved - t;
             assert!(
                 (-0.2..0.2).contains(&t) && (2.0 / 3.0 - 1e-6..1.5).contains(&s),
                 "s={s} t={t}"
@@ -575,9 +572,8 @@ fn transforms() {
         let mut q = [[1.0f32, 1.0, 1.0], [0.0, 0.0, 0.0]];
         seg_scale_shift(&mut q, &mut rng);
         let s0 = q[0][0] - q[1][0];
-        for k in 0..3 {
-            let t = q[1][k];
-            let s = q[0][k] - t;
+        for (moved, t) in q[0].iter().zip(q[1]) {
+            let s = moved - t;
             assert!((-0.1..0.1).contains(&t) && (0.8 - 1e-6..1.25).contains(&s));
             assert!((s - s0).abs() < 1e-6, "isotropic scale");
         }

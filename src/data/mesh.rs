@@ -82,7 +82,7 @@ pub fn sample_surface(
         }
         cumulative.push(total);
     }
-    if n == 0 || !(total > 0.0) || !total.is_finite() {
+    if n == 0 || total <= 0.0 || !total.is_finite() {
         return (Vec::new(), Vec::new());
     }
     let mut positions = Vec::with_capacity(n);

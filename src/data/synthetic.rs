@@ -168,7 +168,7 @@ fn surface_point(class: usize, rng: &mut Rng) -> ([f32; 3], usize) {
         1 => {
             let face = rng.below(6);
             let axis = face / 2;
-            let sign = if face % 2 == 0 { 1.0 } else { -1.0 };
+            let sign = if face.is_multiple_of(2) { 1.0 } else { -1.0 };
             let mut p = [
                 rng.range(-1.0, 1.0),
                 rng.range(-1.0, 1.0),

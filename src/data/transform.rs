@@ -86,7 +86,7 @@ pub fn resample_fps(cloud: &PointCloud, n: usize) -> PointCloud {
     }
     let mut idx = fps(&cloud.positions, n.min(len));
     if len < n {
-        let mut rng = Rng::new(0x5eed_f95 ^ len as u64);
+        let mut rng = Rng::new(0x05ee_df95 ^ len as u64);
         idx.extend((len..n).map(|_| rng.below(len)));
     }
     cloud.select(&idx)
