@@ -885,3 +885,38 @@ fn open_folder(root: &Path) -> Result<Dataset> {
         normalize: true,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_honour_quotes() {
+        assert_eq!(
+            csv_fields(r#"a/b.obj, chair ,"Chair, ""red""",x"#),
+            vec!["a/b.obj", "chair", r#"Chair, "red""#, "x"]
+        );
+        assert_eq!(csv_fields(""), vec![""]);
+    }
+
+    #[test]
+    fn split_is_80_20_and_keeps_a_test_shape_for_small_classes() {
+        for (n, want) in [(1, 0), (2, 1), (5, 1), (10, 2), (12, 2)] {
+            let files: Vec<PathBuf> = (0..n).map(|i| PathBuf::from(format!("{i}"))).collect();
+            let (mut train, mut test) = (Vec::new(), Vec::new());
+            split_80_20(files, 3, &mut train, &mut test);
+            assert_eq!((train.len(), test.len()), (n - want, want), "n={n}");
+            assert!(train.iter().chain(&test).all(|s| s.label == 3));
+        }
+    }
+
+    #[test]
+    fn shapenetpart_table_has_50_disjoint_parts() {
+        let mut all: Vec<usize> = SHAPENETPART_CATEGORIES
+            .iter()
+            .flat_map(|(_, _, p)| p.iter().copied())
+            .collect();
+        all.sort();
+        assert_eq!(all, (0..50).collect::<Vec<_>>());
+    }
+}

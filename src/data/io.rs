@@ -23,7 +23,8 @@ pub(crate) const CLOUD_EXTENSIONS: &[&str] =
 pub const MAX_DECOMPRESSED_BYTES: u64 = 2 << 30;
 
 /// How files are turned into clouds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ReadOptions {
     /// Points sampled from a mesh surface (OFF, OBJ, PLY with faces when enabled).
     pub mesh_samples: usize,
@@ -92,24 +93,25 @@ pub fn read_cloud(path: &Path, opts: &ReadOptions) -> Result<PointCloud> {
 }
 
 /// The whole file, gunzipped when `gz` is set, refusing more than
-/// [`MAX_DECOMPRESSED_BYTES`].
+/// [`MAX_DECOMPRESSED_BYTES`] of decompressed data.
 pub fn read_bytes(path: &Path, gz: bool) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut out = Vec::new();
     if gz {
         let mut dec = flate2::read::GzDecoder::new(file).take(MAX_DECOMPRESSED_BYTES + 1);
         dec.read_to_end(&mut out)
             .map_err(|e| DataError::format(path, format!("gzip: {e}")))?;
+        if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
+            return Err(DataError::format(
+                path,
+                format!("decompresses to more than the {MAX_DECOMPRESSED_BYTES}-byte limit"),
+            ));
+        }
     } else {
-        let mut f = file.take(MAX_DECOMPRESSED_BYTES + 1);
-        f.read_to_end(&mut out)
+        // a plain file's size is what the user chose to open, and every reader bounds its
+        // allocations by that size
+        file.read_to_end(&mut out)
             .map_err(|e| DataError::io(path, e))?;
-    }
-    if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
-        return Err(DataError::format(
-            path,
-            format!("larger than the {MAX_DECOMPRESSED_BYTES}-byte limit"),
-        ));
     }
     Ok(out)
 }

@@ -230,3 +230,18 @@ pub fn write_npy(path: &Path, positions: &[[f32; 3]], normals: Option<&[[f32; 3]
     w.flush().map_err(io)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_dictionary_values() {
+        let d = "{'descr': '>f8', 'fortran_order': False, 'shape': (8192, 3), }";
+        assert_eq!(dict_value(d, "descr"), Some("'>f8'"));
+        assert_eq!(dict_value(d, "fortran_order"), Some("False"));
+        assert_eq!(dict_value(d, "shape"), Some("(8192, 3)"));
+        assert_eq!(dict_value(d, "missing"), None);
+        assert_eq!(dict_value("{'shape': (5,", "shape"), None);
+    }
+}

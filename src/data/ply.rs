@@ -563,3 +563,47 @@ fn write_ply_to(tmp: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
     w.get_ref().sync_all().map_err(io)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_parses_types_lists_and_crlf() {
+        let h = b"ply\r\nformat binary_big_endian 1.0\r\ncomment x\r\nelement vertex 7\r\nproperty double x\r\nproperty list uint8 int32 idx\r\nelement face 0\r\nend_header\r\n";
+        let p = Path::new("h.ply");
+        let header = parse_header(h, p).unwrap();
+        assert_eq!(header.encoding, Encoding::BigEndian);
+        assert_eq!(header.body_offset, h.len());
+        assert_eq!(header.elements[0].count, 7);
+        assert_eq!(header.elements[0].props[0].kind, Kind::Scalar(Scalar::F64));
+        assert_eq!(
+            header.elements[0].props[1].kind,
+            Kind::List {
+                count: Scalar::U8,
+                item: Scalar::I32
+            }
+        );
+        assert_eq!(min_item_bytes(&header.elements[0], header.encoding), 8 + 1);
+        for bad in [
+            &b"plx\nformat ascii 1.0\nend_header\n"[..],
+            b"ply\nformat ascii 1.0\nelement vertex -1\nend_header\n",
+            b"ply\nformat ascii 1.0\nproperty float x\nend_header\n",
+            b"ply\nformat ascii 1.0\nelement vertex 1\nproperty half x\nend_header\n",
+            b"ply\nformat ascii 1.0\nelement vertex 1\nproperty list float int x\nend_header\n",
+            b"ply\nelement vertex 1\nend_header\n",
+            b"ply\nformat ascii 1.0\nelement vertex 1\n",
+        ] {
+            let e = parse_header(bad, p).err().map(|e| e.to_string());
+            assert!(e.is_some_and(|m| m.starts_with("h.ply: ")), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn colours_scale_by_type() {
+        assert_eq!(color_value(255.0, Scalar::U8), 1.0);
+        assert_eq!(color_value(65535.0, Scalar::U16), 1.0);
+        assert_eq!(color_value(0.25, Scalar::F32), 0.25);
+        assert_eq!(color_value(7.0, Scalar::F32), 1.0);
+    }
+}
