@@ -65,11 +65,13 @@ pub struct TrainArgs {
 pub fn demo_config() -> TrainConfig {
     TrainConfig {
         model: ModelConfig::small(8),
-        epochs: 12,
-        warmup_epochs: 1,
+        epochs: 15,
+        // no warm-up: with the official one-epoch scheduler lag a short demo would spend
+        // its first epochs at 1e-6
+        warmup_epochs: 0,
         batch: 32,
         optim: crate::train::optim::AdamWConfig {
-            lr: 1e-3,
+            lr: 2e-3,
             ..Default::default()
         },
         out: PathBuf::from("runs/demo"),

@@ -58,18 +58,17 @@ pub struct Prepared {
 /// Loads and samples a data set for `npoints`-point models.
 pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainError> {
     let spec = DataSpec::parse(&cfg.data)?;
-    let ds = spec.open()?;
+    let mut ds = spec.open()?;
     let normalize = cfg.normalize.unwrap_or(ds.normalize);
+    // `Dataset::load` applies pc_normalize exactly when this flag is set
+    ds.normalize = normalize;
     let opts = ReadOptions::default();
     let npoints = cfg.model.npoints;
     let mut padded = 0;
     let mut load = |samples: &[crate::data::Sample], test: bool| -> Result<Vec<Item>, TrainError> {
         let mut out = Vec::with_capacity(samples.len());
         for s in samples {
-            let mut cloud = ds.load(s, &opts)?;
-            if normalize && !ds.normalize {
-                crate::data::transform::pc_normalize(&mut cloud.positions);
-            }
+            let cloud = ds.load(s, &opts)?;
             let mut pts = cloud.positions;
             if pad_to(&mut pts, npoints, rng) {
                 padded += 1;
@@ -99,14 +98,11 @@ pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainE
 /// The test split as stored (normalised, padded), for protocols that sample themselves.
 pub fn prepare_raw_test(cfg: &TrainConfig, rng: &mut Rng) -> Result<Vec<Item>, TrainError> {
     let spec = DataSpec::parse(&cfg.data)?;
-    let ds = spec.open()?;
-    let normalize = cfg.normalize.unwrap_or(ds.normalize);
+    let mut ds = spec.open()?;
+    ds.normalize = cfg.normalize.unwrap_or(ds.normalize);
     let mut out = Vec::new();
     for s in &ds.test {
-        let mut cloud = ds.load(s, &ReadOptions::default())?;
-        if normalize && !ds.normalize {
-            crate::data::transform::pc_normalize(&mut cloud.positions);
-        }
+        let cloud = ds.load(s, &ReadOptions::default())?;
         let mut pts = cloud.positions;
         pad_to(&mut pts, cfg.model.npoints, rng);
         out.push(Item { points: pts, label: s.label });

@@ -11,7 +11,7 @@ use super::TrainError;
 use crate::data::Rng;
 use crate::gpu::cpu::fps;
 use crate::model::classifier::cross_entropy;
-use crate::model::layers::ForwardCtx;
+use crate::model::layers::{ForwardCtx, host_vec};
 use crate::model::Classifier;
 
 pub struct EvalResult {
