@@ -38,6 +38,7 @@ fn synthetic_set_is_deterministic_valid_and_normalised() {
     let start = std::time::Instant::now();
     let a = generate(&cfg);
     let took = start.elapsed();
+    eprintln!("default synthetic set generated in {took:?}");
     assert!(took.as_secs_f32() < 1.0, "default set took {took:?}");
     let b = generate(&cfg);
     let other = generate(&SyntheticConfig {
@@ -126,6 +127,7 @@ fn synthetic_classes_are_separable_but_not_trivially() {
         })
         .count();
     let acc = correct as f32 / set.test.len() as f32;
+    eprintln!("nearest-centroid accuracy on radial statistics: {acc}");
     assert!(acc > 0.3, "radial statistics reach only {acc}");
     assert!(
         acc < 1.0,

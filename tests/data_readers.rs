@@ -284,6 +284,16 @@ fn npy_types_endians_orders_and_writer() {
         assert_eq!(c.normals.as_ref().unwrap()[1], [0.0, 1.0, 0.0]);
         assert_eq!(c.labels, Some(vec![4, 9]));
     }
+    // format version 2 has a 4-byte header length
+    let v1 = npy_bytes("<f4", (1, 3), false, &[7.0, 8.0, 9.0]);
+    let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+    v2.extend(u32::from(u16::from_le_bytes([v1[8], v1[9]])).to_le_bytes());
+    v2.extend(&v1[10..]);
+    let p = write(dir.path(), "v2.npy", &v2);
+    assert_eq!(
+        read_cloud(&p, &opts()).unwrap().positions,
+        vec![[7.0, 8.0, 9.0]]
+    );
     // Fortran order: column-major storage of the same (2, 3) matrix
     let p = write(
         dir.path(),

@@ -116,8 +116,18 @@ fn read_h5_inner(path: &Path, file_len: u64) -> std::result::Result<Vec<PointClo
         return Err("the file holds no points".into());
     }
     let total = count(&shape).ok_or("`data` shape overflows")?;
-    let bytes = total.saturating_mul(8);
-    if bytes > MAX_DECODED_BYTES || bytes > file_len.saturating_mul(MAX_EXPANSION) {
+    let elem = match data.dtype() {
+        Datatype::FloatingPoint { size, .. } => u64::from(*size),
+        _ => 8,
+    };
+    let bytes = total.saturating_mul(elem);
+    // uncompressed (contiguous) data must fit in the file itself
+    let expansion = if data.chunks().is_some() {
+        MAX_EXPANSION
+    } else {
+        1
+    };
+    if bytes > MAX_DECODED_BYTES || bytes > file_len.saturating_mul(expansion) {
         return Err(format!(
             "`data` shape {shape:?} is too large for a {file_len}-byte file"
         ));

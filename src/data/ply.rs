@@ -339,6 +339,10 @@ fn color_value(v: f64, ty: Scalar) -> f32 {
 }
 
 /// Parses a whole PLY file held in memory. `path` is only used in messages.
+///
+/// With `opts.sample_ply_faces` and a `face` element, the result is `opts.mesh_samples`
+/// surface points with face normals; per-vertex colours and labels are then dropped,
+/// since a sampled point does not coincide with a vertex.
 pub fn parse_ply(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<PointCloud> {
     let header = parse_header(bytes, path)?;
     let body = &bytes[header.body_offset..];

@@ -297,9 +297,10 @@ pub fn generate_shape(
     rng: &mut Rng,
 ) -> PointCloud {
     let class = class.min(CLASS_NAMES.len() - 1);
-    // twice as many candidates as needed, so a cut-out of up to 30% still leaves enough
-    // distinct points and no duplicates are needed
-    let candidates = points.max(1) * 2;
+    let cut = rng.uniform() < CUT_PROBABILITY;
+    // a shape to be cut gets twice as many candidates, so removing up to 30% still leaves
+    // enough distinct points and no duplicates are needed
+    let candidates = points.max(1) * if cut { 2 } else { 1 };
     let scale: [f32; 3] = std::array::from_fn(|_| rng.range(0.85, 1.15));
     let rot = random_rotation(rng);
     let mut pos = Vec::with_capacity(candidates);
@@ -319,7 +320,7 @@ pub fn generate_shape(
         labels.push(global as i64);
     }
     let mut keep: Vec<usize> = (0..candidates).collect();
-    if rng.uniform() < CUT_PROBABILITY {
+    if cut {
         let d = unit_vector(rng);
         let proj: Vec<f32> = pos
             .iter()
