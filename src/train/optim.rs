@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
 
-use crate::model::names::{RawTensor, official_name};
+use crate::model::names::{RawTensor, no_weight_decay, official_name};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
@@ -77,11 +77,6 @@ struct Stepper<'a> {
     path: Vec<String>,
 }
 
-/// No decay for 1-D tensors, biases and `token` names (official `add_weight_decay`).
-fn decays(name: &str, dims: &[usize]) -> bool {
-    let torch_1d = dims.len() == 1;
-    !(torch_1d || name.ends_with(".bias") || name.contains("token"))
-}
 
 impl ModuleMapper for Stepper<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
@@ -101,7 +96,12 @@ impl ModuleMapper for Stepper<'_> {
         let clip = self.clip_scale;
         let dims = g.dims();
         let n: usize = dims.iter().product();
-        let wd = if decays(&name, &dims) { c.weight_decay } else { 0.0 };
+        // rank is the same in burn and torch layouts, which is all the rule looks at
+        let wd = if no_weight_decay(&name, &dims) {
+            0.0
+        } else {
+            c.weight_decay
+        };
         let g = g.reshape([n]) * clip;
         let (m, v) = match self.opt.moments.remove(&name) {
             Some(mv) => mv,

@@ -1,0 +1,245 @@
+//! The training engine: learning on the synthetic set in every mode, the official recipe's
+//! pieces (frozen set, BN drift, decay groups), reproducibility, resume and atomic writes.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::module::Module;
+use burn::tensor::Device;
+use dapt::backend::BackendChoice;
+use dapt::data::Rng;
+use dapt::model::names::{Reader, no_weight_decay};
+use dapt::model::{ModelConfig, ModelKind, Pool};
+use dapt::train::engine::{build_model, train_step};
+use dapt::train::optim::{AdamW, AdamWConfig};
+use dapt::train::{Mode, TrainConfig, TrainEvent};
+
+/// A model small enough to train in seconds in a debug build.
+fn tiny_model() -> ModelConfig {
+    ModelConfig {
+        kind: ModelKind::Dapt,
+        trans_dim: 48,
+        depth: 2,
+        num_heads: 4,
+        group_size: 16,
+        num_group: 16,
+        encoder_dims: 48,
+        rank: 8,
+        drop_path_rate: 0.0,
+        drop_adapter_rate: 0.0,
+        class_token: Pool::Use,
+        prompt_token: Pool::Mean,
+        patch_token: Pool::Max,
+        cls_dim: 10,
+        npoints: 256,
+    }
+}
+
+fn tiny_cfg(mode: Mode, out: &Path, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        model: tiny_model(),
+        mode,
+        data: "synthetic:seed=1,train=12,test=4,points=300".into(),
+        epochs,
+        warmup_epochs: 0,
+        batch: 16,
+        val_batch: 40,
+        optim: AdamWConfig {
+            lr: 2e-3,
+            ..Default::default()
+        },
+        seed: 3,
+        backend: BackendChoice::Cpu,
+        out: out.to_path_buf(),
+        ..TrainConfig::default()
+    }
+}
+
+fn metrics_lines(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The metrics without wall-clock time, for exact comparisons.
+fn comparable(lines: &[serde_json::Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            l.as_object_mut().unwrap().remove("wall_secs");
+            l.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn every_mode_learns_the_synthetic_set_well_above_chance() {
+    // chance is 10% (10 classes, 40 held-out clouds)
+    for (mode, threshold) in [(Mode::Dapt, 0.3), (Mode::Full, 0.3), (Mode::Linear, 0.25)] {
+        let epochs = 10;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = tiny_cfg(mode, dir.path(), epochs);
+        cfg.data = "synthetic:seed=1,train=20,test=4,points=300".into();
+        let s = dapt::train::run(cfg, None, None, Arc::new(AtomicBool::new(false))).unwrap();
+        eprintln!("{mode:?}: best held-out accuracy {:.3}", s.best_overall_accuracy);
+        assert!(
+            s.best_overall_accuracy >= threshold,
+            "{mode:?} reached only {:.3}",
+            s.best_overall_accuracy
+        );
+        // the run directory is complete
+        for f in ["config.json", "metrics.jsonl", "checkpoints/last.safetensors", "checkpoints/best.safetensors", "adapter.safetensors", "checkpoints/state.json"] {
+            assert!(dir.path().join(f).is_file(), "{f} missing");
+        }
+        let lines = metrics_lines(dir.path());
+        assert_eq!(lines.len(), 2 * epochs);
+        for l in &lines {
+            for k in ["epoch", "split", "wall_secs", "lr", "loss", "overall_accuracy", "mean_class_accuracy"] {
+                assert!(l.get(k).is_some(), "metrics line without {k}: {l}");
+            }
+            let a = l["overall_accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&a));
+        }
+    }
+}
+
+#[test]
+fn two_runs_with_the_same_seed_give_identical_metrics() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for d in [&a, &b] {
+        dapt::train::run(tiny_cfg(Mode::Dapt, d.path(), 2), None, None, Arc::new(AtomicBool::new(false))).unwrap();
+    }
+    assert_eq!(comparable(&metrics_lines(a.path())), comparable(&metrics_lines(b.path())));
+}
+
+#[test]
+fn resume_after_interruption_matches_an_uninterrupted_run() {
+    let full = tempfile::tempdir().unwrap();
+    dapt::train::run(tiny_cfg(Mode::Dapt, full.path(), 4), None, None, Arc::new(AtomicBool::new(false))).unwrap();
+
+    // interrupt: ask to stop once epoch 1 is evaluated; the engine stops inside epoch 2
+    let cut = tempfile::tempdir().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop2 = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut saw_stopped = false;
+        for ev in rx {
+            match ev {
+                TrainEvent::Metrics(m) if m.epoch == 1 && m.split == "test" => stop2.store(true, Ordering::SeqCst),
+                TrainEvent::Stopped { .. } => saw_stopped = true,
+                _ => {}
+            }
+        }
+        saw_stopped
+    });
+    let s = dapt::train::run(tiny_cfg(Mode::Dapt, cut.path(), 4), None, Some(tx), stop).unwrap();
+    assert!(watcher.join().unwrap(), "no Stopped event");
+    assert!(s.stopped);
+    assert_eq!(s.epochs_done, 2);
+
+    let s2 = dapt::train::run(TrainConfig::default(), Some(cut.path()), None, Arc::new(AtomicBool::new(false))).unwrap();
+    assert_eq!(s2.epochs_done, 4);
+    assert_eq!(comparable(&metrics_lines(full.path())), comparable(&metrics_lines(cut.path())));
+}
+
+#[test]
+fn a_step_leaves_frozen_tensors_bit_identical_and_moves_encoder_bn_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_cfg(Mode::Dapt, dir.path(), 1);
+    let device = Device::flex();
+    let model = build_model(&cfg, &device).unwrap();
+    let snapshot = |m: &dapt::model::Classifier| {
+        let mut r = Reader::new();
+        m.visit(&mut r);
+        r.out
+    };
+    let before = snapshot(&model);
+    let mut rng = Rng::new(0);
+    let n = cfg.model.npoints;
+    let pts: Vec<[f32; 3]> = (0..8 * n).map(|_| [rng.range(-1.0, 1.0), rng.range(-1.0, 1.0), rng.range(-1.0, 1.0)]).collect();
+    let labels: Vec<usize> = (0..8).collect();
+    let mut opt = AdamW::new(cfg.optim.clone());
+    let ad = device.clone().autodiff();
+    let (model, loss, _) = train_step(model.train(), &mut opt, &pts, &labels, n, 1e-3, &mut rng, &ad).unwrap();
+    assert!(loss.is_finite());
+    let after = snapshot(&model.valid());
+    let mut changed_trainable = 0;
+    for ((name, a), (name2, b)) in before.iter().zip(after.iter()) {
+        assert_eq!(name, name2);
+        let same = a.data == b.data;
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            if name.starts_with("encoder.") {
+                assert!(!same, "{name}: BN statistics of the frozen encoder must drift (train mode)");
+            }
+        } else if Mode::Dapt.trainable(name) {
+            changed_trainable += usize::from(!same);
+        } else {
+            assert!(same, "{name} is frozen but changed");
+        }
+    }
+    assert!(changed_trainable > 10, "only {changed_trainable} trainable tensors moved");
+}
+
+#[test]
+fn weight_decay_groups_follow_the_official_rule() {
+    assert!(no_weight_decay("cls_token", &[1, 1, 384]));
+    assert!(!no_weight_decay("cls_pos", &[1, 1, 384]), "cls_pos is decayed (3-D, no `token`)");
+    assert!(!no_weight_decay("blocks.blocks.0.Adapter_MLP.scale.weight", &[1, 384]));
+    assert!(no_weight_decay("blocks.blocks.0.Adapter_MLP.scale.bias", &[1]));
+    assert!(no_weight_decay("blocks.blocks.3.tfts_gamma_1", &[384]));
+    assert!(no_weight_decay("cls_head_finetune.1.weight", &[256]));
+    assert!(!no_weight_decay("cls_head_finetune.0.weight", &[256, 1152]));
+    assert!(!no_weight_decay("blocks.blocks.0.Adapter_MLP.down_proj.weight", &[64, 384]));
+}
+
+#[test]
+fn atomic_writes_replace_whole_files_and_leave_no_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ck.bin");
+    dapt::model::checkpoint::atomic_write(&p, b"first").unwrap();
+    dapt::model::checkpoint::atomic_write(&p, b"second version").unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"second version");
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(names, vec!["ck.bin".to_string()]);
+    // a write into a missing, uncreatable place fails without touching anything else
+    assert!(dapt::model::checkpoint::atomic_write(Path::new("/proc/nonexistent/x"), b"x").is_err());
+}
+
+#[test]
+fn the_adapter_file_of_the_real_size_model_is_under_5_mb() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_cfg(Mode::Dapt, dir.path(), 1);
+    cfg.model = ModelConfig::dapt_modelnet40();
+    let model = build_model(&cfg, &Device::flex()).unwrap();
+    let rd = dapt::train::run_dir::RunDir::create(dir.path()).unwrap();
+    let meta = rd.checkpoint_meta(&cfg, &[], 0);
+    let adapter = rd.save_adapter(&model, &cfg, &meta).unwrap();
+    let full = std::fs::metadata(rd.save_model(&model, dapt::train::CheckpointKind::Last, &meta).unwrap()).unwrap().len();
+    eprintln!("adapter {adapter} bytes, full checkpoint {full} bytes");
+    assert!(adapter < 5_000_000, "adapter is {adapter} bytes");
+    assert!(full > 80_000_000);
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_cfg(Mode::Full, dir.path(), 3);
+    cfg.optim.lr = 1e12;
+    cfg.optim.grad_clip = None;
+    let err = dapt::train::run(cfg, None, None, Arc::new(AtomicBool::new(false)));
+    match err {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("diverged"), "{msg}");
+        }
+        Ok(s) => panic!("a learning rate of 1e12 did not diverge: {:?}", s.last),
+    }
+}
