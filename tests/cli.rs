@@ -46,7 +46,11 @@ fn tiny_config(dir: &Path) -> PathBuf {
 fn info_reports_the_official_parameter_counts() {
     let cfg = fixture_dir("dapt_modelnet_full").join("config.yaml");
     let out = dapt(&["info", "--config", &s(&cfg), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = &json_lines(&out)[0];
     assert_eq!(v["trainable_params"], 1_069_716);
     assert_eq!(v["total_params"], 22_894_740);
@@ -64,12 +68,22 @@ fn predict_with_an_official_checkpoint_matches_pytorch_and_reports_bad_files() {
     let bad = dir.path().join("missing.ply");
     let case = fixture_dir("dapt_small");
     let out = dapt(&[
-        "predict", "--backend", "cpu", "--json", "--scales",
-        "--checkpoint", &s(&case.join("model.pth")),
-        "--config", &s(&case.join("config.yaml")),
-        &s(&good), &s(&bad),
+        "predict",
+        "--backend",
+        "cpu",
+        "--json",
+        "--scales",
+        "--checkpoint",
+        &s(&case.join("model.pth")),
+        "--config",
+        &s(&case.join("config.yaml")),
+        &s(&good),
+        &s(&bad),
     ]);
-    assert!(!out.status.success(), "an unreadable file must give a non-zero exit");
+    assert!(
+        !out.status.success(),
+        "an unreadable file must give a non-zero exit"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("missing.ply"), "{stderr}");
     let v = &json_lines(&out)[0];
@@ -80,18 +94,35 @@ fn predict_with_an_official_checkpoint_matches_pytorch_and_reports_bad_files() {
     let logits: Vec<f32> = serde_json::from_value(r["logits"].clone()).unwrap();
     // a cloud of exactly npoints goes in as it is: the logits are the official model's
     let k = logits.len();
-    let want = Fx { shape: vec![k], data: io["logits"].data[..k].to_vec() };
+    let want = Fx {
+        shape: vec![k],
+        data: io["logits"].data[..k].to_vec(),
+    };
     assert_close("logits", &logits, &want, 1e-4);
-    let p: f32 = serde_json::from_value::<Vec<f32>>(r["probabilities"].clone()).unwrap().iter().sum();
+    let p: f32 = serde_json::from_value::<Vec<f32>>(r["probabilities"].clone())
+        .unwrap()
+        .iter()
+        .sum();
     assert!((p - 1.0).abs() < 1e-4);
-    assert!(r["top"].as_array().unwrap().len() >= 1);
-    assert_eq!(r["scales"]["patch"].as_array().unwrap().len(), 3, "one row per block");
+    assert!(!r["top"].as_array().unwrap().is_empty());
+    assert_eq!(
+        r["scales"]["patch"].as_array().unwrap().len(),
+        3,
+        "one row per block"
+    );
 }
 
 #[test]
 fn predict_without_config_for_a_pth_says_what_is_missing() {
     let case = fixture_dir("dapt_small");
-    let out = dapt(&["predict", "--backend", "cpu", "--checkpoint", &s(&case.join("model.pth")), "x.ply"]);
+    let out = dapt(&[
+        "predict",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        &s(&case.join("model.pth")),
+        "x.ply",
+    ]);
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("--config") && e.contains("model.pth"), "{e}");
@@ -103,10 +134,22 @@ fn a_foreign_file_as_checkpoint_is_a_clear_error() {
     let f = dir.path().join("notes.pth");
     std::fs::write(&f, b"hello, not a checkpoint").unwrap();
     let case = fixture_dir("dapt_small");
-    let out = dapt(&["predict", "--backend", "cpu", "--checkpoint", &s(&f), "--config", &s(&case.join("config.yaml")), "x.ply"]);
+    let out = dapt(&[
+        "predict",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        &s(&f),
+        "--config",
+        &s(&case.join("config.yaml")),
+        "x.ply",
+    ]);
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("notes.pth") && e.contains("not a checkpoint"), "{e}");
+    assert!(
+        e.contains("notes.pth") && e.contains("not a checkpoint"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -115,7 +158,11 @@ fn train_json_then_eval_and_predict_with_the_native_checkpoint() {
     let cfg = tiny_config(dir.path());
     let run = dir.path().join("run");
     let out = dapt(&["train", "--config", &s(&cfg), "--out", &s(&run), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = json_lines(&out);
     assert_eq!(lines[0]["event"], "started");
     assert!(lines.iter().any(|l| l["event"] == "metrics"));
@@ -123,8 +170,21 @@ fn train_json_then_eval_and_predict_with_the_native_checkpoint() {
     assert_eq!(summary["epochs_done"], 1);
 
     let best = run.join("checkpoints/best.safetensors");
-    let out = dapt(&["eval", "--backend", "cpu", "--json", "--checkpoint", &s(&best), "--data", "synthetic:seed=1,train=4,test=2,points=300"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = dapt(&[
+        "eval",
+        "--backend",
+        "cpu",
+        "--json",
+        "--checkpoint",
+        &s(&best),
+        "--data",
+        "synthetic:seed=1,train=4,test=2,points=300",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = &json_lines(&out)[0];
     let acc = v["overall_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
@@ -133,18 +193,50 @@ fn train_json_then_eval_and_predict_with_the_native_checkpoint() {
 
     // a short cloud is resampled with replacement, and stderr says so
     let small = dir.path().join("small.ply");
-    let pts: Vec<[f32; 3]> = (0..100).map(|i| { let t = i as f32 * 0.1; [t.cos(), t.sin(), 0.01 * i as f32] }).collect();
+    let pts: Vec<[f32; 3]> = (0..100)
+        .map(|i| {
+            let t = i as f32 * 0.1;
+            [t.cos(), t.sin(), 0.01 * i as f32]
+        })
+        .collect();
     write_ply(&small, &PointCloud::from_positions(pts), false).unwrap();
-    let out = dapt(&["predict", "--backend", "cpu", "--json", "--checkpoint", &s(&best), &s(&small)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = dapt(&[
+        "predict",
+        "--backend",
+        "cpu",
+        "--json",
+        "--checkpoint",
+        &s(&best),
+        &s(&small),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("resampled with replacement"));
     let v = &json_lines(&out)[0];
-    let names = ["sphere", "cube", "cylinder", "cone", "torus", "capsule", "pyramid", "ellipsoid", "octahedron", "disk"];
+    let names = [
+        "sphere",
+        "cube",
+        "cylinder",
+        "cone",
+        "torus",
+        "capsule",
+        "pyramid",
+        "ellipsoid",
+        "octahedron",
+        "disk",
+    ];
     assert!(names.contains(&v["results"][0]["predicted"].as_str().unwrap()));
 
     // resuming a finished run is fine and does nothing more
     let out = dapt(&["train", "--resume", &s(&run), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -152,10 +244,33 @@ fn bench_prints_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
     for mode in ["dapt", "infer"] {
-        let out = dapt(&["bench", "--config", &s(&cfg), "--mode", mode, "--batch", "2", "--steps", "1", "--backend", "cpu", "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = dapt(&[
+            "bench",
+            "--config",
+            &s(&cfg),
+            "--mode",
+            mode,
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--backend",
+            "cpu",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v = &json_lines(&out)[0];
-        for k in ["ms_per_step", "samples_per_s", "peak_memory_mib", "backend", "threads"] {
+        for k in [
+            "ms_per_step",
+            "samples_per_s",
+            "peak_memory_mib",
+            "backend",
+            "threads",
+        ] {
             assert!(v.get(k).is_some(), "{mode}: no {k}");
         }
         assert!(v["ms_per_step"].as_f64().unwrap() > 0.0);
@@ -164,7 +279,17 @@ fn bench_prints_the_documented_keys() {
 
 #[test]
 fn an_unknown_data_set_path_is_named_in_the_error() {
-    let out = dapt(&["train", "--data", "/nonexistent/dataset/dir", "--epochs", "1", "--backend", "cpu", "--out", "/tmp/dapt-test-unused"]);
+    let out = dapt(&[
+        "train",
+        "--data",
+        "/nonexistent/dataset/dir",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--out",
+        "/tmp/dapt-test-unused",
+    ]);
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("/nonexistent/dataset/dir"), "{e}");

@@ -51,24 +51,34 @@ fn check_case(case: &str, device: &Device, check_intermediates: bool, grad_tol: 
         // KNN index sets equal per group (order within a group is irrelevant downstream)
         let want_idx = io["knn_idx"].usize();
         let m = model.config.group_size;
-        for (g, (a, w)) in groups
-            .knn_idx
-            .chunks(m)
-            .zip(want_idx.chunks(m))
-            .enumerate()
-        {
+        for (g, (a, w)) in groups.knn_idx.chunks(m).zip(want_idx.chunks(m)).enumerate() {
             let mut a = a.to_vec();
             let mut w = w.to_vec();
             a.sort();
             w.sort();
             assert_eq!(a, w, "knn set of group {g}");
         }
-        assert_close("patch_tokens", &vec3(out.patch_tokens.clone()), &io["patch_tokens"], 1e-4);
+        assert_close(
+            "patch_tokens",
+            &vec3(out.patch_tokens.clone()),
+            &io["patch_tokens"],
+            1e-4,
+        );
         for (i, t) in out.block_out.iter().enumerate() {
-            assert_close(&format!("block_out.{i}"), &vec3(t.clone()), &io[&format!("block_out.{i}")], 1e-4);
+            assert_close(
+                &format!("block_out.{i}"),
+                &vec3(t.clone()),
+                &io[&format!("block_out.{i}")],
+                1e-4,
+            );
         }
         for (i, s) in out.scales.iter().enumerate() {
-            assert_close(&format!("scale.{i}"), &vec3(s.clone()), &io[&format!("scale.{i}")], 1e-4);
+            assert_close(
+                &format!("scale.{i}"),
+                &vec3(s.clone()),
+                &io[&format!("scale.{i}")],
+                1e-4,
+            );
         }
         let hi: Vec<f32> = host_vec(out.head_input.clone());
         assert_close("head_input", &hi, &io["head_input"], 1e-4);
@@ -102,7 +112,7 @@ fn check_case(case: &str, device: &Device, check_intermediates: bool, grad_tol: 
     // Max-pooling routes a gradient to one point; where two points tie to float precision
     // the choice is decided by rounding, which no port can reproduce. Only then are the
     // encoder gradients compared at 5e-3 (full_small has gaps of 4e-8 and an exact tie).
-    let encoder_tol = if min_maxpool_gap(&mut model.valid(), &points, b, n, device) < 1e-6 {
+    let encoder_tol: f64 = if min_maxpool_gap(&mut model.valid(), &points, b, n, device) < 1e-6 {
         5e-3
     } else {
         1e-3
@@ -119,7 +129,12 @@ fn check_case(case: &str, device: &Device, check_intermediates: bool, grad_tol: 
             grad_tol
         };
         if std::env::var("PARITY_VERBOSE").is_ok() {
-            eprintln!("{name}: rel {:.3e} got {:?} want {:?}", rel_err(g, &want.data), &g[..g.len().min(3)], &want.data[..want.data.len().min(3)]);
+            eprintln!(
+                "{name}: rel {:.3e} got {:?} want {:?}",
+                rel_err(g, &want.data),
+                &g[..g.len().min(3)],
+                &want.data[..want.data.len().min(3)]
+            );
         }
         assert_close(name, g, want, tol);
         checked += 1;
@@ -127,7 +142,10 @@ fn check_case(case: &str, device: &Device, check_intermediates: bool, grad_tol: 
     assert!(checked > 0);
     if kind == ModelKind::Dapt {
         // frozen parameters get no gradient at all
-        assert!(got.keys().all(|k| dapt_trainable(k)), "a frozen tensor got a gradient");
+        assert!(
+            got.keys().all(|k| dapt_trainable(k)),
+            "a frozen tensor got a gradient"
+        );
     }
 }
 
@@ -158,8 +176,14 @@ fn parameter_counts_match_the_official_ones() {
         let m = Classifier::new(cfg, &device).unwrap();
         count_params(&named_params(&m), dapt_trainable)
     };
-    assert_eq!(count(&ModelConfig::dapt_scan_objbg()), (1_087_771, 22_912_795));
-    assert_eq!(count(&ModelConfig::dapt_modelnet40()), (1_069_716, 22_894_740));
+    assert_eq!(
+        count(&ModelConfig::dapt_scan_objbg()),
+        (1_087_771, 22_912_795)
+    );
+    assert_eq!(
+        count(&ModelConfig::dapt_modelnet40()),
+        (1_069_716, 22_894_740)
+    );
     // the fixtures' own counts
     for case in ["dapt_small", "dapt_small_variant"] {
         let meta: serde_json::Value = serde_json::from_str(
@@ -168,8 +192,16 @@ fn parameter_counts_match_the_official_ones() {
         .unwrap();
         let cfg = ModelConfig::from_yaml_file(&fixture_dir(case).join("config.yaml")).unwrap();
         let (t, total) = count(&cfg);
-        assert_eq!(t as u64, meta["trainable_params"].as_u64().unwrap(), "{case}");
-        assert_eq!(total as u64, meta["total_params"].as_u64().unwrap(), "{case}");
+        assert_eq!(
+            t as u64,
+            meta["trainable_params"].as_u64().unwrap(),
+            "{case}"
+        );
+        assert_eq!(
+            total as u64,
+            meta["total_params"].as_u64().unwrap(),
+            "{case}"
+        );
         let names: Vec<String> = named_params(&Classifier::new(&cfg, &device).unwrap())
             .into_iter()
             .filter(|p| !p.is_buffer && dapt_trainable(&p.name))
@@ -189,17 +221,26 @@ fn parameter_counts_match_the_official_ones() {
     }
 }
 
-
 /// Smallest gap between the largest and second largest value of any max-pool in the patch
 /// encoder (the global max over points, then the token max), over all groups and channels.
-fn min_maxpool_gap(model: &mut Classifier, points: &[[f32; 3]], b: usize, n: usize, device: &Device) -> f32 {
+fn min_maxpool_gap(
+    model: &mut Classifier,
+    points: &[[f32; 3]],
+    b: usize,
+    n: usize,
+    device: &Device,
+) -> f32 {
     let cfg = model.config.clone();
     let (gsz, ng) = (cfg.group_size, cfg.num_group);
     let g = dapt::model::grouping::group(points, b, n, ng, gsz).unwrap();
     let rows = b * ng * gsz;
     let enc = &mut model.encoder;
     let h = burn::tensor::activation::relu(
-        enc.first_conv1.forward(enc.first_conv0.forward(g.neighborhoods_tensor(device).reshape([rows, 3])), false),
+        enc.first_conv1.forward(
+            enc.first_conv0
+                .forward(g.neighborhoods_tensor(device).reshape([rows, 3])),
+            false,
+        ),
     );
     let f = enc.first_conv3.forward(h);
     let gap = |v: &[f32], c: usize| {
@@ -217,7 +258,9 @@ fn min_maxpool_gap(model: &mut Classifier, points: &[[f32; 3]], b: usize, n: usi
     let f3 = f.reshape([b * ng, gsz, 256]);
     let glob = f3.clone().max_dim(1).expand([b * ng, gsz, 256]);
     let x2 = Tensor::cat(vec![glob, f3], 2).reshape([rows, 512]);
-    let x2 = enc.second_conv1.forward(enc.second_conv0.forward(x2), false);
+    let x2 = enc
+        .second_conv1
+        .forward(enc.second_conv0.forward(x2), false);
     let y = enc.second_conv3.forward(burn::tensor::activation::relu(x2));
     let g2 = gap(&host_vec(y), cfg.trans_dim);
     g1.min(g2)

@@ -87,20 +87,38 @@ fn every_mode_learns_the_synthetic_set_well_above_chance() {
         let mut cfg = tiny_cfg(mode, dir.path(), epochs);
         cfg.data = "synthetic:seed=1,train=20,test=4,points=300".into();
         let s = dapt::train::run(cfg, None, None, Arc::new(AtomicBool::new(false))).unwrap();
-        eprintln!("{mode:?}: best held-out accuracy {:.3}", s.best_overall_accuracy);
+        eprintln!(
+            "{mode:?}: best held-out accuracy {:.3}",
+            s.best_overall_accuracy
+        );
         assert!(
             s.best_overall_accuracy >= threshold,
             "{mode:?} reached only {:.3}",
             s.best_overall_accuracy
         );
         // the run directory is complete
-        for f in ["config.json", "metrics.jsonl", "checkpoints/last.safetensors", "checkpoints/best.safetensors", "adapter.safetensors", "checkpoints/state.json"] {
+        for f in [
+            "config.json",
+            "metrics.jsonl",
+            "checkpoints/last.safetensors",
+            "checkpoints/best.safetensors",
+            "adapter.safetensors",
+            "checkpoints/state.json",
+        ] {
             assert!(dir.path().join(f).is_file(), "{f} missing");
         }
         let lines = metrics_lines(dir.path());
         assert_eq!(lines.len(), 2 * epochs);
         for l in &lines {
-            for k in ["epoch", "split", "wall_secs", "lr", "loss", "overall_accuracy", "mean_class_accuracy"] {
+            for k in [
+                "epoch",
+                "split",
+                "wall_secs",
+                "lr",
+                "loss",
+                "overall_accuracy",
+                "mean_class_accuracy",
+            ] {
                 assert!(l.get(k).is_some(), "metrics line without {k}: {l}");
             }
             let a = l["overall_accuracy"].as_f64().unwrap();
@@ -114,15 +132,30 @@ fn two_runs_with_the_same_seed_give_identical_metrics() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     for d in [&a, &b] {
-        dapt::train::run(tiny_cfg(Mode::Dapt, d.path(), 2), None, None, Arc::new(AtomicBool::new(false))).unwrap();
+        dapt::train::run(
+            tiny_cfg(Mode::Dapt, d.path(), 2),
+            None,
+            None,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
     }
-    assert_eq!(comparable(&metrics_lines(a.path())), comparable(&metrics_lines(b.path())));
+    assert_eq!(
+        comparable(&metrics_lines(a.path())),
+        comparable(&metrics_lines(b.path()))
+    );
 }
 
 #[test]
 fn resume_after_interruption_matches_an_uninterrupted_run() {
     let full = tempfile::tempdir().unwrap();
-    dapt::train::run(tiny_cfg(Mode::Dapt, full.path(), 4), None, None, Arc::new(AtomicBool::new(false))).unwrap();
+    dapt::train::run(
+        tiny_cfg(Mode::Dapt, full.path(), 4),
+        None,
+        None,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
 
     // interrupt: ask to stop once epoch 1 is evaluated; the engine stops inside epoch 2
     let cut = tempfile::tempdir().unwrap();
@@ -133,7 +166,9 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
         let mut saw_stopped = false;
         for ev in rx {
             match ev {
-                TrainEvent::Metrics(m) if m.epoch == 1 && m.split == "test" => stop2.store(true, Ordering::SeqCst),
+                TrainEvent::Metrics(m) if m.epoch == 1 && m.split == "test" => {
+                    stop2.store(true, Ordering::SeqCst)
+                }
                 TrainEvent::Stopped { .. } => saw_stopped = true,
                 _ => {}
             }
@@ -145,9 +180,18 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
     assert!(s.stopped);
     assert_eq!(s.epochs_done, 2);
 
-    let s2 = dapt::train::run(TrainConfig::default(), Some(cut.path()), None, Arc::new(AtomicBool::new(false))).unwrap();
+    let s2 = dapt::train::run(
+        TrainConfig::default(),
+        Some(cut.path()),
+        None,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
     assert_eq!(s2.epochs_done, 4);
-    assert_eq!(comparable(&metrics_lines(full.path())), comparable(&metrics_lines(cut.path())));
+    assert_eq!(
+        comparable(&metrics_lines(full.path())),
+        comparable(&metrics_lines(cut.path()))
+    );
 }
 
 #[test]
@@ -164,11 +208,29 @@ fn a_step_leaves_frozen_tensors_bit_identical_and_moves_encoder_bn_statistics() 
     let before = snapshot(&model);
     let mut rng = Rng::new(0);
     let n = cfg.model.npoints;
-    let pts: Vec<[f32; 3]> = (0..8 * n).map(|_| [rng.range(-1.0, 1.0), rng.range(-1.0, 1.0), rng.range(-1.0, 1.0)]).collect();
+    let pts: Vec<[f32; 3]> = (0..8 * n)
+        .map(|_| {
+            [
+                rng.range(-1.0, 1.0),
+                rng.range(-1.0, 1.0),
+                rng.range(-1.0, 1.0),
+            ]
+        })
+        .collect();
     let labels: Vec<usize> = (0..8).collect();
     let mut opt = AdamW::new(cfg.optim.clone());
     let ad = device.clone().autodiff();
-    let (model, loss, _) = train_step(model.train(), &mut opt, &pts, &labels, n, 1e-3, &mut rng, &ad).unwrap();
+    let (model, loss, _) = train_step(
+        model.train(),
+        &mut opt,
+        &pts,
+        &labels,
+        n,
+        1e-3,
+        &mut rng,
+        &ad,
+    )
+    .unwrap();
     assert!(loss.is_finite());
     let after = snapshot(&model.valid());
     let mut changed_trainable = 0;
@@ -177,7 +239,10 @@ fn a_step_leaves_frozen_tensors_bit_identical_and_moves_encoder_bn_statistics() 
         let same = a.data == b.data;
         if name.ends_with("running_mean") || name.ends_with("running_var") {
             if name.starts_with("encoder.") {
-                assert!(!same, "{name}: BN statistics of the frozen encoder must drift (train mode)");
+                assert!(
+                    !same,
+                    "{name}: BN statistics of the frozen encoder must drift (train mode)"
+                );
             }
         } else if Mode::Dapt.trainable(name) {
             changed_trainable += usize::from(!same);
@@ -185,19 +250,34 @@ fn a_step_leaves_frozen_tensors_bit_identical_and_moves_encoder_bn_statistics() 
             assert!(same, "{name} is frozen but changed");
         }
     }
-    assert!(changed_trainable > 10, "only {changed_trainable} trainable tensors moved");
+    assert!(
+        changed_trainable > 10,
+        "only {changed_trainable} trainable tensors moved"
+    );
 }
 
 #[test]
 fn weight_decay_groups_follow_the_official_rule() {
     assert!(no_weight_decay("cls_token", &[1, 1, 384]));
-    assert!(!no_weight_decay("cls_pos", &[1, 1, 384]), "cls_pos is decayed (3-D, no `token`)");
-    assert!(!no_weight_decay("blocks.blocks.0.Adapter_MLP.scale.weight", &[1, 384]));
-    assert!(no_weight_decay("blocks.blocks.0.Adapter_MLP.scale.bias", &[1]));
+    assert!(
+        !no_weight_decay("cls_pos", &[1, 1, 384]),
+        "cls_pos is decayed (3-D, no `token`)"
+    );
+    assert!(!no_weight_decay(
+        "blocks.blocks.0.Adapter_MLP.scale.weight",
+        &[1, 384]
+    ));
+    assert!(no_weight_decay(
+        "blocks.blocks.0.Adapter_MLP.scale.bias",
+        &[1]
+    ));
     assert!(no_weight_decay("blocks.blocks.3.tfts_gamma_1", &[384]));
     assert!(no_weight_decay("cls_head_finetune.1.weight", &[256]));
     assert!(!no_weight_decay("cls_head_finetune.0.weight", &[256, 1152]));
-    assert!(!no_weight_decay("blocks.blocks.0.Adapter_MLP.down_proj.weight", &[64, 384]));
+    assert!(!no_weight_decay(
+        "blocks.blocks.0.Adapter_MLP.down_proj.weight",
+        &[64, 384]
+    ));
 }
 
 #[test]
@@ -207,7 +287,10 @@ fn atomic_writes_replace_whole_files_and_leave_no_temporaries() {
     dapt::model::checkpoint::atomic_write(&p, b"first").unwrap();
     dapt::model::checkpoint::atomic_write(&p, b"second version").unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"second version");
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
     assert_eq!(names, vec!["ck.bin".to_string()]);
     // a write into a missing, uncreatable place fails without touching anything else
     assert!(dapt::model::checkpoint::atomic_write(Path::new("/proc/nonexistent/x"), b"x").is_err());
@@ -222,7 +305,12 @@ fn the_adapter_file_of_the_real_size_model_is_under_5_mb() {
     let rd = dapt::train::run_dir::RunDir::create(dir.path()).unwrap();
     let meta = rd.checkpoint_meta(&cfg, &[], 0);
     let adapter = rd.save_adapter(&model, &cfg, &meta).unwrap();
-    let full = std::fs::metadata(rd.save_model(&model, dapt::train::CheckpointKind::Last, &meta).unwrap()).unwrap().len();
+    let full = std::fs::metadata(
+        rd.save_model(&model, dapt::train::CheckpointKind::Last, &meta)
+            .unwrap(),
+    )
+    .unwrap()
+    .len();
     eprintln!("adapter {adapter} bytes, full checkpoint {full} bytes");
     assert!(adapter < 5_000_000, "adapter is {adapter} bytes");
     assert!(full > 80_000_000);

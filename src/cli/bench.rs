@@ -8,8 +8,8 @@ use burn::module::Module;
 
 use crate::backend::{BackendChoice, select};
 use crate::data::Rng;
-use crate::model::layers::ForwardCtx;
 use crate::model::ModelConfig;
+use crate::model::layers::ForwardCtx;
 use crate::train::engine::{build_model, train_step};
 use crate::train::optim::AdamW;
 use crate::train::{Mode, TrainConfig};
@@ -69,7 +69,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let b = args.batch.max(1);
     let mut rng = Rng::new(0);
     let clouds: Vec<[f32; 3]> = (0..b * npoints)
-        .map(|_| [rng.range(-1.0, 1.0), rng.range(-1.0, 1.0), rng.range(-1.0, 1.0)])
+        .map(|_| {
+            [
+                rng.range(-1.0, 1.0),
+                rng.range(-1.0, 1.0),
+                rng.range(-1.0, 1.0),
+            ]
+        })
         .collect();
     let labels: Vec<usize> = (0..b).map(|i| i % model_cfg.cls_dim).collect();
     let mut times = Vec::new();
@@ -92,8 +98,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let t = Instant::now();
             // the batch sampling of `dapt train` is per-batch host work; include FPS grouping
             // (inside forward_points) but not data loading, as PyTorch benchmarks do
-            let (m, _loss, _) =
-                train_step(model, &mut opt, &clouds, &labels, npoints, 1e-4, &mut rng, &ad)?;
+            let (m, _loss, _) = train_step(
+                model, &mut opt, &clouds, &labels, npoints, 1e-4, &mut rng, &ad,
+            )?;
             model = m;
             if i >= args.warmup {
                 times.push(t.elapsed().as_secs_f64());
@@ -102,7 +109,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let v = serde_json::json!({
         "mode": format!("{:?}", args.mode).to_lowercase(),
         "batch": b,

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use crate::backend::{BackendChoice, select};
 use crate::data::Rng;
 use crate::model::load::load_classifier;
-use crate::train::eval::{evaluate, evaluate_vote};
 use crate::train::TrainConfig;
+use crate::train::eval::{evaluate, evaluate_vote};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -97,7 +97,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             100.0 * r.confusion.mean_class_accuracy(),
             r.loss
         );
-        for (name, a) in data.class_names.iter().zip(r.confusion.per_class_accuracy()) {
+        for (name, a) in data
+            .class_names
+            .iter()
+            .zip(r.confusion.per_class_accuracy())
+        {
             match a {
                 Some(a) => println!("  {name:<16} {:.1}%", 100.0 * a),
                 None => println!("  {name:<16} -"),
@@ -106,7 +110,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         if let Some(vr) = v.get("vote") {
             println!(
                 "voting ({} views x {} repeats): mean {:.2}%, max {:.2}% (the official protocol reports the max)",
-                vr["views"], vr["repeats"],
+                vr["views"],
+                vr["repeats"],
                 100.0 * vr["mean_accuracy"].as_f64().unwrap_or(0.0),
                 100.0 * vr["max_accuracy"].as_f64().unwrap_or(0.0)
             );

@@ -61,7 +61,10 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     if args.json {
         super::output::print_json(&v);
     } else {
-        println!("model: {:?}, {} blocks x {} wide, {} heads", cfg.kind, cfg.depth, cfg.trans_dim, cfg.num_heads);
+        println!(
+            "model: {:?}, {} blocks x {} wide, {} heads",
+            cfg.kind, cfg.depth, cfg.trans_dim, cfg.num_heads
+        );
         println!(
             "parameters: {trainable} trainable of {total} ({:.2}%)",
             100.0 * trainable as f64 / total.max(1) as f64

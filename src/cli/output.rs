@@ -31,9 +31,11 @@ pub fn report_events(rx: Receiver<TrainEvent>, json: bool) {
             } => {
                 total_epochs = t;
                 if json {
-                    print_json(&serde_json::json!({"event": "started", "run_dir": run_dir, "backend": backend,
+                    print_json(
+                        &serde_json::json!({"event": "started", "run_dir": run_dir, "backend": backend,
                         "start_epoch": start_epoch, "epochs": t, "steps_per_epoch": steps_per_epoch,
-                        "trainable_params": trainable_params, "total_params": total_params}));
+                        "trainable_params": trainable_params, "total_params": total_params}),
+                    );
                 } else {
                     println!("backend: {backend}");
                     println!(
@@ -89,7 +91,9 @@ pub fn report_events(rx: Receiver<TrainEvent>, json: bool) {
             }
             TrainEvent::CheckpointSaved { kind, path } => {
                 if json {
-                    print_json(&serde_json::json!({"event": "checkpoint", "kind": kind, "path": path}));
+                    print_json(
+                        &serde_json::json!({"event": "checkpoint", "kind": kind, "path": path}),
+                    );
                 }
             }
             TrainEvent::Stopped { epoch } => {
@@ -105,8 +109,10 @@ pub fn report_events(rx: Receiver<TrainEvent>, json: bool) {
                 run_dir,
             } => {
                 if json {
-                    print_json(&serde_json::json!({"event": "finished", "best_overall_accuracy": best_accuracy,
-                        "best_epoch": best_epoch, "run_dir": run_dir}));
+                    print_json(
+                        &serde_json::json!({"event": "finished", "best_overall_accuracy": best_accuracy,
+                        "best_epoch": best_epoch, "run_dir": run_dir}),
+                    );
                 }
             }
             TrainEvent::Failed { message } => {

@@ -105,13 +105,18 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             "predicted_index": order[0],
             "top": top,
         });
-        if args.scales {
-            if let Ok(s) = scale_snapshot(&mut loaded.model, &pts, &device) {
-                r["scales"] = serde_json::json!({"patch": s.patch, "prompts": s.prompts, "cls": s.cls, "centers": s.centers});
-            }
+        if args.scales
+            && let Ok(s) = scale_snapshot(&mut loaded.model, &pts, &device)
+        {
+            r["scales"] = serde_json::json!({"patch": s.patch, "prompts": s.prompts, "cls": s.cls, "centers": s.centers});
         }
         if !args.json {
-            println!("{}: {} ({:.1}%)", file.display(), loaded.class_names[order[0]], 100.0 * probs[order[0]]);
+            println!(
+                "{}: {} ({:.1}%)",
+                file.display(),
+                loaded.class_names[order[0]],
+                100.0 * probs[order[0]]
+            );
             for &i in order.iter().take(args.top).skip(1) {
                 println!("    {:<16} {:.1}%", loaded.class_names[i], 100.0 * probs[i]);
             }
@@ -122,7 +127,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         super::output::print_json(&serde_json::json!({"results": results}));
     }
     if failures > 0 {
-        anyhow::bail!("{failures} of {} files could not be classified", args.files.len());
+        anyhow::bail!(
+            "{failures} of {} files could not be classified",
+            args.files.len()
+        );
     }
     Ok(())
 }

@@ -90,7 +90,10 @@ fn yaml_f64(v: &serde_yaml::Value, path: &[&str]) -> Option<f64> {
 /// A config from `--config`: our JSON, or an official YAML whose recipe keys we honour.
 pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
         let cfg: TrainConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a run configuration", path.display()))?;
         return Ok(cfg);

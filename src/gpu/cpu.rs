@@ -94,7 +94,12 @@ mod tests {
 
     #[test]
     fn fps_starts_at_zero_and_picks_the_farthest() {
-        let pts = [[1.0, 0.0, 0.0], [1.1, 0.0, 0.0], [5.0, 0.0, 0.0], [3.0, 0.0, 0.0]];
+        let pts = [
+            [1.0, 0.0, 0.0],
+            [1.1, 0.0, 0.0],
+            [5.0, 0.0, 0.0],
+            [3.0, 0.0, 0.0],
+        ];
         assert_eq!(fps(&pts, 3), vec![0, 2, 3]);
     }
 
@@ -107,7 +112,12 @@ mod tests {
 
     #[test]
     fn knn_includes_the_query_and_orders_by_distance() {
-        let refs = [[0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]];
+        let refs = [
+            [0.0, 0.0, 0.0],
+            [3.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [1.0, 0.0, 0.0],
+        ];
         let out = knn(&refs, &[[0.0, 0.0, 0.0]], 3);
         assert_eq!(out, vec![vec![0, 2, 3]]);
     }

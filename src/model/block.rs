@@ -157,11 +157,7 @@ impl Block {
         let x = x + ctx.drop_path(f + ad.clone(), self.drop_path);
         let prompt = t3.forward(gelu(ad).mean_dim(1)); // [b, 1, c]
         let out = Tensor::cat(
-            vec![
-                x.clone().slice_dim(1, 0..1),
-                prompt,
-                x.slice_dim(1, 1..t),
-            ],
+            vec![x.clone().slice_dim(1, 0..1), prompt, x.slice_dim(1, 1..t)],
             1,
         );
         debug_assert_eq!(out.dims(), [b, t + 1, c]);

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::store::pytorch::PytorchReader;
 
-use super::names::{Loader, RawTensor, named_params};
 use super::ModelError;
+use super::names::{Loader, RawTensor, named_params};
 
 /// Metadata key of native checkpoints holding the JSON document written by the saver.
 pub const META_KEY: &str = "dapt_studio";
@@ -68,7 +68,12 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, ModelError> {
     }
 }
 
-fn bytes_to_f32(path: &Path, name: &str, dtype: pytorch_reader::DType, bytes: &[u8]) -> Result<Vec<f32>, ModelError> {
+fn bytes_to_f32(
+    path: &Path,
+    name: &str,
+    dtype: pytorch_reader::DType,
+    bytes: &[u8],
+) -> Result<Vec<f32>, ModelError> {
     use pytorch_reader::DType as T;
     let chunks = |w: usize| bytes.chunks_exact(w);
     Ok(match dtype {
@@ -76,9 +81,7 @@ fn bytes_to_f32(path: &Path, name: &str, dtype: pytorch_reader::DType, bytes: &[
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
         T::F64 => chunks(8)
-            .map(|c| {
-                f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-            })
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
         T::F16 => chunks(2)
             .map(|c| half_to_f32(u16::from_le_bytes([c[0], c[1]])))
@@ -155,13 +158,14 @@ pub fn read_pytorch(path: &Path) -> Result<StateDict, ModelError> {
         if clean.ends_with("num_batches_tracked") {
             continue;
         }
-        let bytes = t
-            .read()
-            .map_err(|e| ck_err(path, format!("{name}: {e}")))?;
+        let bytes = t.read().map_err(|e| ck_err(path, format!("{name}: {e}")))?;
         let shape = t.shape().to_vec();
         let data = bytes_to_f32(path, &name, t.dtype(), &bytes)?;
         if data.len() != shape.iter().product::<usize>() {
-            return Err(ck_err(path, format!("{name}: data does not match shape {shape:?}")));
+            return Err(ck_err(
+                path,
+                format!("{name}: data does not match shape {shape:?}"),
+            ));
         }
         tensors.insert(clean, RawTensor { shape, data });
     }
@@ -193,7 +197,10 @@ pub fn read_native(path: &Path) -> Result<StateDict, ModelError> {
     let mut tensors = HashMap::new();
     for (name, view) in st.iter() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(ck_err(path, format!("{name}: expected f32, found {:?}", view.dtype())));
+            return Err(ck_err(
+                path,
+                format!("{name}: expected f32, found {:?}", view.dtype()),
+            ));
         }
         let data: Vec<f32> = view
             .data()
@@ -247,7 +254,10 @@ pub fn write_native(
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
 /// a crash leaves either the old file or the new one, never a torn one.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path
         .file_name()
@@ -288,7 +298,12 @@ pub struct LoadReport {
 
 /// The official remapping of a pre-training checkpoint (§3.6 step 2).
 pub fn backbone_key(key: &str) -> String {
-    for prefix in ["MAE_encoder.", "ACT_encoder.", "transformer_k.", "base_model."] {
+    for prefix in [
+        "MAE_encoder.",
+        "ACT_encoder.",
+        "transformer_k.",
+        "base_model.",
+    ] {
         if let Some(rest) = key.strip_prefix(prefix) {
             return rest.to_string();
         }
@@ -317,8 +332,7 @@ pub fn load_into<M: Module>(
         return Err(ck_err(&dict.path, loader.errors.join("; ")));
     }
     let applied = loader.applied;
-    let names: std::collections::HashSet<&str> =
-        expected.iter().map(|p| p.name.as_str()).collect();
+    let names: std::collections::HashSet<&str> = expected.iter().map(|p| p.name.as_str()).collect();
     let missing: Vec<String> = expected
         .iter()
         .filter(|p| !tensors.contains_key(&p.name))

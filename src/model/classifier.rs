@@ -6,12 +6,12 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
 
+use super::ModelError;
 use super::block::Block;
 use super::config::{ModelConfig, ModelKind, Pool};
 use super::encoder::{PatchEncoder, PosEmbed};
 use super::grouping::{Groups, group};
 use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param};
-use super::ModelError;
 
 /// `cls_head_finetune`: Linear → BN → ReLU → Dropout(0.5) → Linear → BN → ReLU → Dropout → Linear.
 #[derive(Module, Debug)]
@@ -124,13 +124,7 @@ impl Classifier {
         device: &Device,
         ctx: &mut ForwardCtx,
     ) -> Result<(ForwardOutput, Groups), ModelError> {
-        let groups = group(
-            points,
-            b,
-            n,
-            self.config.num_group,
-            self.config.group_size,
-        )?;
+        let groups = group(points, b, n, self.config.num_group, self.config.group_size)?;
         let out = self.forward_groups(
             groups.neighborhoods_tensor(device),
             groups.centers_tensor(device),
@@ -185,7 +179,10 @@ impl Classifier {
                     _ => x.mean_dim(1).reshape([b, c]),
                 };
                 if self.config.prompt_token.enabled() {
-                    parts.push(pool(z.clone().slice_dim(1, 1..1 + l), self.config.prompt_token));
+                    parts.push(pool(
+                        z.clone().slice_dim(1, 1..1 + l),
+                        self.config.prompt_token,
+                    ));
                 }
                 if self.config.patch_token.enabled() {
                     parts.push(pool(z.slice_dim(1, t - g..t), self.config.patch_token));

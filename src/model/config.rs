@@ -153,7 +153,10 @@ impl ModelConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = |m: String| Err(ModelError::Config(m));
-        if self.trans_dim == 0 || self.num_heads == 0 || self.trans_dim % self.num_heads != 0 {
+        if self.trans_dim == 0
+            || self.num_heads == 0
+            || !self.trans_dim.is_multiple_of(self.num_heads)
+        {
             return err(format!(
                 "trans_dim {} must be a positive multiple of num_heads {}",
                 self.trans_dim, self.num_heads
@@ -186,7 +189,9 @@ impl ModelConfig {
             }
         }
         if self.kind == ModelKind::Dapt && self.head_in_dim() == 0 {
-            return err("the head has no input: enable class_token, prompt_token or patch_token".into());
+            return err(
+                "the head has no input: enable class_token, prompt_token or patch_token".into(),
+            );
         }
         if self.patch_token == Pool::Use || self.prompt_token == Pool::Use {
             return err("prompt_token and patch_token take mean, max or None".into());
@@ -229,7 +234,9 @@ impl ModelConfig {
                 .get(k)
                 .and_then(|v| v.as_u64())
                 .map(|v| v as usize)
-                .ok_or_else(|| ModelError::Config(format!("model.{k} is missing or not an integer")))
+                .ok_or_else(|| {
+                    ModelError::Config(format!("model.{k} is missing or not an integer"))
+                })
         };
         let get_f64 = |k: &str, default: f64| -> Result<f64, ModelError> {
             match model.get(k) {

@@ -44,7 +44,9 @@ pub fn group(
     let mut centers = Vec::with_capacity(b * num_group);
     let mut knn_idx = Vec::with_capacity(b * num_group * group_size);
     let mut neighborhoods = Vec::with_capacity(b * num_group * group_size);
-    let per_cloud: Vec<(Vec<[f32; 3]>, Vec<Vec<usize>>)> = std::thread::scope(|s| {
+    // (centres, neighbour lists) per cloud
+    type CloudGroups = (Vec<[f32; 3]>, Vec<Vec<usize>>);
+    let per_cloud: Vec<CloudGroups> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..b)
             .map(|i| {
                 let cloud = &points[i * n..(i + 1) * n];

@@ -82,15 +82,14 @@ impl BatchNorm {
             let n = rows as f64;
             let unbiased = var.detach().squeeze_dim::<1>(0) * (n / (n - 1.0));
             let mean = mean.detach().squeeze_dim::<1>(0);
-            let rm = self.running_mean.val().inner() * (1.0 - BN_MOMENTUM)
-                + mean.inner() * BN_MOMENTUM;
+            let rm =
+                self.running_mean.val().inner() * (1.0 - BN_MOMENTUM) + mean.inner() * BN_MOMENTUM;
             let rv = self.running_var.val().inner() * (1.0 - BN_MOMENTUM)
                 + unbiased.inner() * BN_MOMENTUM;
             // keep the ids: optimizers and snapshots address buffers by id or name
             self.running_mean =
                 Param::initialized(self.running_mean.id, rm).set_require_grad(false);
-            self.running_var =
-                Param::initialized(self.running_var.id, rv).set_require_grad(false);
+            self.running_var = Param::initialized(self.running_var.id, rv).set_require_grad(false);
             out
         } else {
             let device = x.device();

@@ -10,11 +10,46 @@ use super::{Classifier, ModelConfig, ModelError};
 
 /// The standard ModelNet40 class order (`modelnet40_shape_names.txt`).
 pub const MODELNET40: [&str; 40] = [
-    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
-    "cup", "curtain", "desk", "door", "dresser", "flower_pot", "glass_box", "guitar", "keyboard",
-    "lamp", "laptop", "mantel", "monitor", "night_stand", "person", "piano", "plant", "radio",
-    "range_hood", "sink", "sofa", "stairs", "stool", "table", "tent", "toilet", "tv_stand", "vase",
-    "wardrobe", "xbox",
+    "airplane",
+    "bathtub",
+    "bed",
+    "bench",
+    "bookshelf",
+    "bottle",
+    "bowl",
+    "car",
+    "chair",
+    "cone",
+    "cup",
+    "curtain",
+    "desk",
+    "door",
+    "dresser",
+    "flower_pot",
+    "glass_box",
+    "guitar",
+    "keyboard",
+    "lamp",
+    "laptop",
+    "mantel",
+    "monitor",
+    "night_stand",
+    "person",
+    "piano",
+    "plant",
+    "radio",
+    "range_hood",
+    "sink",
+    "sofa",
+    "stairs",
+    "stool",
+    "table",
+    "tent",
+    "toilet",
+    "tv_stand",
+    "vase",
+    "wardrobe",
+    "xbox",
 ];
 
 /// The ScanObjectNN class order.
@@ -52,7 +87,9 @@ pub fn load_classifier(
         Some(p) => {
             let cfg = ModelConfig::load(p)?;
             let norm = if p.extension().is_some_and(|e| e == "json") {
-                meta.get("normalize").and_then(|v| v.as_bool()).unwrap_or(false)
+                meta.get("normalize")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false)
             } else {
                 yaml_normalization(p)
             };
@@ -65,19 +102,26 @@ pub fn load_classifier(
                     message: "an official .pth checkpoint carries no model configuration: pass --config with its cfgs/finetune_*.yaml".into(),
                 });
             }
-            let model = meta.get("model").cloned().ok_or_else(|| ModelError::Checkpoint {
-                path: checkpoint.to_path_buf(),
-                message: "native checkpoint without a model configuration".into(),
-            })?;
-            let cfg: ModelConfig = serde_json::from_value(model).map_err(|e| ModelError::Checkpoint {
-                path: checkpoint.to_path_buf(),
-                message: format!("bad model configuration: {e}"),
-            })?;
+            let model = meta
+                .get("model")
+                .cloned()
+                .ok_or_else(|| ModelError::Checkpoint {
+                    path: checkpoint.to_path_buf(),
+                    message: "native checkpoint without a model configuration".into(),
+                })?;
+            let cfg: ModelConfig =
+                serde_json::from_value(model).map_err(|e| ModelError::Checkpoint {
+                    path: checkpoint.to_path_buf(),
+                    message: format!("bad model configuration: {e}"),
+                })?;
             let names: Vec<String> = meta
                 .get("class_names")
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
                 .unwrap_or_default();
-            let norm = meta.get("normalize").and_then(|v| v.as_bool()).unwrap_or(false);
+            let norm = meta
+                .get("normalize")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             (cfg, names, norm)
         }
     };

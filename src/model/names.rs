@@ -317,37 +317,6 @@ impl ModuleVisitor for Reader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_translate_to_official_keys() {
-        assert_eq!(
-            official_name("blocks.3.attn.tfts_1.gamma"),
-            "blocks.blocks.3.attn.tfts_gamma_1"
-        );
-        assert_eq!(official_name("tfts_2.beta"), "tfts_beta_2");
-        assert_eq!(
-            official_name("blocks.0.adapter.norm.weight"),
-            "blocks.blocks.0.Adapter_MLP.adapter_layer_norm_before.weight"
-        );
-        assert_eq!(
-            official_name("blocks.11.adapter.down_proj.bias"),
-            "blocks.blocks.11.Adapter_MLP.down_proj.bias"
-        );
-        assert_eq!(
-            official_name("encoder.second_conv1.running_var"),
-            "encoder.second_conv.1.running_var"
-        );
-        assert_eq!(official_name("pos_embed.fc2.weight"), "pos_embed.2.weight");
-        assert_eq!(official_name("head.bn5.bias"), "cls_head_finetune.5.bias");
-        assert_eq!(official_name("head.fc8.weight"), "cls_head_finetune.8.weight");
-        assert_eq!(official_name("norm.weight"), "norm.weight");
-        assert_eq!(official_name("blocks.2.norm1.bias"), "blocks.blocks.2.norm1.bias");
-    }
-}
-
 fn to_torch_layout(data: Vec<f32>, dims: &[usize], layout: Layout) -> Vec<f32> {
     match layout {
         Layout::Same => data,
@@ -404,5 +373,42 @@ impl ModuleVisitor for GradReader<'_> {
                 data: to_torch_layout(data, &dims, layout),
             },
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_translate_to_official_keys() {
+        assert_eq!(
+            official_name("blocks.3.attn.tfts_1.gamma"),
+            "blocks.blocks.3.attn.tfts_gamma_1"
+        );
+        assert_eq!(official_name("tfts_2.beta"), "tfts_beta_2");
+        assert_eq!(
+            official_name("blocks.0.adapter.norm.weight"),
+            "blocks.blocks.0.Adapter_MLP.adapter_layer_norm_before.weight"
+        );
+        assert_eq!(
+            official_name("blocks.11.adapter.down_proj.bias"),
+            "blocks.blocks.11.Adapter_MLP.down_proj.bias"
+        );
+        assert_eq!(
+            official_name("encoder.second_conv1.running_var"),
+            "encoder.second_conv.1.running_var"
+        );
+        assert_eq!(official_name("pos_embed.fc2.weight"), "pos_embed.2.weight");
+        assert_eq!(official_name("head.bn5.bias"), "cls_head_finetune.5.bias");
+        assert_eq!(
+            official_name("head.fc8.weight"),
+            "cls_head_finetune.8.weight"
+        );
+        assert_eq!(official_name("norm.weight"), "norm.weight");
+        assert_eq!(
+            official_name("blocks.2.norm1.bias"),
+            "blocks.blocks.2.norm1.bias"
+        );
     }
 }

@@ -32,7 +32,10 @@ pub fn test_points(points: &[[f32; 3]], npoints: usize) -> Vec<[f32; 3]> {
     if points.len() == npoints {
         return points.to_vec();
     }
-    fps(points, npoints).into_iter().map(|i| points[i]).collect()
+    fps(points, npoints)
+        .into_iter()
+        .map(|i| points[i])
+        .collect()
 }
 
 /// Official per-sample `PointcloudScaleAndTranslate`: s ~ U(2/3, 3/2)³, t ~ U(−0.2, 0.2)³.
@@ -42,7 +45,11 @@ pub fn scale_and_translate(points: &mut [[f32; 3]], rng: &mut Rng) {
         rng.range(2.0 / 3.0, 1.5),
         rng.range(2.0 / 3.0, 1.5),
     ];
-    let t = [rng.range(-0.2, 0.2), rng.range(-0.2, 0.2), rng.range(-0.2, 0.2)];
+    let t = [
+        rng.range(-0.2, 0.2),
+        rng.range(-0.2, 0.2),
+        rng.range(-0.2, 0.2),
+    ];
     for p in points.iter_mut() {
         for k in 0..3 {
             p[k] = p[k] * s[k] + t[k];
@@ -89,12 +96,17 @@ pub fn train_batch(
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     let cols = rng.choose_distinct(point_all, npoints);
     let mut out = Vec::with_capacity(items.len() * npoints);
     for p in &pre {
-        let mut sel: Vec<[f32; 3]> = cols.iter().map(|&c| p[c.min(p.len().saturating_sub(1))]).collect();
+        let mut sel: Vec<[f32; 3]> = cols
+            .iter()
+            .map(|&c| p[c.min(p.len().saturating_sub(1))])
+            .collect();
         scale_and_translate(&mut sel, rng);
         out.extend(sel);
     }

@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use super::TrainError;
 use super::batch::{Item, pad_to, test_points, train_batch};
 use super::config::TrainConfig;
 use super::eval::{EvalResult, evaluate, scale_snapshot};
@@ -20,14 +21,13 @@ use super::metrics::{Confusion, argmax};
 use super::optim::AdamW;
 use super::run_dir::{RunDir, RunState};
 use super::schedule::CosineSchedule;
-use super::TrainError;
 use crate::backend;
 use crate::data::{DataSpec, ReadOptions, Rng};
+use crate::model::Classifier;
 use crate::model::checkpoint::{LoadMode, load_into, read_state_dict};
 use crate::model::classifier::cross_entropy;
 use crate::model::layers::{ForwardCtx, host_vec};
 use crate::model::names::{Trainable, count_params, named_params};
-use crate::model::Classifier;
 
 /// What a finished (or stopped) run reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,7 +73,11 @@ pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainE
             if pad_to(&mut pts, npoints, rng) {
                 padded += 1;
             }
-            let pts = if test { test_points(&pts, npoints) } else { pts };
+            let pts = if test {
+                test_points(&pts, npoints)
+            } else {
+                pts
+            };
             out.push(Item {
                 points: pts,
                 label: s.label,
@@ -84,7 +88,10 @@ pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainE
     let train = load(&ds.train, false)?;
     let test = load(&ds.test, true)?;
     if train.is_empty() {
-        return Err(TrainError::Config(format!("{}: the training split is empty", cfg.data)));
+        return Err(TrainError::Config(format!(
+            "{}: the training split is empty",
+            cfg.data
+        )));
     }
     Ok(Prepared {
         class_names: ds.class_names.clone(),
@@ -105,7 +112,10 @@ pub fn prepare_raw_test(cfg: &TrainConfig, rng: &mut Rng) -> Result<Vec<Item>, T
         let cloud = ds.load(s, &ReadOptions::default())?;
         let mut pts = cloud.positions;
         pad_to(&mut pts, cfg.model.npoints, rng);
-        out.push(Item { points: pts, label: s.label });
+        out.push(Item {
+            points: pts,
+            label: s.label,
+        });
     }
     Ok(out)
 }
@@ -170,7 +180,12 @@ pub fn run(
 ) -> Result<RunSummary, TrainError> {
     let result = run_inner(&mut cfg, resume, &events, &stop);
     if let Err(e) = &result {
-        send(&events, TrainEvent::Failed { message: e.to_string() });
+        send(
+            &events,
+            TrainEvent::Failed {
+                message: e.to_string(),
+            },
+        );
     }
     result
 }
@@ -225,7 +240,11 @@ fn run_inner(
         opt.load_state(st.optimizer_step, &opt_dict.tensors, &device);
         rng = st.rng.clone();
         start_epoch = st.epochs_done;
-        best = (st.best_epoch, st.best_overall_accuracy, st.best_mean_class_accuracy);
+        best = (
+            st.best_epoch,
+            st.best_overall_accuracy,
+            st.best_mean_class_accuracy,
+        );
     } else {
         run_dir.write_config(cfg, &data.class_names)?;
     }
@@ -284,7 +303,11 @@ fn run_inner(
                 train_step(model, &mut opt, &pts, &labels, npoints, lr, &mut rng, &ad)?;
             model = m;
             if !loss_v.is_finite() {
-                return Err(TrainError::Diverged { epoch, step, loss: loss_v });
+                return Err(TrainError::Diverged {
+                    epoch,
+                    step,
+                    loss: loss_v,
+                });
             }
             loss_sum += loss_v;
             let k = cfg.model.cls_dim;
@@ -307,7 +330,14 @@ fn run_inner(
             if cfg.snapshot_every > 0 && global % cfg.snapshot_every == 0 && !data.test.is_empty() {
                 let mut valid = model.valid();
                 if let Ok(s) = scale_snapshot(&mut valid, &data.test[0].points, &device) {
-                    send(events, TrainEvent::TokenScales { epoch, step, snapshot: s });
+                    send(
+                        events,
+                        TrainEvent::TokenScales {
+                            epoch,
+                            step,
+                            snapshot: s,
+                        },
+                    );
                 }
             }
         }
@@ -349,12 +379,23 @@ fn run_inner(
             send(events, TrainEvent::Metrics(m.clone()));
             Some(m)
         };
-        if cfg.snapshot_every == 0 && !data.test.is_empty() {
-            if let Ok(s) = scale_snapshot(&mut valid, &data.test[0].points, &device) {
-                send(events, TrainEvent::TokenScales { epoch, step: steps_per_epoch, snapshot: s });
-            }
+        if cfg.snapshot_every == 0
+            && !data.test.is_empty()
+            && let Ok(s) = scale_snapshot(&mut valid, &data.test[0].points, &device)
+        {
+            send(
+                events,
+                TrainEvent::TokenScales {
+                    epoch,
+                    step: steps_per_epoch,
+                    snapshot: s,
+                },
+            );
         }
-        let acc = test_m.as_ref().map(|m| m.overall_accuracy).unwrap_or(train_m.overall_accuracy);
+        let acc = test_m
+            .as_ref()
+            .map(|m| m.overall_accuracy)
+            .unwrap_or(train_m.overall_accuracy);
         let macc = test_m
             .as_ref()
             .map(|m| m.mean_class_accuracy)
@@ -363,7 +404,13 @@ fn run_inner(
         if acc > best.1 {
             best = (epoch, acc, macc);
             let p = run_dir.save_model(&valid, CheckpointKind::Best, &meta)?;
-            send(events, TrainEvent::CheckpointSaved { kind: CheckpointKind::Best, path: p });
+            send(
+                events,
+                TrainEvent::CheckpointSaved {
+                    kind: CheckpointKind::Best,
+                    path: p,
+                },
+            );
         }
         // `last` and its optimizer/RNG state move together: state.json is written last,
         // so a crash in between resumes from the previous epoch's consistent state.
@@ -378,10 +425,18 @@ fn run_inner(
             best_overall_accuracy: best.1,
             best_mean_class_accuracy: best.2,
         })?;
-        send(events, TrainEvent::CheckpointSaved { kind: CheckpointKind::Last, path: p });
+        send(
+            events,
+            TrainEvent::CheckpointSaved {
+                kind: CheckpointKind::Last,
+                path: p,
+            },
+        );
         last_metrics = test_m.or(Some(train_m));
     }
-    let done = RunState::read(&run_dir).map(|s| s.epochs_done).unwrap_or(start_epoch);
+    let done = RunState::read(&run_dir)
+        .map(|s| s.epochs_done)
+        .unwrap_or(start_epoch);
     if !stopped {
         send(
             events,

@@ -4,15 +4,15 @@
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::TrainError;
 use super::batch::{Item, scale_and_translate};
 use super::events::ScaleSnapshot;
 use super::metrics::{Confusion, argmax};
-use super::TrainError;
 use crate::data::Rng;
 use crate::gpu::cpu::fps;
+use crate::model::Classifier;
 use crate::model::classifier::cross_entropy;
 use crate::model::layers::{ForwardCtx, host_vec};
-use crate::model::Classifier;
 
 pub struct EvalResult {
     pub loss: f64,
@@ -104,7 +104,10 @@ pub fn evaluate_vote(
         .iter()
         .map(|it| {
             let m = point_all.min(it.points.len());
-            fps(&it.points, m).into_iter().map(|i| it.points[i]).collect()
+            fps(&it.points, m)
+                .into_iter()
+                .map(|i| it.points[i])
+                .collect()
         })
         .collect();
     let k = model.config.cls_dim;

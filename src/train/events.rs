@@ -77,11 +77,15 @@ pub enum TrainEvent {
         path: PathBuf,
     },
     /// Stopped at a safe point because the stop flag was set; the last checkpoint is saved.
-    Stopped { epoch: usize },
+    Stopped {
+        epoch: usize,
+    },
     Finished {
         best_accuracy: f64,
         best_epoch: usize,
         run_dir: PathBuf,
     },
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }

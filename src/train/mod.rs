@@ -33,7 +33,11 @@ pub enum TrainError {
     #[error(
         "training diverged: the loss became {loss} at epoch {epoch}, step {step}; the last good checkpoint is kept (try a lower --lr)"
     )]
-    Diverged { epoch: usize, step: usize, loss: f64 },
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+    },
 }
 
 impl TrainError {

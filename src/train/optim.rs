@@ -77,7 +77,6 @@ struct Stepper<'a> {
     path: Vec<String>,
 }
 
-
 impl ModuleMapper for Stepper<'_> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::TrainError;
 use super::config::TrainConfig;
 use super::events::{CheckpointKind, EpochMetrics};
 use super::optim::AdamW;
-use super::TrainError;
 use crate::data::Rng;
+use crate::model::Classifier;
 use crate::model::checkpoint::{atomic_write, write_native};
 use crate::model::names::Reader;
-use crate::model::Classifier;
 
 pub struct RunDir {
     pub path: PathBuf,
@@ -88,21 +88,25 @@ impl RunDir {
         self.path.join("adapter.safetensors")
     }
 
-    pub fn write_config(&self, cfg: &TrainConfig, class_names: &[String]) -> Result<(), TrainError> {
+    pub fn write_config(
+        &self,
+        cfg: &TrainConfig,
+        class_names: &[String],
+    ) -> Result<(), TrainError> {
         let mut v = serde_json::to_value(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
             o.insert("class_names".into(), serde_json::json!(class_names));
         }
         let p = self.path.join("config.json");
-        let text = serde_json::to_string_pretty(&v).map_err(|e| TrainError::Config(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&v).map_err(|e| TrainError::Config(e.to_string()))?;
         atomic_write(&p, text.as_bytes()).map_err(io_err(&p))
     }
 
     pub fn read_config(&self) -> Result<TrainConfig, TrainError> {
         let p = self.path.join("config.json");
         let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-        serde_json::from_str(&text)
-            .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))
+        serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))
     }
 
     pub fn append_metrics(&self, m: &EpochMetrics) -> Result<(), TrainError> {
@@ -119,7 +123,8 @@ impl RunDir {
 
     pub fn write_state(&self, st: &RunState) -> Result<(), TrainError> {
         let p = self.path.join("checkpoints/state.json");
-        let text = serde_json::to_string_pretty(st).map_err(|e| TrainError::Config(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(st).map_err(|e| TrainError::Config(e.to_string()))?;
         atomic_write(&p, text.as_bytes()).map_err(io_err(&p))
     }
 
@@ -165,7 +170,11 @@ impl RunDir {
 
     pub fn save_optimizer(&self, opt: &AdamW) -> Result<(), TrainError> {
         let p = self.optimizer_path();
-        write_native(&p, &opt.state_tensors(), &serde_json::json!({"kind": "optimizer", "step": opt.step}))?;
+        write_native(
+            &p,
+            &opt.state_tensors(),
+            &serde_json::json!({"kind": "optimizer", "step": opt.step}),
+        )?;
         Ok(())
     }
 

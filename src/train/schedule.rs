@@ -36,7 +36,8 @@ impl CosineSchedule {
             return self.min_lr;
         }
         let frac = t as f64 / self.t_initial as f64;
-        self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + (std::f64::consts::PI * frac).cos())
+        self.min_lr
+            + 0.5 * (self.base_lr - self.min_lr) * (1.0 + (std::f64::consts::PI * frac).cos())
     }
 
     /// The learning rate actually used during epoch `e` (0-based): the value set by

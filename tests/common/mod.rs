@@ -78,7 +78,11 @@ pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
         num += (*x as f64 - y).powi(2);
         den += y * y;
     }
-    if den == 0.0 { num.sqrt() } else { (num / den).sqrt() }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
 }
 
 pub fn assert_close(name: &str, got: &[f32], want: &Fx, tol: f64) {
@@ -87,5 +91,8 @@ pub fn assert_close(name: &str, got: &[f32], want: &Fx, tol: f64) {
 }
 
 pub fn to_points(fx: &Fx) -> Vec<[f32; 3]> {
-    fx.f32().chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect()
+    fx.f32()
+        .chunks_exact(3)
+        .map(|c| [c[0], c[1], c[2]])
+        .collect()
 }
