@@ -165,6 +165,7 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
             .cloned()
             .unwrap_or_else(|| format!("label {id}"))
     };
+    let part_name = |id: i64| format!("part {id}");
     match settings.colour_by {
         ColourBy::Rgb => match &cloud.colors {
             Some(c) => Colouring {
@@ -197,7 +198,7 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
         },
         ColourBy::Truth => {
             if let Some(labels) = &cloud.labels {
-                categorical(labels, "ground truth (part)", &name_of)
+                categorical(labels, "ground truth (part)", &part_name)
             } else if let Some(c) = cloud.class_label {
                 categorical(&vec![c as i64; n], "ground truth (class)", &name_of)
             } else {
@@ -209,7 +210,7 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
             Some(a) => {
                 if let Some(parts) = &a.part_pred {
                     let ids: Vec<i64> = parts.iter().map(|&p| p as i64).collect();
-                    categorical(&ids, "prediction (part)", &name_of)
+                    categorical(&ids, "prediction (part)", &part_name)
                 } else if let Some(c) = a.predicted_class() {
                     categorical(&vec![c as i64; n], "prediction (class)", &name_of)
                 } else {

@@ -62,7 +62,7 @@ impl FileDialog {
             .default_size([420.0, 380.0])
             .show(ctx, |ui| {
                 ui.horizontal(|ui| {
-                    if ui.button("⬆ Up").clicked()
+                    if ui.button("Up").clicked()
                         && let Some(parent) = self.dir.parent()
                     {
                         go_to = Some(parent.to_path_buf());
@@ -87,7 +87,7 @@ impl FileDialog {
                             .file_name()
                             .map(|n| n.to_string_lossy().into_owned())
                             .unwrap_or_default();
-                        let label = if *is_dir { format!("📁 {name}") } else { name };
+                        let label = if *is_dir { format!("[dir] {name}") } else { name };
                         if ui.selectable_label(false, label).clicked() {
                             if *is_dir {
                                 go_to = Some(p.clone());

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use analysis::{Analyzer, BlockSelect, CloudAnalysis, PointReduction, ScaleData};
 pub use colouring::{ColourBy, ColourSettings, Legend, RangeMode};
 pub use keymap::{Action, KEYMAP, KeyBinding};
+pub use view3d::VIEW_BACKGROUND;
 pub use training::{
     PlotSettings, RunPanel, RunSettings, RunStatus, TrainingHandle, TrainingLauncher,
 };
@@ -583,13 +584,13 @@ impl StudioApp {
             .default_open(true)
             .show(ui, |ui| {
                 ui.horizontal(|ui| {
-                    if ui.button("Open…").clicked() {
+                    if ui.button("Open...").clicked() {
                         self.file_dialog.open_at(self.settings.last_dir.clone());
                     }
-                    if ui.button("◀ Prev").clicked() {
+                    if ui.button("< Prev").clicked() {
                         self.select_offset(-1);
                     }
-                    if ui.button("Next ▶").clicked() {
+                    if ui.button("Next >").clicked() {
                         self.select_offset(1);
                     }
                 });
@@ -604,7 +605,7 @@ impl StudioApp {
                         if ui.selectable_label(self.current == Some(i), text).clicked() {
                             select = Some(i);
                         }
-                        if ui.small_button("✕").on_hover_text("close").clicked() {
+                        if ui.small_button("x").on_hover_text("close").clicked() {
                             close = Some(i);
                         }
                     });
@@ -648,7 +649,7 @@ impl StudioApp {
             AnalysisState::Pending => {
                 ui.horizontal(|ui| {
                     ui.spinner();
-                    ui.label("analysing…");
+                    ui.label("analysing...");
                 });
             }
             AnalysisState::Failed(e) => {
@@ -663,7 +664,7 @@ impl StudioApp {
                             .get(k)
                             .cloned()
                             .unwrap_or_else(|| format!("class {k}"));
-                        let marker = if truth == Some(k) { " ✔" } else { "" };
+                        let marker = if truth == Some(k) { " (truth)" } else { "" };
                         ui.label(format!("{name}{marker}"));
                         ui.add(
                             egui::ProgressBar::new(p.clamp(0.0, 1.0))
@@ -719,15 +720,17 @@ impl StudioApp {
         match s.colours.range_mode {
             RangeMode::Manual => {
                 ui.horizontal(|ui| {
-                    ui.label("min");
-                    ui.add(egui::DragValue::new(&mut s.colours.manual_range.0).speed(0.01));
-                    ui.label("max");
-                    ui.add(egui::DragValue::new(&mut s.colours.manual_range.1).speed(0.01));
+                    let l = ui.label("min");
+                    ui.add(egui::DragValue::new(&mut s.colours.manual_range.0).speed(0.01))
+                        .labelled_by(l.id);
+                    let l = ui.label("max");
+                    ui.add(egui::DragValue::new(&mut s.colours.manual_range.1).speed(0.01))
+                        .labelled_by(l.id);
                 });
             }
             RangeMode::Locked => {
                 if let Some((lo, hi)) = s.colours.locked_range {
-                    ui.weak(format!("locked at {lo:.4} … {hi:.4}"));
+                    ui.weak(format!("locked at {lo:.4} ... {hi:.4}"));
                 }
             }
             _ => {}
@@ -799,7 +802,7 @@ impl StudioApp {
                     ui.end_row();
                     for b in 0..blocks {
                         ui.label(b.to_string());
-                        ui.label(scales.cls.get(b).map_or("–".into(), |v| format!("{v:.3}")));
+                        ui.label(scales.cls.get(b).map_or("-".into(), |v| format!("{v:.3}")));
                         let p = scales.prompts.get(b).map_or(String::new(), |row| {
                             row.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ")
                         });

@@ -319,14 +319,14 @@ impl RunPanel {
         ui.horizontal(|ui| {
             let can_start = launcher.is_some() && !running;
             if ui
-                .add_enabled(can_start, egui::Button::new("▶ Start"))
+                .add_enabled(can_start, egui::Button::new("Start"))
                 .clicked()
                 && let Some(l) = launcher
             {
                 self.start(l);
             }
             if ui
-                .add_enabled(running && self.status != RunStatus::Stopping, egui::Button::new("■ Stop"))
+                .add_enabled(running && self.status != RunStatus::Stopping, egui::Button::new("Stop"))
                 .on_hover_text("stop at the next safe point; the last checkpoint is saved")
                 .clicked()
             {
@@ -344,7 +344,7 @@ impl RunPanel {
         ui.label(format!("status: {}", status_text(&self.status)));
         if let Some((frac, eta)) = self.progress_and_eta() {
             let (epoch, step, spe) = self.progress.unwrap_or_default();
-            let eta = eta.map_or("estimating…".to_string(), format_duration);
+            let eta = eta.map_or("estimating...".to_string(), format_duration);
             ui.add(egui::ProgressBar::new(frac).show_percentage());
             ui.label(format!(
                 "epoch {epoch}/{} · step {step}/{spe} · {:.1} samples/s · ETA {eta}",
@@ -365,32 +365,37 @@ impl RunPanel {
     fn settings_ui(&mut self, ui: &mut egui::Ui) {
         let s = &mut self.settings;
         egui::Grid::new("run_settings").num_columns(2).show(ui, |ui| {
-            ui.label("data");
-            ui.text_edit_singleline(&mut s.data);
+            let l = ui.label("data");
+            ui.text_edit_singleline(&mut s.data).labelled_by(l.id);
             ui.end_row();
-            ui.label("mode");
+            let l = ui.label("mode");
             egui::ComboBox::from_id_salt("run_mode")
                 .selected_text(s.mode.clone())
                 .show_ui(ui, |ui| {
                     for m in MODES {
                         ui.selectable_value(&mut s.mode, m.to_string(), m);
                     }
-                });
+                })
+                .response
+                .labelled_by(l.id);
             ui.end_row();
             path_row(ui, "init", &mut s.init);
-            ui.label("epochs");
-            ui.add(egui::DragValue::new(&mut s.epochs).range(1..=10_000));
+            let l = ui.label("epochs");
+            ui.add(egui::DragValue::new(&mut s.epochs).range(1..=10_000))
+                .labelled_by(l.id);
             ui.end_row();
-            ui.label("lr");
+            let l = ui.label("lr");
             ui.add(
                 egui::DragValue::new(&mut s.lr)
                     .range(1e-7..=1.0)
                     .speed(1e-5)
                     .max_decimals(7),
-            );
+            )
+            .labelled_by(l.id);
             ui.end_row();
-            ui.label("batch");
-            ui.add(egui::DragValue::new(&mut s.batch).range(1..=4096));
+            let l = ui.label("batch");
+            ui.add(egui::DragValue::new(&mut s.batch).range(1..=4096))
+                .labelled_by(l.id);
             ui.end_row();
             path_row(ui, "out", &mut s.out);
             path_row(ui, "resume", &mut s.resume);
@@ -482,12 +487,12 @@ impl RunPanel {
 }
 
 fn path_row(ui: &mut egui::Ui, label: &str, value: &mut Option<PathBuf>) {
-    ui.label(label);
+    let l = ui.label(label);
     let mut text = value
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    if ui.text_edit_singleline(&mut text).changed() {
+    if ui.text_edit_singleline(&mut text).labelled_by(l.id).changed() {
         *value = (!text.trim().is_empty()).then(|| PathBuf::from(text.trim()));
     }
     ui.end_row();
@@ -497,7 +502,7 @@ fn status_text(s: &RunStatus) -> String {
     match s {
         RunStatus::Idle => "idle".into(),
         RunStatus::Running => "running".into(),
-        RunStatus::Stopping => "stopping at the next safe point…".into(),
+        RunStatus::Stopping => "stopping at the next safe point...".into(),
         RunStatus::Stopped => "stopped".into(),
         RunStatus::Finished(m) => format!("finished: {m}"),
         RunStatus::Failed(m) => format!("failed: {m}"),

@@ -64,7 +64,7 @@ impl StudioApp {
             painter.text(
                 rect.center(),
                 Align2::CENTER_CENTER,
-                "drop point-cloud files here, or use Open… in the side panel",
+                "drop point-cloud files here, or use Open... in the side panel",
                 egui::FontId::proportional(16.0),
                 Color32::from_gray(160),
             );
@@ -213,7 +213,7 @@ impl StudioApp {
             let patches = s.patches_of(i);
             if !patches.is_empty() {
                 let shown: Vec<String> = patches.iter().take(6).map(|k| k.to_string()).collect();
-                let more = if patches.len() > 6 { " …" } else { "" };
+                let more = if patches.len() > 6 { " ..." } else { "" };
                 out.push(format!("patch {}{more}", shown.join(", ")));
             }
         }
@@ -303,7 +303,7 @@ impl StudioApp {
                                 });
                             }
                             if entries.len() > MAX_ROWS {
-                                ui.small(format!("… {} more", entries.len() - MAX_ROWS));
+                                ui.small(format!("... {} more", entries.len() - MAX_ROWS));
                             }
                         }
                     });
@@ -323,7 +323,7 @@ impl StudioApp {
                 for (k, m) in self.messages.iter().enumerate() {
                     egui::Frame::popup(ui.style()).show(ui, |ui| {
                         ui.horizontal(|ui| {
-                            if ui.small_button("✕").on_hover_text("dismiss").clicked() {
+                            if ui.small_button("Dismiss").clicked() {
                                 dismiss = Some(k);
                             }
                             let is_error = m.starts_with("could not") || m.contains("failed");
