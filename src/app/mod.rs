@@ -505,7 +505,7 @@ impl StudioApp {
 
         egui::Panel::left("side_panel")
             .resizable(true)
-            .default_size(310.0)
+            .default_size(340.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| self.side_panel_ui(ui));
             });

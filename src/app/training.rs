@@ -445,8 +445,8 @@ impl RunPanel {
             ("test acc", &self.test_acc),
         ];
         Plot::new("loss_acc_plot")
-            .height(200.0)
-            .legend(Legend::default())
+            .height(220.0)
+            .legend(Legend::default().position(egui_plot::Corner::RightTop))
             .x_axis_label("epoch")
             .y_axis_formatter(move |mark, _| {
                 if log_y {
@@ -463,8 +463,9 @@ impl RunPanel {
                     let raw = series(pts);
                     if smoothing > 0.0 {
                         // raw line faint behind the smoothed one
+                        // an empty name keeps the raw line out of the legend
                         plot_ui.line(
-                            Line::new(format!("{name} (raw)"), raw.clone())
+                            Line::new("", raw.clone())
                                 .color(colors[k].gamma_multiply(0.3))
                                 .allow_hover(true),
                         );

@@ -276,7 +276,9 @@ impl StudioApp {
             .show(ctx, |ui| {
                 egui::Frame::popup(ui.style())
                     .fill(Color32::from_black_alpha(170))
-                    .show(ui, |ui| match legend {
+                    .show(ui, |ui| {
+                        ui.set_min_width(150.0);
+                        match legend {
                         Legend::None => {}
                         Legend::Colorbar {
                             title,
@@ -305,6 +307,7 @@ impl StudioApp {
                             if entries.len() > MAX_ROWS {
                                 ui.small(format!("... {} more", entries.len() - MAX_ROWS));
                             }
+                        }
                         }
                     });
             });
