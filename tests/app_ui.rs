@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dapt::app::{
-    AppOptions, Analyzer, CloudAnalysis, ColourBy, KEYMAP, RunSettings, SideTab, StudioApp,
+    Analyzer, AppOptions, CloudAnalysis, ColourBy, KEYMAP, RunSettings, SideTab, StudioApp,
     TrainingHandle, TrainingLauncher, VIEW_BACKGROUND,
 };
 use dapt::data::PointCloud;
@@ -59,12 +59,18 @@ impl Analyzer for GeometryAnalyzer {
         let n = cloud.len();
         let groups_n = 32.min(n);
         let k = 24.min(n);
-        let centers: Vec<[f32; 3]> = (0..groups_n).map(|g| cloud.positions[g * n / groups_n]).collect();
+        let centers: Vec<[f32; 3]> = (0..groups_n)
+            .map(|g| cloud.positions[g * n / groups_n])
+            .collect();
         let groups: Vec<Vec<usize>> = centers
             .iter()
             .map(|c| {
                 let mut idx: Vec<usize> = (0..n).collect();
-                let d = |i: usize| (0..3).map(|a| (cloud.positions[i][a] - c[a]).powi(2)).sum::<f32>();
+                let d = |i: usize| {
+                    (0..3)
+                        .map(|a| (cloud.positions[i][a] - c[a]).powi(2))
+                        .sum::<f32>()
+                };
                 idx.sort_by(|&a, &b| d(a).total_cmp(&d(b)));
                 idx.truncate(k);
                 idx
@@ -72,7 +78,12 @@ impl Analyzer for GeometryAnalyzer {
             .collect();
         let blocks = 4;
         let patch_scales = (0..blocks)
-            .map(|b| centers.iter().map(|c| (c[1] + 1.0) * (b + 1) as f32).collect())
+            .map(|b| {
+                centers
+                    .iter()
+                    .map(|c| (c[1] + 1.0) * (b + 1) as f32)
+                    .collect()
+            })
             .collect();
         Ok(CloudAnalysis {
             class_names: vec!["airplane".into(), "chair".into(), "lamp".into()],
@@ -113,7 +124,10 @@ fn app_with_sphere(analyzer: Option<Arc<dyn Analyzer>>) -> StudioApp {
 fn settle(h: &mut Harness<'_, StudioApp>) {
     let t0 = Instant::now();
     while !h.state().analyses_settled() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "analysis never finished");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "analysis never finished"
+        );
         std::thread::sleep(Duration::from_millis(10));
         h.step();
     }
@@ -171,7 +185,10 @@ fn without_analyzer_says_no_model_loaded_and_offers_colour_by() {
     // prediction colouring without a model: grey points and a note, no fake numbers
     h.state_mut().settings.colours.colour_by = ColourBy::Prediction;
     h.run_steps(2);
-    assert!(!has_label(&h, "%"), "no probabilities may be shown without a model");
+    assert!(
+        !has_label(&h, "%"),
+        "no probabilities may be shown without a model"
+    );
 }
 
 #[test]
@@ -179,7 +196,10 @@ fn analyzer_results_show_top_k_and_legend_names() {
     let mut h = harness(app_with_sphere(Some(Arc::new(GeometryAnalyzer))));
     settle(&mut h);
     assert!(has_label(&h, "model: geometry test double"));
-    assert!(has_label(&h, "airplane (truth)"), "top-1 with the ground truth marked");
+    assert!(
+        has_label(&h, "airplane (truth)"),
+        "top-1 with the ground truth marked"
+    );
     assert!(has_label(&h, "chair"));
     assert!(has_label(&h, "72.0 %"));
     // class legend with names from the analysis
@@ -202,14 +222,20 @@ fn ground_truth_legend_and_rendered_points() {
     h.run_steps(3);
     assert!(has_label(&h, "ground truth (part)"));
     for part in 0..4 {
-        assert!(has_label(&h, &format!("part {part} (")), "legend entry for part {part}");
+        assert!(
+            has_label(&h, &format!("part {part} (")),
+            "legend entry for part {part}"
+        );
     }
     let img = h.render().expect("render");
     // the sphere sits in the middle of the view (right of the side panel)
     let (w, hgt) = (img.width(), img.height());
     let view_x0 = (w as f32 * 0.4) as u32;
     let lit = count_non_background(&img, view_x0, hgt / 5, w - 200, hgt * 4 / 5);
-    assert!(lit > 5_000, "the 3D view shows points, got {lit} non-background pixels");
+    assert!(
+        lit > 5_000,
+        "the 3D view shows points, got {lit} non-background pixels"
+    );
     for part in 0..4 {
         let c = colormap::to_u8(colormap::categorical(part));
         let n = count_near(&img, c, 6);
@@ -243,8 +269,16 @@ fn keymap_table_drives_keys_and_help_overlay() {
     h.run_steps(2);
     assert!(h.state().help_open);
     for b in KEYMAP {
-        assert!(has_label(&h, b.description), "help lists '{}'", b.description);
-        assert!(has_label(&h, b.key_label), "help lists key '{}'", b.key_label);
+        assert!(
+            has_label(&h, b.description),
+            "help lists '{}'",
+            b.description
+        );
+        assert!(
+            has_label(&h, b.key_label),
+            "help lists key '{}'",
+            b.key_label
+        );
     }
     h.key_press(egui::Key::H);
     h.run_steps(2);
@@ -264,7 +298,11 @@ fn keymap_table_drives_keys_and_help_overlay() {
 fn bad_files_become_dismissible_messages() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.ply");
-    std::fs::write(&bad, "ply\nformat ascii 1.0\nelement vertex 5\nproperty float x\nend_header\n1\n").unwrap();
+    std::fs::write(
+        &bad,
+        "ply\nformat ascii 1.0\nelement vertex 5\nproperty float x\nend_header\n1\n",
+    )
+    .unwrap();
     let mut app = StudioApp::new(AppOptions {
         files: vec![bad.clone(), dir.path().join("missing.txt")],
         ..Default::default()
@@ -311,7 +349,10 @@ impl TrainingLauncher for ScriptedLauncher {
                         samples_per_sec: 250.0,
                     });
                 }
-                for (split, acc) in [("train", 0.5 + 0.12 * e as f64), ("test", 0.45 + 0.1 * e as f64)] {
+                for (split, acc) in [
+                    ("train", 0.5 + 0.12 * e as f64),
+                    ("test", 0.45 + 0.1 * e as f64),
+                ] {
                     let _ = tx.send(TrainEvent::Metrics(EpochMetrics {
                         epoch: e,
                         split: split.into(),
@@ -359,7 +400,10 @@ fn run_panel_starts_plots_and_follows_training() {
     h.get_by_label("Start").click();
     let t0 = Instant::now();
     while h.state().run.step_loss.len() < 150 || h.state().run.latest_scales.is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "events never arrived");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "events never arrived"
+        );
         std::thread::sleep(Duration::from_millis(10));
         h.step();
     }
@@ -369,8 +413,17 @@ fn run_panel_starts_plots_and_follows_training() {
     assert!(has_label(&h, "training snapshot") || h.state().run.latest_scales.is_some());
     let img = h.render().expect("render");
     let (w, hgt) = (img.width(), img.height());
-    let lit = count_non_background(&img, (w as f32 * 0.45) as u32, hgt / 5, w - 200, hgt * 4 / 5);
-    assert!(lit > 3_000, "the snapshot heatmap is drawn while following training: {lit}");
+    let lit = count_non_background(
+        &img,
+        (w as f32 * 0.45) as u32,
+        hgt / 5,
+        w - 200,
+        hgt * 4 / 5,
+    );
+    assert!(
+        lit > 3_000,
+        "the snapshot heatmap is drawn while following training: {lit}"
+    );
     maybe_save(&img, "run_panel.png");
     h.get_by_label("Stop").click();
     h.run_steps(2);

@@ -33,7 +33,14 @@ fn start_xvfb() -> (KillOnDrop, u32) {
     for _attempt in 0..3 {
         let n = free_display();
         let child = match Command::new("Xvfb")
-            .args([&format!(":{n}"), "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .args([
+                &format!(":{n}"),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -108,7 +115,10 @@ fn binary_renders_points_under_xvfb() {
             break s;
         }
         // lavapipe compiles shaders slowly on first use
-        assert!(t0.elapsed() < Duration::from_secs(180), "dapt view did not exit in time");
+        assert!(
+            t0.elapsed() < Duration::from_secs(180),
+            "dapt view did not exit in time"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut stderr = String::new();
@@ -119,9 +129,16 @@ fn binary_renders_points_under_xvfb() {
     assert!(png.exists(), "no screenshot written; stderr: {stderr}");
 
     let img = image::open(&png).expect("read screenshot").to_rgba8();
-    assert!(img.width() >= 640 && img.height() >= 400, "{}x{}", img.width(), img.height());
+    assert!(
+        img.width() >= 640 && img.height() >= 400,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
     // default colouring: height on viridis; count pixels close to some viridis colour
-    let palette: Vec<[u8; 4]> = (0..=64).map(|i| Colormap::Viridis.sample_u8(i as f32 / 64.0)).collect();
+    let palette: Vec<[u8; 4]> = (0..=64)
+        .map(|i| Colormap::Viridis.sample_u8(i as f32 / 64.0))
+        .collect();
     let viridis_pixels = img
         .pixels()
         .filter(|p| {
@@ -142,5 +159,8 @@ fn binary_renders_points_under_xvfb() {
     };
     let low = near(Colormap::Viridis.sample_u8(0.05));
     let high = near(Colormap::Viridis.sample_u8(0.95));
-    assert!(low > 50 && high > 50, "both ends of the colormap drawn: {low} / {high}");
+    assert!(
+        low > 50 && high > 50,
+        "both ends of the colormap drawn: {low} / {high}"
+    );
 }

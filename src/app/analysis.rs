@@ -249,7 +249,12 @@ mod tests {
     #[test]
     fn point_reductions() {
         let d = data();
-        let pts = [[0.0, 0.0, 0.0], [0.6, 0.0, 0.0], [1.0, 0.0, 0.0], [5.0, 0.0, 0.0]];
+        let pts = [
+            [0.0, 0.0, 0.0],
+            [0.6, 0.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [5.0, 0.0, 0.0],
+        ];
         let max = d.point_values(&pts, BlockSelect::Block(0), PointReduction::Max);
         assert_eq!(&max[..3], &[1.0, 3.0, 3.0]);
         assert!(max[3].is_nan(), "a point in no patch has no value");

@@ -186,7 +186,8 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
         }
         ColourBy::Scale => match inputs.scales.filter(|s| s.num_blocks() > 0) {
             Some(scales) => {
-                let values = scales.point_values(&cloud.positions, settings.block, settings.reduction);
+                let values =
+                    scales.point_values(&cloud.positions, settings.block, settings.reduction);
                 let title = format!("dynamic scale, {}", settings.block.label());
                 scalar(values, settings, &title)
             }
@@ -236,7 +237,10 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
                 Some(ok) => {
                     let right = ok.iter().filter(|&&b| b).count();
                     Colouring {
-                        colors: ok.iter().map(|&b| if b { CORRECT } else { WRONG }).collect(),
+                        colors: ok
+                            .iter()
+                            .map(|&b| if b { CORRECT } else { WRONG })
+                            .collect(),
                         legend: Legend::Classes {
                             title: "error".into(),
                             entries: vec![
@@ -284,7 +288,10 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
                 Colouring {
                     colors,
                     legend: Legend::None,
-                    note: Some(format!("{} patches (first containing patch)", s.groups.len())),
+                    note: Some(format!(
+                        "{} patches (first containing patch)",
+                        s.groups.len()
+                    )),
                     values: None,
                 }
             }
@@ -322,9 +329,7 @@ fn scalar(values: Vec<f32>, settings: &mut ColourSettings, title: &str) -> Colou
         .iter()
         .map(|&v| {
             if v.is_finite() {
-                settings
-                    .colormap
-                    .sample_u8(colormap::normalize(v, range))
+                settings.colormap.sample_u8(colormap::normalize(v, range))
             } else {
                 NEUTRAL
             }
@@ -400,7 +405,11 @@ mod tests {
         assert!(lo <= 3.0 && hi <= 100.0, "{lo} {hi}");
         s.range_mode = RangeMode::Locked;
         let locked = value_range(&v, &mut s);
-        assert_eq!(value_range(&[5.0, 6.0], &mut s), locked, "locked range survives new data");
+        assert_eq!(
+            value_range(&[5.0, 6.0], &mut s),
+            locked,
+            "locked range survives new data"
+        );
         s.range_mode = RangeMode::Manual;
         s.manual_range = (-1.0, 1.0);
         assert_eq!(value_range(&v, &mut s), (-1.0, 1.0));
@@ -437,6 +446,12 @@ mod tests {
         let out = colour(&inputs(&c), &mut s);
         assert_eq!(out.colors[0], Colormap::Viridis.sample_u8(0.0));
         assert_eq!(out.colors[99], Colormap::Viridis.sample_u8(1.0));
-        assert!(matches!(out.legend, Legend::Colorbar { range: (0.0, 99.0), .. }));
+        assert!(matches!(
+            out.legend,
+            Legend::Colorbar {
+                range: (0.0, 99.0),
+                ..
+            }
+        ));
     }
 }

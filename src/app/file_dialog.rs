@@ -87,7 +87,11 @@ impl FileDialog {
                             .file_name()
                             .map(|n| n.to_string_lossy().into_owned())
                             .unwrap_or_default();
-                        let label = if *is_dir { format!("[dir] {name}") } else { name };
+                        let label = if *is_dir {
+                            format!("[dir] {name}")
+                        } else {
+                            name
+                        };
                         if ui.selectable_label(false, label).clicked() {
                             if *is_dir {
                                 go_to = Some(p.clone());

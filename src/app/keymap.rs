@@ -48,21 +48,56 @@ use egui::Key as K;
 /// The key table. Several keys may map to one action (`+` and `=`).
 pub const KEYMAP: &[KeyBinding] = &[
     bind(K::H, "H", Action::ToggleHelp, "show / hide this help"),
-    bind(K::R, "R", Action::ResetCamera, "reset the camera to fit the cloud"),
-    bind(K::P, "P", Action::Screenshot, "save a screenshot (PNG, current directory)"),
+    bind(
+        K::R,
+        "R",
+        Action::ResetCamera,
+        "reset the camera to fit the cloud",
+    ),
+    bind(
+        K::P,
+        "P",
+        Action::Screenshot,
+        "save a screenshot (PNG, current directory)",
+    ),
     bind(K::Plus, "+", Action::PointSizeUp, "larger points"),
     bind(K::Equals, "=", Action::PointSizeUp, "larger points"),
     bind(K::Minus, "-", Action::PointSizeDown, "smaller points"),
     bind(K::N, "N", Action::NextCloud, "next open cloud"),
     bind(K::B, "B", Action::PreviousCloud, "previous open cloud"),
     bind(K::C, "C", Action::CycleColormap, "cycle the colormap"),
-    bind(K::L, "L", Action::ToggleLegend, "show / hide colorbar and legend"),
+    bind(
+        K::L,
+        "L",
+        Action::ToggleLegend,
+        "show / hide colorbar and legend",
+    ),
     bind(K::Num1, "1", Action::ColourByRgb, "colour by RGB"),
     bind(K::Num2, "2", Action::ColourByHeight, "colour by height"),
-    bind(K::Num3, "3", Action::ColourByTruth, "colour by ground-truth class / part"),
-    bind(K::Num4, "4", Action::ColourByPrediction, "colour by predicted class / part"),
-    bind(K::Num5, "5", Action::ColourByError, "colour by error (correct vs wrong)"),
-    bind(K::Num6, "6", Action::ColourByScale, "colour by dynamic scale"),
+    bind(
+        K::Num3,
+        "3",
+        Action::ColourByTruth,
+        "colour by ground-truth class / part",
+    ),
+    bind(
+        K::Num4,
+        "4",
+        Action::ColourByPrediction,
+        "colour by predicted class / part",
+    ),
+    bind(
+        K::Num5,
+        "5",
+        Action::ColourByError,
+        "colour by error (correct vs wrong)",
+    ),
+    bind(
+        K::Num6,
+        "6",
+        Action::ColourByScale,
+        "colour by dynamic scale",
+    ),
 ];
 
 /// Mouse controls, listed in the help overlay (handled in the 3D view).
@@ -72,7 +107,10 @@ pub const MOUSE_HELP: &[(&str, &str)] = &[
     ("wheel", "zoom"),
     ("ctrl + wheel", "point size"),
     ("double-click a point", "orbit around that point"),
-    ("hover a point", "inspect index, coordinates, labels, patch, scale"),
+    (
+        "hover a point",
+        "inspect index, coordinates, labels, patch, scale",
+    ),
 ];
 
 /// Actions whose key was pressed this frame (without ctrl/alt/cmd), in table order.
@@ -138,7 +176,10 @@ mod tests {
         let rows = help_rows();
         assert!(rows.iter().any(|(k, _)| k == "+ / ="));
         for b in KEYMAP {
-            assert!(rows.iter().any(|(k, d)| k.contains(b.key_label) && *d == b.description));
+            assert!(
+                rows.iter()
+                    .any(|(k, d)| k.contains(b.key_label) && *d == b.description)
+            );
         }
     }
 }

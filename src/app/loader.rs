@@ -59,7 +59,9 @@ fn parse_ply_ascii(text: &str) -> Result<PointCloud, String> {
                 return Err(format!("PLY format '{fmt}' not supported yet (ascii only)"));
             }
             ["element", name, count] => {
-                let count: usize = count.parse().map_err(|_| format!("bad count in '{line}'"))?;
+                let count: usize = count
+                    .parse()
+                    .map_err(|_| format!("bad count in '{line}'"))?;
                 in_vertex = *name == "vertex";
                 if in_vertex {
                     vertex_count = Some(count);
@@ -82,7 +84,11 @@ fn parse_ply_ascii(text: &str) -> Result<PointCloud, String> {
         (Some(x), Some(y), Some(z)) => (x, y, z),
         _ => return Err("PLY vertices need x, y and z".into()),
     };
-    let rgb = match (col(&["red", "r"]), col(&["green", "g"]), col(&["blue", "b"])) {
+    let rgb = match (
+        col(&["red", "r"]),
+        col(&["green", "g"]),
+        col(&["blue", "b"]),
+    ) {
         (Some(r), Some(g), Some(b)) => Some([r, g, b]),
         _ => None,
     };
@@ -99,9 +105,15 @@ fn parse_ply_ascii(text: &str) -> Result<PointCloud, String> {
             .collect::<Result<_, _>>()
             .map_err(|_| format!("vertex {row}: not a number in '{line}'"))?;
         if v.len() < props.len() {
-            return Err(format!("vertex {row}: {} values for {} properties", v.len(), props.len()));
+            return Err(format!(
+                "vertex {row}: {} values for {} properties",
+                v.len(),
+                props.len()
+            ));
         }
-        cloud.positions.push([v[x] as f32, v[y] as f32, v[z] as f32]);
+        cloud
+            .positions
+            .push([v[x] as f32, v[y] as f32, v[z] as f32]);
         if let Some([r, g, b]) = rgb {
             let c = [v[r] as f32, v[g] as f32, v[b] as f32];
             max_color = c.iter().fold(max_color, |m, &a| m.max(a));
@@ -112,7 +124,10 @@ fn parse_ply_ascii(text: &str) -> Result<PointCloud, String> {
         }
     }
     if cloud.positions.len() != n {
-        return Err(format!("header declares {n} vertices, file has {}", cloud.positions.len()));
+        return Err(format!(
+            "header declares {n} vertices, file has {}",
+            cloud.positions.len()
+        ));
     }
     if rgb.is_some() {
         // uchar colours are 0..255, float colours 0..1
@@ -144,9 +159,15 @@ fn parse_txt(text: &str) -> Result<PointCloud, String> {
             .map_err(|_| format!("line {}: not a number in '{line}'", row + 1))?;
         let w = *width.get_or_insert(v.len());
         if v.len() != w || w < 3 {
-            return Err(format!("line {}: {} columns, expected {w} (at least 3)", row + 1, v.len()));
+            return Err(format!(
+                "line {}: {} columns, expected {w} (at least 3)",
+                row + 1,
+                v.len()
+            ));
         }
-        cloud.positions.push([v[0] as f32, v[1] as f32, v[2] as f32]);
+        cloud
+            .positions
+            .push([v[0] as f32, v[1] as f32, v[2] as f32]);
         if w >= 6 {
             normals.push([v[3] as f32, v[4] as f32, v[5] as f32]);
         }

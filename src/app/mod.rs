@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 pub use analysis::{Analyzer, BlockSelect, CloudAnalysis, PointReduction, ScaleData};
 pub use colouring::{ColourBy, ColourSettings, Legend, RangeMode};
 pub use keymap::{Action, KEYMAP, KeyBinding};
-pub use view3d::VIEW_BACKGROUND;
 pub use training::{
     PlotSettings, RunPanel, RunSettings, RunStatus, TrainingHandle, TrainingLauncher,
 };
+pub use view3d::VIEW_BACKGROUND;
 
 use crate::data::PointCloud;
 use crate::render::{Camera, Colormap, PointData, UpAxis};
@@ -254,7 +254,9 @@ impl StudioApp {
                     self.settings.last_dir = Some(dir.to_path_buf());
                 }
             }
-            Err(e) => self.messages.push(format!("could not open {}: {e}", path.display())),
+            Err(e) => self
+                .messages
+                .push(format!("could not open {}: {e}", path.display())),
         }
     }
 
@@ -373,10 +375,17 @@ impl StudioApp {
         let image = self.screenshot_slot.lock().ok().and_then(|mut s| s.take());
         let Some(image) = image else { return };
         self.screenshot_requested = false;
-        let path = self.screenshot_target.take().unwrap_or_else(timestamped_png_name);
+        let path = self
+            .screenshot_target
+            .take()
+            .unwrap_or_else(timestamped_png_name);
         match save_png(&image, &path) {
-            Ok(()) => self.messages.push(format!("screenshot saved to {}", absolute(&path).display())),
-            Err(e) => self.messages.push(format!("could not save screenshot {}: {e}", path.display())),
+            Ok(()) => self
+                .messages
+                .push(format!("screenshot saved to {}", absolute(&path).display())),
+            Err(e) => self
+                .messages
+                .push(format!("could not save screenshot {}: {e}", path.display())),
         }
         if self.exit_after_screenshot {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
@@ -392,7 +401,8 @@ impl StudioApp {
                         c.analysis = AnalysisState::Done(Box::new(a));
                     }
                     Err(e) => {
-                        self.messages.push(format!("analysis of {} failed: {e}", c.name));
+                        self.messages
+                            .push(format!("analysis of {} failed: {e}", c.name));
                         c.analysis = AnalysisState::Failed(e);
                     }
                 }
@@ -763,7 +773,11 @@ impl StudioApp {
                 ui.selectable_value(&mut s.colours.block, BlockSelect::Mean, "mean over blocks");
                 ui.selectable_value(&mut s.colours.block, BlockSelect::Max, "max over blocks");
                 for b in 0..blocks.max(12) {
-                    ui.selectable_value(&mut s.colours.block, BlockSelect::Block(b), format!("block {b}"));
+                    ui.selectable_value(
+                        &mut s.colours.block,
+                        BlockSelect::Block(b),
+                        format!("block {b}"),
+                    );
                 }
             });
         egui::ComboBox::from_label("Onto points")
@@ -778,11 +792,13 @@ impl StudioApp {
             s.colours.colour_by = ColourBy::Patch;
         }
         let Some(scales) = scales else {
-            ui.weak(if self.analyzer.is_none() && self.run.latest_scales.is_none() {
-                "no model loaded"
-            } else {
-                "no scales yet"
-            });
+            ui.weak(
+                if self.analyzer.is_none() && self.run.latest_scales.is_none() {
+                    "no model loaded"
+                } else {
+                    "no scales yet"
+                },
+            );
             return;
         };
         let prompts = scales.prompt_values(s.colours.block);
@@ -804,7 +820,10 @@ impl StudioApp {
                         ui.label(b.to_string());
                         ui.label(scales.cls.get(b).map_or("-".into(), |v| format!("{v:.3}")));
                         let p = scales.prompts.get(b).map_or(String::new(), |row| {
-                            row.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ")
+                            row.iter()
+                                .map(|v| format!("{v:.2}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
                         });
                         ui.label(p);
                         ui.end_row();

@@ -196,7 +196,8 @@ impl RunPanel {
                 Err(TryRecvError::Disconnected) => {
                     self.handle = None;
                     if matches!(self.status, RunStatus::Running | RunStatus::Stopping) {
-                        self.status = RunStatus::Failed("the training thread ended unexpectedly".into());
+                        self.status =
+                            RunStatus::Failed("the training thread ended unexpectedly".into());
                     }
                 }
             }
@@ -299,9 +300,8 @@ impl RunPanel {
         let frac = done as f32 / total as f32;
         let eta = self.started_at.and_then(|t| {
             let elapsed = t.elapsed().as_secs_f64();
-            (done >= 3 && elapsed > 1.0).then(|| {
-                Duration::from_secs_f64(elapsed / done as f64 * (total - done) as f64)
-            })
+            (done >= 3 && elapsed > 1.0)
+                .then(|| Duration::from_secs_f64(elapsed / done as f64 * (total - done) as f64))
         });
         Some((frac, eta))
     }
@@ -326,7 +326,10 @@ impl RunPanel {
                 self.start(l);
             }
             if ui
-                .add_enabled(running && self.status != RunStatus::Stopping, egui::Button::new("Stop"))
+                .add_enabled(
+                    running && self.status != RunStatus::Stopping,
+                    egui::Button::new("Stop"),
+                )
                 .on_hover_text("stop at the next safe point; the last checkpoint is saved")
                 .clicked()
             {
@@ -364,42 +367,44 @@ impl RunPanel {
 
     fn settings_ui(&mut self, ui: &mut egui::Ui) {
         let s = &mut self.settings;
-        egui::Grid::new("run_settings").num_columns(2).show(ui, |ui| {
-            let l = ui.label("data");
-            ui.text_edit_singleline(&mut s.data).labelled_by(l.id);
-            ui.end_row();
-            let l = ui.label("mode");
-            egui::ComboBox::from_id_salt("run_mode")
-                .selected_text(s.mode.clone())
-                .show_ui(ui, |ui| {
-                    for m in MODES {
-                        ui.selectable_value(&mut s.mode, m.to_string(), m);
-                    }
-                })
-                .response
+        egui::Grid::new("run_settings")
+            .num_columns(2)
+            .show(ui, |ui| {
+                let l = ui.label("data");
+                ui.text_edit_singleline(&mut s.data).labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("mode");
+                egui::ComboBox::from_id_salt("run_mode")
+                    .selected_text(s.mode.clone())
+                    .show_ui(ui, |ui| {
+                        for m in MODES {
+                            ui.selectable_value(&mut s.mode, m.to_string(), m);
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                path_row(ui, "init", &mut s.init);
+                let l = ui.label("epochs");
+                ui.add(egui::DragValue::new(&mut s.epochs).range(1..=10_000))
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("lr");
+                ui.add(
+                    egui::DragValue::new(&mut s.lr)
+                        .range(1e-7..=1.0)
+                        .speed(1e-5)
+                        .max_decimals(7),
+                )
                 .labelled_by(l.id);
-            ui.end_row();
-            path_row(ui, "init", &mut s.init);
-            let l = ui.label("epochs");
-            ui.add(egui::DragValue::new(&mut s.epochs).range(1..=10_000))
-                .labelled_by(l.id);
-            ui.end_row();
-            let l = ui.label("lr");
-            ui.add(
-                egui::DragValue::new(&mut s.lr)
-                    .range(1e-7..=1.0)
-                    .speed(1e-5)
-                    .max_decimals(7),
-            )
-            .labelled_by(l.id);
-            ui.end_row();
-            let l = ui.label("batch");
-            ui.add(egui::DragValue::new(&mut s.batch).range(1..=4096))
-                .labelled_by(l.id);
-            ui.end_row();
-            path_row(ui, "out", &mut s.out);
-            path_row(ui, "resume", &mut s.resume);
-        });
+                ui.end_row();
+                let l = ui.label("batch");
+                ui.add(egui::DragValue::new(&mut s.batch).range(1..=4096))
+                    .labelled_by(l.id);
+                ui.end_row();
+                path_row(ui, "out", &mut s.out);
+                path_row(ui, "resume", &mut s.resume);
+            });
     }
 
     fn curves_ui(&self, ui: &mut egui::Ui, plot: &mut PlotSettings) {
@@ -493,7 +498,11 @@ fn path_row(ui: &mut egui::Ui, label: &str, value: &mut Option<PathBuf>) {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    if ui.text_edit_singleline(&mut text).labelled_by(l.id).changed() {
+    if ui
+        .text_edit_singleline(&mut text)
+        .labelled_by(l.id)
+        .changed()
+    {
         *value = (!text.trim().is_empty()).then(|| PathBuf::from(text.trim()));
     }
     ui.end_row();
@@ -545,7 +554,11 @@ pub fn decimate(pts: &[[f64; 2]], max_points: usize) -> Vec<[f64; 2]> {
                 imax = i;
             }
         }
-        let (a, b) = if imin <= imax { (imin, imax) } else { (imax, imin) };
+        let (a, b) = if imin <= imax {
+            (imin, imax)
+        } else {
+            (imax, imin)
+        };
         out.push(chunk[a]);
         if b != a {
             out.push(chunk[b]);

@@ -279,35 +279,36 @@ impl StudioApp {
                     .show(ui, |ui| {
                         ui.set_min_width(150.0);
                         match legend {
-                        Legend::None => {}
-                        Legend::Colorbar {
-                            title,
-                            colormap,
-                            range,
-                            mode,
-                        } => {
-                            ui.strong(title);
-                            colorbar_ui(ui, colormap, range);
-                            ui.small(format!("range: {}", mode.label()));
-                        }
-                        Legend::Classes { title, entries } => {
-                            ui.strong(title);
-                            const MAX_ROWS: usize = 24;
-                            for e in entries.iter().take(MAX_ROWS) {
-                                ui.horizontal(|ui| {
-                                    let (r, _) = ui.allocate_exact_size(vec2(12.0, 12.0), Sense::hover());
-                                    ui.painter().rect_filled(
-                                        r,
-                                        2.0,
-                                        Color32::from_rgb(e.color[0], e.color[1], e.color[2]),
-                                    );
-                                    ui.label(format!("{} ({})", e.name, e.count));
-                                });
+                            Legend::None => {}
+                            Legend::Colorbar {
+                                title,
+                                colormap,
+                                range,
+                                mode,
+                            } => {
+                                ui.strong(title);
+                                colorbar_ui(ui, colormap, range);
+                                ui.small(format!("range: {}", mode.label()));
                             }
-                            if entries.len() > MAX_ROWS {
-                                ui.small(format!("... {} more", entries.len() - MAX_ROWS));
+                            Legend::Classes { title, entries } => {
+                                ui.strong(title);
+                                const MAX_ROWS: usize = 24;
+                                for e in entries.iter().take(MAX_ROWS) {
+                                    ui.horizontal(|ui| {
+                                        let (r, _) = ui
+                                            .allocate_exact_size(vec2(12.0, 12.0), Sense::hover());
+                                        ui.painter().rect_filled(
+                                            r,
+                                            2.0,
+                                            Color32::from_rgb(e.color[0], e.color[1], e.color[2]),
+                                        );
+                                        ui.label(format!("{} ({})", e.name, e.count));
+                                    });
+                                }
+                                if entries.len() > MAX_ROWS {
+                                    ui.small(format!("... {} more", entries.len() - MAX_ROWS));
+                                }
                             }
-                        }
                         }
                     });
             });
@@ -355,7 +356,10 @@ impl StudioApp {
         }
         if !self.point_data.positions.is_empty() {
             parts.push(format!("{} points", self.point_data.positions.len()));
-            parts.push(format!("colour: {}", self.settings.colours.colour_by.label()));
+            parts.push(format!(
+                "colour: {}",
+                self.settings.colours.colour_by.label()
+            ));
         }
         if let Some(note) = self.colouring.as_ref().and_then(|c| c.note.as_ref()) {
             parts.push(note.clone());

@@ -73,7 +73,10 @@ impl Camera {
         let (side, up, front) = self.up.frame();
         let (sy, cy) = self.yaw.sin_cos();
         let (sp, cp) = self.pitch.sin_cos();
-        let dir = add(add(scale(side, cp * sy), scale(up, sp)), scale(front, cp * cy));
+        let dir = add(
+            add(scale(side, cp * sy), scale(up, sp)),
+            scale(front, cp * cy),
+        );
         add(self.pivot, scale(dir, self.distance))
     }
 
@@ -89,7 +92,10 @@ impl Camera {
         let world_per_point =
             2.0 * self.distance * (self.fov_y_radians * 0.5).tan() / viewport_height.max(1.0);
         let (right, up, _) = self.view_axes();
-        let delta = add(scale(right, -dx * world_per_point), scale(up, dy * world_per_point));
+        let delta = add(
+            scale(right, -dx * world_per_point),
+            scale(up, dy * world_per_point),
+        );
         self.pivot = add(self.pivot, delta);
     }
 
@@ -315,7 +321,10 @@ mod tests {
                 UpAxis::PlusZ => [0.0, 0.0, 0.5],
             };
             let above = proj.project(up_vec).unwrap();
-            assert!(above[1] < 300.0 - 10.0, "{up:?}: up axis must point up on screen");
+            assert!(
+                above[1] < 300.0 - 10.0,
+                "{up:?}: up axis must point up on screen"
+            );
         }
     }
 
@@ -330,7 +339,11 @@ mod tests {
         pts.push([1e6, 1e6, 1e6]);
         let mut cam = Camera::default();
         cam.fit(&pts);
-        assert!(cam.distance < 10.0, "one outlier must not blow the fit: {}", cam.distance);
+        assert!(
+            cam.distance < 10.0,
+            "one outlier must not blow the fit: {}",
+            cam.distance
+        );
         assert!(close(cam.pivot, [0.0, 0.0, 0.0], 0.3), "{:?}", cam.pivot);
     }
 

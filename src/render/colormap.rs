@@ -175,7 +175,11 @@ mod tests {
         assert!(close(Viridis.sample(1.0), [0.992, 0.906, 0.145]));
         assert!(close(Turbo.sample(0.0), [0.136, 0.091, 0.107]));
         assert!(close(Turbo.sample(0.5), [0.589, 0.982, 0.313]));
-        assert!(close(Turbo.sample(1.0), [0.566, 0.050, 0.0]), "{:?}", Turbo.sample(1.0));
+        assert!(
+            close(Turbo.sample(1.0), [0.566, 0.050, 0.0]),
+            "{:?}",
+            Turbo.sample(1.0)
+        );
         assert!(close(Coolwarm.sample(0.0), [0.231, 0.298, 0.753]));
         assert!(close(Coolwarm.sample(0.5), [0.867, 0.867, 0.867]));
         assert!(close(Coolwarm.sample(1.0), [0.706, 0.016, 0.149]));
