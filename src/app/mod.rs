@@ -156,6 +156,9 @@ struct ColourKey {
 
 type AnalysisResult = (u64, Result<CloudAnalysis, String>);
 
+/// (scales generation, cloud, its positions, its scales) of the latest training snapshot.
+type TrainingView = (u64, Arc<PointCloud>, Arc<Vec<[f32; 3]>>, ScaleData);
+
 pub struct StudioApp {
     analyzer: Option<Arc<dyn Analyzer>>,
     launcher: Option<Arc<dyn TrainingLauncher>>,
@@ -179,8 +182,8 @@ pub struct StudioApp {
     point_data: PointData,
     generation: u64,
     colouring: Option<colouring::Colouring>,
-    /// The snapshot cloud shown while following training: (scales generation, cloud, scales).
-    training_view: Option<(u64, Arc<PointCloud>, Arc<Vec<[f32; 3]>>, ScaleData)>,
+    /// The snapshot cloud shown while following training.
+    training_view: Option<TrainingView>,
     // hover picking
     hover: view3d::HoverState,
     // screenshots

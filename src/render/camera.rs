@@ -294,8 +294,10 @@ mod tests {
 
     #[test]
     fn view_and_world_transforms_are_inverse() {
-        let mut cam = Camera::default();
-        cam.pivot = [1.0, -2.0, 0.5];
+        let mut cam = Camera {
+            pivot: [1.0, -2.0, 0.5],
+            ..Camera::default()
+        };
         cam.orbit(37.0, -12.0);
         let m = mat_mul(&cam.world_from_view(), &cam.view_from_world());
         for (c, col) in m.iter().enumerate() {

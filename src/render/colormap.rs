@@ -140,8 +140,8 @@ pub fn categorical(id: usize) -> Rgb {
         return hex(CATEGORICAL[id]);
     }
     let h = (id as f32 * 0.618_034).fract();
-    let s = if id % 2 == 0 { 0.65 } else { 0.45 };
-    let v = if id % 3 == 0 { 0.95 } else { 0.8 };
+    let s = if id.is_multiple_of(2) { 0.65 } else { 0.45 };
+    let v = if id.is_multiple_of(3) { 0.95 } else { 0.8 };
     hsv(h, s, v)
 }
 
