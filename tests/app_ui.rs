@@ -99,16 +99,31 @@ impl Analyzer for GeometryAnalyzer {
 }
 
 fn harness(app: StudioApp) -> Harness<'static, StudioApp> {
+    harness_with_state(app).0
+}
+
+/// The harness and its render state (to look at the point renderer's counters).
+fn harness_with_state(app: StudioApp) -> (Harness<'static, StudioApp>, egui_wgpu::RenderState) {
     let rs = egui_kittest::wgpu::create_render_state(
         egui_kittest::wgpu::default_wgpu_setup(),
         egui_wgpu::RendererOptions::PREDICTABLE,
     );
     dapt::render::install(&rs);
-    Harness::builder()
+    let h = Harness::builder()
         .with_size(SIZE)
         .with_max_steps(40)
-        .renderer(WgpuTestRenderer::from_render_state(rs))
-        .build_ui_state(|ui, app: &mut StudioApp| app.ui_root(ui), app)
+        .renderer(WgpuTestRenderer::from_render_state(rs.clone()))
+        .build_ui_state(|ui, app: &mut StudioApp| app.ui_root(ui), app);
+    (h, rs)
+}
+
+fn uploads(rs: &egui_wgpu::RenderState) -> (u64, u32) {
+    let r = rs.renderer.read();
+    let p = r
+        .callback_resources
+        .get::<dapt::render::PointRenderer>()
+        .expect("point renderer installed");
+    (p.uploads, p.point_count())
 }
 
 fn app_with_sphere(analyzer: Option<Arc<dyn Analyzer>>) -> StudioApp {
@@ -428,4 +443,50 @@ fn run_panel_starts_plots_and_follows_training() {
     h.get_by_label("Stop").click();
     h.run_steps(2);
     assert!(has_label(&h, "stopping at the next safe point"));
+}
+
+#[test]
+fn big_cloud_uploads_once_and_camera_stays_put() {
+    let mut app = StudioApp::new(AppOptions::default());
+    app.add_cloud("big".into(), sphere(1_000_000));
+    let (mut h, rs) = harness_with_state(app);
+    h.run_steps(1);
+    h.render().expect("render");
+    let (first, count) = uploads(&rs);
+    assert_eq!(count, 1_000_000);
+    assert_eq!(first, 2, "positions and colours uploaded once each");
+    // camera moves and repaints upload nothing
+    h.state_mut().camera.orbit(40.0, 10.0);
+    h.run_steps(2);
+    h.render().expect("render");
+    assert_eq!(uploads(&rs).0, first);
+    // recolouring re-uploads only the colours
+    h.state_mut().settings.colours.colour_by = ColourBy::Truth;
+    h.run_steps(1);
+    h.render().expect("render");
+    assert_eq!(uploads(&rs).0, first + 1);
+    // opening another cloud never moves the camera (ux.md #5)
+    let cam = h.state().camera.clone();
+    let mut other = sphere(500);
+    other.positions.iter_mut().for_each(|p| p[0] += 10.0);
+    h.state_mut().add_cloud("other".into(), other);
+    h.run_steps(2);
+    assert_eq!(h.state().camera, cam);
+}
+
+#[test]
+fn hovering_a_point_shows_its_values() {
+    let mut h = harness(app_with_sphere(None));
+    h.state_mut().settings.colours.colour_by = ColourBy::Truth;
+    h.state_mut().settings.point_radius = 4.0;
+    h.run_steps(2);
+    // the 3D view fills the window right of the side panel; its centre shows the sphere
+    let view_rect = egui::Rect::from_min_max(egui::pos2(350.0, 0.0), egui::pos2(SIZE[0], SIZE[1]));
+    h.hover_at(view_rect.center());
+    h.run_steps(3);
+    std::thread::sleep(Duration::from_millis(60));
+    h.hover_at(view_rect.center() + egui::vec2(1.0, 0.0));
+    h.run_steps(3);
+    assert!(has_label(&h, "point "), "tooltip with the point index");
+    assert!(has_label(&h, "ground truth: "), "tooltip with the label");
 }

@@ -87,24 +87,15 @@ fn write_ply(path: &Path) {
     }
 }
 
-#[test]
-fn binary_renders_points_under_xvfb() {
-    let (_xvfb, display) = start_xvfb();
-    let dir = tempfile::tempdir().unwrap();
-    let ply = dir.path().join("sphere.ply");
-    let png = dir.path().join("shot.png");
-    write_ply(&ply);
-
+/// Runs `dapt` with `args` on `display` and waits for it (bounded); returns its stderr.
+fn run_dapt(display: u32, dir: &Path, args: &[&std::ffi::OsStr]) -> String {
     let child = Command::new(env!("CARGO_BIN_EXE_dapt"))
-        .arg("view")
-        .arg(&ply)
-        .arg("--screenshot")
-        .arg(&png)
+        .args(args)
         .env("DISPLAY", format!(":{display}"))
         .env_remove("WAYLAND_DISPLAY")
-        .env("XDG_CONFIG_HOME", dir.path())
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
+        .env("XDG_CONFIG_HOME", dir)
+        .current_dir(dir)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start dapt");
@@ -117,7 +108,7 @@ fn binary_renders_points_under_xvfb() {
         // lavapipe compiles shaders slowly on first use
         assert!(
             t0.elapsed() < Duration::from_secs(180),
-            "dapt view did not exit in time"
+            "dapt {args:?} did not exit in time"
         );
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -125,7 +116,31 @@ fn binary_renders_points_under_xvfb() {
     if let Some(mut e) = app.0.stderr.take() {
         let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
     }
-    assert!(status.success(), "dapt view failed ({status}): {stderr}");
+    assert!(
+        status.success(),
+        "dapt {args:?} failed ({status}): {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn binary_renders_points_under_xvfb() {
+    let (_xvfb, display) = start_xvfb();
+    let dir = tempfile::tempdir().unwrap();
+    let ply = dir.path().join("sphere.ply");
+    let png = dir.path().join("shot.png");
+    write_ply(&ply);
+
+    let stderr = run_dapt(
+        display,
+        dir.path(),
+        &[
+            "view".as_ref(),
+            ply.as_os_str(),
+            "--screenshot".as_ref(),
+            png.as_os_str(),
+        ],
+    );
     assert!(png.exists(), "no screenshot written; stderr: {stderr}");
 
     let img = image::open(&png).expect("read screenshot").to_rgba8();
@@ -162,5 +177,24 @@ fn binary_renders_points_under_xvfb() {
     assert!(
         low > 50 && high > 50,
         "both ends of the colormap drawn: {low} / {high}"
+    );
+}
+
+#[test]
+fn binary_closes_itself_after_n_frames_and_survives_a_bad_file() {
+    let (_xvfb, display) = start_xvfb();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.ply");
+    std::fs::write(&bad, "not a ply file").unwrap();
+    // a broken file is a message in the app, not a crash; --frames ends the run
+    run_dapt(
+        display,
+        dir.path(),
+        &[
+            "view".as_ref(),
+            bad.as_os_str(),
+            "--frames".as_ref(),
+            "5".as_ref(),
+        ],
     );
 }
