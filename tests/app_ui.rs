@@ -46,6 +46,59 @@ fn sphere(n: usize) -> PointCloud {
     }
 }
 
+/// `n` points on a tube around a trefoil knot; part label = which quarter of the curve.
+fn trefoil(n: usize) -> PointCloud {
+    let tau = std::f32::consts::TAU;
+    let curve = |t: f32| {
+        [
+            (t.sin() + 2.0 * (2.0 * t).sin()) / 3.0,
+            (t.cos() - 2.0 * (2.0 * t).cos()) / 3.0,
+            -(3.0 * t).sin() / 3.0,
+        ]
+    };
+    let mut positions = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    let rings = 200;
+    let per_ring = n.div_ceil(rings);
+    for i in 0..n {
+        let ring = i / per_ring;
+        let t = tau * ring as f32 / rings as f32;
+        let a = tau * (i % per_ring) as f32 / per_ring as f32 + ring as f32 * 0.37;
+        let c = curve(t);
+        let c2 = curve(t + 1e-3);
+        let tangent: Vec<f32> = (0..3).map(|k| c2[k] - c[k]).collect();
+        let len = tangent.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let tn = [tangent[0] / len, tangent[1] / len, tangent[2] / len];
+        // a frame around the tangent: u = normalize(tn x z), v = tn x u
+        let z = [0.0, 0.0, 1.0];
+        let u = [
+            tn[1] * z[2] - tn[2] * z[1],
+            tn[2] * z[0] - tn[0] * z[2],
+            tn[0] * z[1] - tn[1] * z[0],
+        ];
+        let ul = u.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+        let u = [u[0] / ul, u[1] / ul, u[2] / ul];
+        let v = [
+            tn[1] * u[2] - tn[2] * u[1],
+            tn[2] * u[0] - tn[0] * u[2],
+            tn[0] * u[1] - tn[1] * u[0],
+        ];
+        let r = 0.12;
+        positions.push([
+            c[0] + r * (a.cos() * u[0] + a.sin() * v[0]),
+            c[1] + r * (a.cos() * u[1] + a.sin() * v[1]),
+            c[2] + r * (a.cos() * u[2] + a.sin() * v[2]),
+        ]);
+        labels.push((4 * ring / rings) as i64);
+    }
+    PointCloud {
+        positions,
+        labels: Some(labels),
+        class_label: Some(0),
+        ..Default::default()
+    }
+}
+
 /// TEST DOUBLE, not a model: derives "predictions" and "scales" from geometry only, so the
 /// UI has deterministic numbers to show.
 struct GeometryAnalyzer;
@@ -57,8 +110,9 @@ impl Analyzer for GeometryAnalyzer {
 
     fn analyze(&self, cloud: &PointCloud) -> Result<CloudAnalysis, String> {
         let n = cloud.len();
-        let groups_n = 32.min(n);
-        let k = 24.min(n);
+        // like Point-MAE: patches overlap and cover the cloud about twice
+        let groups_n = 64.min(n);
+        let k = (2 * n / groups_n).min(n);
         let centers: Vec<[f32; 3]> = (0..groups_n)
             .map(|g| cloud.positions[g * n / groups_n])
             .collect();
@@ -112,6 +166,7 @@ fn harness_with_state(app: StudioApp) -> (Harness<'static, StudioApp>, egui_wgpu
     let h = Harness::builder()
         .with_size(SIZE)
         .with_max_steps(40)
+        .with_render_cursor(false)
         .renderer(WgpuTestRenderer::from_render_state(rs.clone()))
         .build_ui_state(|ui, app: &mut StudioApp| app.ui_root(ui), app);
     (h, rs)
@@ -226,12 +281,14 @@ fn analyzer_results_show_top_k_and_legend_names() {
     h.state_mut().settings.colours.colour_by = ColourBy::Scale;
     h.run_steps(2);
     assert!(has_label(&h, "dynamic scale, mean over blocks"));
-    assert!(has_label(&h, "4 blocks · 32 patches"));
+    assert!(has_label(&h, "4 blocks · 64 patches"));
 }
 
 #[test]
 fn ground_truth_legend_and_rendered_points() {
-    let mut h = harness(app_with_sphere(None));
+    let mut app = StudioApp::new(AppOptions::default());
+    app.add_cloud("trefoil.ply".into(), trefoil(6000));
+    let mut h = harness(app);
     h.state_mut().settings.colours.colour_by = ColourBy::Truth;
     h.state_mut().settings.point_radius = 3.0;
     h.run_steps(3);
@@ -254,14 +311,19 @@ fn ground_truth_legend_and_rendered_points() {
     for part in 0..4 {
         let c = colormap::to_u8(colormap::categorical(part));
         let n = count_near(&img, c, 6);
-        assert!(n > 200, "part {part} colour {c:?} drawn: {n} pixels");
+        assert!(n > 100, "part {part} colour {c:?} drawn: {n} pixels");
     }
     maybe_save(&img, "viewer_parts_legend.png");
 }
 
 #[test]
 fn height_colorbar_and_heatmap_screenshot() {
-    let mut h = harness(app_with_sphere(Some(Arc::new(GeometryAnalyzer))));
+    let mut app = StudioApp::new(AppOptions {
+        analyzer: Some(Arc::new(GeometryAnalyzer)),
+        ..Default::default()
+    });
+    app.add_cloud("trefoil.ply".into(), trefoil(6000));
+    let mut h = harness(app);
     settle(&mut h);
     h.state_mut().settings.colours.colour_by = ColourBy::Scale;
     h.state_mut().settings.show_centers = true;
@@ -270,7 +332,7 @@ fn height_colorbar_and_heatmap_screenshot() {
     let img = h.render().expect("render");
     let (w, hgt) = (img.width(), img.height());
     let lit = count_non_background(&img, (w as f32 * 0.4) as u32, hgt / 5, w - 200, hgt * 4 / 5);
-    assert!(lit > 5_000, "heatmap drawn: {lit}");
+    assert!(lit > 3_000, "heatmap drawn: {lit}");
     maybe_save(&img, "viewer_scale_heatmap.png");
 }
 

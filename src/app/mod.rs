@@ -892,7 +892,52 @@ fn timestamped_png_name() -> PathBuf {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    PathBuf::from(format!("dapt-screenshot-{secs}.png"))
+    PathBuf::from(format!("dapt-{}.png", utc_timestamp(secs)))
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) of a Unix time, without a date crate.
+fn utc_timestamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_settings_round_trip() {
+        assert_eq!(utc_timestamp(0), "19700101-000000");
+        assert_eq!(utc_timestamp(1_795_876_496), "20261128-143456");
+        // old or partial settings files still load (serde default)
+        let s: UiSettings = serde_json::from_str(r#"{"point_radius": 4.0}"#).unwrap();
+        assert_eq!(s.point_radius, 4.0);
+        assert_eq!(s.colours, ColourSettings::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/ui.json");
+        s.save(&path).unwrap();
+        assert_eq!(UiSettings::load(&path), s);
+        assert_eq!(
+            UiSettings::load(&dir.path().join("missing.json")),
+            UiSettings::default()
+        );
+    }
 }
 
 fn absolute(p: &Path) -> PathBuf {
