@@ -552,3 +552,36 @@ fn hovering_a_point_shows_its_values() {
     assert!(has_label(&h, "point "), "tooltip with the point index");
     assert!(has_label(&h, "ground truth: "), "tooltip with the label");
 }
+
+#[test]
+fn p_saves_a_png_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = StudioApp::new(AppOptions {
+        screenshot_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    app.add_cloud("sphere.ply".into(), sphere(2000));
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.key_press(egui::Key::P);
+    h.run_steps(4);
+    let pngs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert_eq!(pngs.len(), 1, "one screenshot written");
+    let name = pngs[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("dapt-") && name.len() == "dapt-YYYYMMDD-HHMMSS.png".len(),
+        "{name}"
+    );
+    assert!(has_label(&h, "screenshot saved to"));
+    let img = image::open(&pngs[0]).unwrap().to_rgba8();
+    let (w, hgt) = (img.width(), img.height());
+    assert!(
+        count_non_background(&img, w / 2, hgt / 4, w - 200, hgt * 3 / 4) > 2_000,
+        "the PNG shows the points"
+    );
+}

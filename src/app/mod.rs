@@ -44,6 +44,8 @@ pub struct AppOptions {
     pub max_frames: Option<u64>,
     /// Save a PNG of the window here after the first frames, then exit.
     pub screenshot: Option<PathBuf>,
+    /// Where `P` saves screenshots (`None`: the current directory).
+    pub screenshot_dir: Option<PathBuf>,
     /// Where UI settings are loaded from and saved to (`None`: defaults, not saved).
     pub settings_path: Option<PathBuf>,
     /// Use this wgpu setup (e.g. burn's device, rust-stack.md §1) instead of a new one.
@@ -191,6 +193,7 @@ pub struct StudioApp {
     screenshot_target: Option<PathBuf>,
     screenshot_requested: bool,
     exit_after_screenshot: bool,
+    screenshot_dir: Option<PathBuf>,
     pub frame: u64,
     max_frames: Option<u64>,
 }
@@ -230,6 +233,7 @@ impl StudioApp {
             exit_after_screenshot: options.screenshot.is_some(),
             screenshot_target: options.screenshot,
             screenshot_requested: false,
+            screenshot_dir: options.screenshot_dir,
             frame: 0,
             max_frames: options.max_frames,
         };
@@ -378,10 +382,13 @@ impl StudioApp {
         let image = self.screenshot_slot.lock().ok().and_then(|mut s| s.take());
         let Some(image) = image else { return };
         self.screenshot_requested = false;
-        let path = self
-            .screenshot_target
-            .take()
-            .unwrap_or_else(timestamped_png_name);
+        let path = self.screenshot_target.take().unwrap_or_else(|| {
+            let name = timestamped_png_name();
+            match &self.screenshot_dir {
+                Some(dir) => dir.join(name),
+                None => name,
+            }
+        });
         match save_png(&image, &path) {
             Ok(()) => self
                 .messages

@@ -49,6 +49,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
         } else {
             app::default_settings_path()
         },
+        screenshot_dir: None,
         wgpu_setup: None,
         startup_message,
     })
