@@ -29,8 +29,20 @@ fn free_display() -> u32 {
         .expect("no free X display number in 90..400")
 }
 
+/// Serialises display-number choice between the tests of this binary (they run in parallel).
+static XVFB_START: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether the X lock file of display `n` names our Xvfb (another server may own `n`).
+fn lock_is_ours(n: u32, pid: u32) -> bool {
+    std::fs::read_to_string(format!("/tmp/.X{n}-lock"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        == Some(pid)
+}
+
 fn start_xvfb() -> (KillOnDrop, u32) {
-    for _attempt in 0..3 {
+    let _serial = XVFB_START.lock().unwrap_or_else(|e| e.into_inner());
+    for _attempt in 0..5 {
         let n = free_display();
         let child = match Command::new("Xvfb")
             .args([
@@ -56,7 +68,7 @@ fn start_xvfb() -> (KillOnDrop, u32) {
         let socket = format!("/tmp/.X11-unix/X{n}");
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(15) {
-            if Path::new(&socket).exists() {
+            if Path::new(&socket).exists() && lock_is_ours(n, guard.0.id()) {
                 return (guard, n);
             }
             if let Ok(Some(_)) = guard.0.try_wait() {
