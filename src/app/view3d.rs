@@ -136,7 +136,10 @@ impl StudioApp {
     }
 
     fn hover_pick(&mut self, ui: &egui::Ui, response: &egui::Response, rect: Rect) {
-        let pointer = response.hover_pos().filter(|_| !response.dragged());
+        // scripted screenshots (`--screenshot`) must not show a tooltip where the pointer rests
+        let pointer = response
+            .hover_pos()
+            .filter(|_| !response.dragged() && !self.exit_after_screenshot);
         let Some(pointer) = pointer else {
             self.hover.hovered = None;
             self.hover.last_pointer = None;
