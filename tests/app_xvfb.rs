@@ -101,6 +101,17 @@ fn write_ply(path: &Path) {
 
 /// Runs `dapt` with `args` on `display` and waits for it (bounded); returns its stderr.
 fn run_dapt(display: u32, dir: &Path, args: &[&std::ffi::OsStr]) -> String {
+    // a binary from another checkout (a shared CARGO_TARGET_DIR) would fail confusingly below
+    let help = Command::new(env!("CARGO_BIN_EXE_dapt"))
+        .args(["view", "--help"])
+        .output()
+        .expect("run dapt view --help");
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("--screenshot"),
+        "{} has no `view --screenshot`: it was built from another source tree \
+         (shared CARGO_TARGET_DIR?); rebuild and rerun",
+        env!("CARGO_BIN_EXE_dapt")
+    );
     let child = Command::new(env!("CARGO_BIN_EXE_dapt"))
         .args(args)
         .env("DISPLAY", format!(":{display}"))
