@@ -1,1 +1,965 @@
-//! app
+//! The desktop app (eframe on wgpu): a 3D point view with colouring, legends and hover
+//! inspection, model predictions and dynamic-scale heatmaps, and a run panel for fine-tuning.
+//!
+//! The model and the training engine plug in through [`Analyzer`] and [`TrainingLauncher`];
+//! both run off the UI thread. See docs/ux.md for the feature list this follows.
+
+pub mod analysis;
+pub mod colouring;
+pub mod file_dialog;
+pub mod keymap;
+pub mod loader;
+pub mod model_hook;
+pub mod training;
+mod view3d;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use analysis::{Analyzer, BlockSelect, CloudAnalysis, PointReduction, ScaleData};
+pub use colouring::{ColourBy, ColourSettings, Legend, RangeMode};
+pub use keymap::{Action, KEYMAP, KeyBinding};
+pub use training::{
+    PlotSettings, RunPanel, RunSettings, RunStatus, TrainingHandle, TrainingLauncher,
+};
+pub use view3d::VIEW_BACKGROUND;
+
+use crate::data::PointCloud;
+use crate::render::{Camera, Colormap, PointData, UpAxis};
+
+/// How the app is started.
+#[derive(Default)]
+pub struct AppOptions {
+    /// Clouds to open at start.
+    pub files: Vec<PathBuf>,
+    /// The model; `None` shows "no model loaded".
+    pub analyzer: Option<Arc<dyn Analyzer>>,
+    /// The training engine; `None` disables Start in the run panel.
+    pub launcher: Option<Arc<dyn TrainingLauncher>>,
+    /// Close after this many frames (smoke tests).
+    pub max_frames: Option<u64>,
+    /// Save a PNG of the window here after the first frames, then exit.
+    pub screenshot: Option<PathBuf>,
+    /// Where `P` saves screenshots (`None`: the current directory).
+    pub screenshot_dir: Option<PathBuf>,
+    /// Where UI settings are loaded from and saved to (`None`: defaults, not saved).
+    pub settings_path: Option<PathBuf>,
+    /// Use this wgpu setup (e.g. burn's device, rust-stack.md §1) instead of a new one.
+    pub wgpu_setup: Option<egui_wgpu::WgpuSetup>,
+    /// A message to show at start (e.g. why the checkpoint could not be loaded).
+    pub startup_message: Option<String>,
+}
+
+/// UI settings that survive restarts; `#[serde(default)]` so old files still load.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UiSettings {
+    pub colours: ColourSettings,
+    /// Point radius in UI points.
+    pub point_radius: f32,
+    pub up: UpAxis,
+    pub show_legend: bool,
+    pub show_centers: bool,
+    pub plot: PlotSettings,
+    pub follow_training: bool,
+    pub run: RunSettings,
+    pub last_dir: Option<PathBuf>,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        Self {
+            colours: ColourSettings::default(),
+            point_radius: 2.5,
+            up: UpAxis::PlusY,
+            show_legend: true,
+            show_centers: false,
+            plot: PlotSettings::default(),
+            follow_training: true,
+            run: RunSettings::default(),
+            last_dir: None,
+        }
+    }
+}
+
+impl UiSettings {
+    pub fn load(path: &Path) -> Self {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+/// `$XDG_CONFIG_HOME/dapt/ui.json` (or `~/.config/dapt/ui.json`).
+pub fn default_settings_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("dapt").join("ui.json"))
+}
+
+#[derive(Clone, Debug)]
+pub enum AnalysisState {
+    /// No analyzer.
+    None,
+    Pending,
+    Done(Box<CloudAnalysis>),
+    Failed(String),
+}
+
+/// A cloud open in the app.
+pub struct OpenCloud {
+    pub id: u64,
+    pub name: String,
+    pub cloud: Arc<PointCloud>,
+    positions: Arc<Vec<[f32; 3]>>,
+    pub analysis: AnalysisState,
+    scales: Option<ScaleData>,
+}
+
+impl OpenCloud {
+    pub fn analysis(&self) -> Option<&CloudAnalysis> {
+        match &self.analysis {
+            AnalysisState::Done(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SideTab {
+    Viewer,
+    Run,
+}
+
+/// What the colours were computed from; recolour when it changes.
+#[derive(Clone, Debug, PartialEq)]
+struct ColourKey {
+    source: (u64, u64),
+    analysis_done: bool,
+    settings: ColourSettings,
+    up: UpAxis,
+}
+
+type AnalysisResult = (u64, Result<CloudAnalysis, String>);
+
+/// (scales generation, cloud, its positions, its scales) of the latest training snapshot.
+type TrainingView = (u64, Arc<PointCloud>, Arc<Vec<[f32; 3]>>, ScaleData);
+
+pub struct StudioApp {
+    analyzer: Option<Arc<dyn Analyzer>>,
+    launcher: Option<Arc<dyn TrainingLauncher>>,
+    pub settings: UiSettings,
+    settings_path: Option<PathBuf>,
+    pub clouds: Vec<OpenCloud>,
+    pub current: Option<usize>,
+    next_id: u64,
+    pub camera: Camera,
+    camera_fitted: bool,
+    /// Messages shown as dismissible banners (load errors name the file).
+    pub messages: Vec<String>,
+    pub help_open: bool,
+    pub tab: SideTab,
+    pub run: RunPanel,
+    file_dialog: file_dialog::FileDialog,
+    analysis_tx: Sender<AnalysisResult>,
+    analysis_rx: Receiver<AnalysisResult>,
+    // colouring cache
+    colour_key: Option<ColourKey>,
+    point_data: PointData,
+    generation: u64,
+    colouring: Option<colouring::Colouring>,
+    /// The snapshot cloud shown while following training.
+    training_view: Option<TrainingView>,
+    // hover picking
+    hover: view3d::HoverState,
+    // screenshots
+    screenshot_slot: Arc<Mutex<Option<Arc<egui::ColorImage>>>>,
+    screenshot_target: Option<PathBuf>,
+    screenshot_requested: bool,
+    exit_after_screenshot: bool,
+    screenshot_dir: Option<PathBuf>,
+    pub frame: u64,
+    max_frames: Option<u64>,
+}
+
+impl StudioApp {
+    pub fn new(options: AppOptions) -> Self {
+        let settings = options
+            .settings_path
+            .as_deref()
+            .map(UiSettings::load)
+            .unwrap_or_default();
+        let (analysis_tx, analysis_rx) = channel();
+        let mut app = Self {
+            analyzer: options.analyzer,
+            launcher: options.launcher,
+            run: RunPanel::new(settings.run.clone()),
+            settings,
+            settings_path: options.settings_path,
+            clouds: Vec::new(),
+            current: None,
+            next_id: 1,
+            camera: Camera::default(),
+            camera_fitted: false,
+            messages: options.startup_message.into_iter().collect(),
+            help_open: false,
+            tab: SideTab::Viewer,
+            file_dialog: file_dialog::FileDialog::default(),
+            analysis_tx,
+            analysis_rx,
+            colour_key: None,
+            point_data: PointData::default(),
+            generation: 0,
+            colouring: None,
+            training_view: None,
+            hover: Default::default(),
+            screenshot_slot: Arc::new(Mutex::new(None)),
+            exit_after_screenshot: options.screenshot.is_some(),
+            screenshot_target: options.screenshot,
+            screenshot_requested: false,
+            screenshot_dir: options.screenshot_dir,
+            frame: 0,
+            max_frames: options.max_frames,
+        };
+        app.camera.up = app.settings.up;
+        for f in options.files {
+            app.open_file(&f);
+        }
+        app
+    }
+
+    pub fn has_analyzer(&self) -> bool {
+        self.analyzer.is_some()
+    }
+
+    /// Opens a file; a failure becomes a message naming the file, never a panic.
+    pub fn open_file(&mut self, path: &Path) {
+        match loader::load_cloud(path) {
+            Ok(cloud) => {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.display().to_string());
+                self.add_cloud(name, cloud);
+                if let Some(dir) = path.parent() {
+                    self.settings.last_dir = Some(dir.to_path_buf());
+                }
+            }
+            Err(e) => self
+                .messages
+                .push(format!("could not open {}: {e}", path.display())),
+        }
+    }
+
+    /// Adds a cloud, makes it current and starts its analysis on a worker thread.
+    pub fn add_cloud(&mut self, name: String, cloud: PointCloud) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let cloud = Arc::new(cloud);
+        let analysis = match &self.analyzer {
+            None => AnalysisState::None,
+            Some(a) => {
+                let (a, c, tx) = (a.clone(), cloud.clone(), self.analysis_tx.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("dapt-analyze".into())
+                    .spawn(move || {
+                        let result = a.analyze(&c);
+                        let _ = tx.send((id, result));
+                    });
+                match spawned {
+                    Ok(_) => AnalysisState::Pending,
+                    Err(e) => AnalysisState::Failed(format!("could not start analysis: {e}")),
+                }
+            }
+        };
+        self.clouds.push(OpenCloud {
+            id,
+            name,
+            positions: Arc::new(cloud.positions.clone()),
+            cloud,
+            analysis,
+            scales: None,
+        });
+        self.current = Some(self.clouds.len() - 1);
+        if !self.camera_fitted {
+            self.reset_camera();
+        }
+    }
+
+    pub fn current_cloud(&self) -> Option<&OpenCloud> {
+        self.current.and_then(|i| self.clouds.get(i))
+    }
+
+    /// True once no analysis is running.
+    pub fn analyses_settled(&self) -> bool {
+        !self
+            .clouds
+            .iter()
+            .any(|c| matches!(c.analysis, AnalysisState::Pending))
+    }
+
+    pub fn select_offset(&mut self, delta: isize) {
+        let n = self.clouds.len() as isize;
+        if n == 0 {
+            return;
+        }
+        let cur = self.current.unwrap_or(0) as isize;
+        self.current = Some((cur + delta).rem_euclid(n) as usize);
+    }
+
+    pub fn reset_camera(&mut self) {
+        self.camera.up = self.settings.up;
+        let positions = self.display_positions();
+        if let Some(p) = positions.filter(|p| !p.is_empty()) {
+            self.camera.reset(&p);
+            self.camera_fitted = true;
+        }
+    }
+
+    fn following_training(&self) -> bool {
+        self.settings.follow_training && self.run.latest_scales.is_some()
+    }
+
+    fn display_positions(&self) -> Option<Arc<Vec<[f32; 3]>>> {
+        if self.following_training() {
+            return self.training_view.as_ref().map(|t| t.2.clone());
+        }
+        self.current_cloud().map(|c| c.positions.clone())
+    }
+
+    pub fn apply(&mut self, action: Action, ctx: &egui::Context) {
+        let s = &mut self.settings;
+        match action {
+            Action::ToggleHelp => self.help_open = !self.help_open,
+            Action::ResetCamera => self.reset_camera(),
+            Action::Screenshot => self.request_screenshot(ctx, None),
+            Action::PointSizeUp => s.point_radius = (s.point_radius * 1.25).min(40.0),
+            Action::PointSizeDown => s.point_radius = (s.point_radius / 1.25).max(0.5),
+            Action::NextCloud => self.select_offset(1),
+            Action::PreviousCloud => self.select_offset(-1),
+            Action::CycleColormap => s.colours.colormap = s.colours.colormap.next(),
+            Action::ToggleLegend => s.show_legend = !s.show_legend,
+            Action::ColourByRgb => s.colours.colour_by = ColourBy::Rgb,
+            Action::ColourByHeight => s.colours.colour_by = ColourBy::Height,
+            Action::ColourByTruth => s.colours.colour_by = ColourBy::Truth,
+            Action::ColourByPrediction => s.colours.colour_by = ColourBy::Prediction,
+            Action::ColourByError => s.colours.colour_by = ColourBy::Error,
+            Action::ColourByScale => s.colours.colour_by = ColourBy::Scale,
+        }
+    }
+
+    /// Asks the integration for a screenshot; saved to `path` or to a timestamped file.
+    pub fn request_screenshot(&mut self, ctx: &egui::Context, path: Option<PathBuf>) {
+        let slot = self.screenshot_slot.clone();
+        let repaint = ctx.clone();
+        ctx.request_screenshot(move |image| {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(image);
+            }
+            repaint.request_repaint();
+        });
+        self.screenshot_target = path;
+        self.screenshot_requested = true;
+    }
+
+    fn poll_screenshot(&mut self, ctx: &egui::Context) {
+        let image = self.screenshot_slot.lock().ok().and_then(|mut s| s.take());
+        let Some(image) = image else { return };
+        self.screenshot_requested = false;
+        let path = self.screenshot_target.take().unwrap_or_else(|| {
+            let name = timestamped_png_name();
+            match &self.screenshot_dir {
+                Some(dir) => dir.join(name),
+                None => name,
+            }
+        });
+        match save_png(&image, &path) {
+            Ok(()) => self
+                .messages
+                .push(format!("screenshot saved to {}", absolute(&path).display())),
+            Err(e) => self
+                .messages
+                .push(format!("could not save screenshot {}: {e}", path.display())),
+        }
+        if self.exit_after_screenshot {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+    }
+
+    fn poll_analyses(&mut self) {
+        while let Ok((id, result)) = self.analysis_rx.try_recv() {
+            if let Some(c) = self.clouds.iter_mut().find(|c| c.id == id) {
+                match result {
+                    Ok(a) => {
+                        c.scales = Some(a.scales());
+                        c.analysis = AnalysisState::Done(Box::new(a));
+                    }
+                    Err(e) => {
+                        self.messages
+                            .push(format!("analysis of {} failed: {e}", c.name));
+                        c.analysis = AnalysisState::Failed(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn update_training_view(&mut self) {
+        let Some((_, _, snap)) = &self.run.latest_scales else {
+            self.training_view = None;
+            return;
+        };
+        let gen_ = self.run.scales_generation;
+        if self.training_view.as_ref().map(|t| t.0) == Some(gen_) {
+            return;
+        }
+        let positions = Arc::new(snap.points.clone());
+        let cloud = Arc::new(PointCloud::from_positions(snap.points.clone()));
+        let first = self.training_view.is_none();
+        self.training_view = Some((gen_, cloud, positions, ScaleData::from(snap)));
+        // frame the snapshot once; later snapshots never move the camera (ux.md #5)
+        if first && self.settings.follow_training && !self.camera_fitted {
+            self.reset_camera();
+        }
+    }
+
+    /// Recomputes colours when the data or the colour settings changed.
+    fn update_colours(&mut self) {
+        let following = self.following_training();
+        let (source, cloud, positions, analysis, scales) = if following {
+            let Some((g, cloud, pos, scales)) = &self.training_view else {
+                return;
+            };
+            (
+                (0, *g),
+                cloud.clone(),
+                pos.clone(),
+                None,
+                Some(scales.clone()),
+            )
+        } else {
+            let Some(c) = self.current_cloud() else {
+                self.point_data = PointData::default();
+                self.colouring = None;
+                self.colour_key = None;
+                return;
+            };
+            (
+                (c.id, 0),
+                c.cloud.clone(),
+                c.positions.clone(),
+                c.analysis().cloned(),
+                c.scales.clone(),
+            )
+        };
+        let key = ColourKey {
+            source,
+            analysis_done: analysis.is_some(),
+            settings: self.settings.colours.clone(),
+            up: self.settings.up,
+        };
+        if self.colour_key.as_ref() == Some(&key) {
+            return;
+        }
+        let names = analysis
+            .as_ref()
+            .map(|a| a.class_names.clone())
+            .unwrap_or_default();
+        let inputs = colouring::ColourInputs {
+            cloud: &cloud,
+            analysis: analysis.as_ref(),
+            scales: scales.as_ref(),
+            up: self.settings.up,
+            class_names: &names,
+        };
+        let result = colouring::colour(&inputs, &mut self.settings.colours);
+        self.generation += 1;
+        let positions_changed = self.colour_key.as_ref().map(|k| k.source) != Some(source);
+        if positions_changed {
+            self.point_data.positions = positions;
+            self.point_data.positions_generation = self.generation;
+        }
+        self.point_data.colors = Arc::new(result.colors.clone());
+        self.point_data.colors_generation = self.generation;
+        self.colouring = Some(result);
+        self.colour_key = Some(ColourKey {
+            settings: self.settings.colours.clone(),
+            ..key
+        });
+    }
+
+    /// The whole UI; eframe's `App::ui` and the kittest harness both call this.
+    pub fn ui_root(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        self.frame += 1;
+        self.poll_analyses();
+        self.run.drain(Duration::from_millis(4));
+        self.update_training_view();
+        self.handle_dropped_files(&ctx);
+        if !ctx.egui_wants_keyboard_input() {
+            let actions = ctx.input(keymap::pressed_actions);
+            for a in actions {
+                self.apply(a, &ctx);
+            }
+        }
+        if self.settings.up != self.camera.up {
+            self.camera.up = self.settings.up;
+        }
+        self.update_colours();
+
+        egui::Panel::left("side_panel")
+            .resizable(true)
+            .default_size(340.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| self.side_panel_ui(ui));
+            });
+        egui::CentralPanel::default()
+            .frame(egui::Frame::NONE)
+            .show(ui, |ui| self.view_ui(ui));
+
+        keymap::help_ui(&ctx, &mut self.help_open);
+        if let Some(path) = self.file_dialog.ui(&ctx) {
+            self.open_file(&path);
+        }
+
+        self.poll_screenshot(&ctx);
+        if self.run.is_active() || !self.analyses_settled() {
+            ctx.request_repaint_after(Duration::from_millis(100));
+        }
+        if let Some(target) = self.screenshot_target.clone()
+            && self.exit_after_screenshot
+        {
+            // let a few frames settle (fonts, first upload) before capturing
+            if !self.screenshot_requested && self.frame >= 5 && self.analyses_settled() {
+                self.request_screenshot(&ctx, Some(target));
+            }
+            ctx.request_repaint();
+        }
+        if let Some(max) = self.max_frames {
+            if self.frame >= max {
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            } else {
+                ctx.request_repaint();
+            }
+        }
+    }
+
+    fn handle_dropped_files(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        for path in dropped {
+            self.open_file(&path);
+        }
+    }
+
+    fn side_panel_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.tab, SideTab::Viewer, "Viewer");
+            ui.selectable_value(&mut self.tab, SideTab::Run, "Run");
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui.button("?").on_hover_text("controls (H)").clicked() {
+                    self.help_open = !self.help_open;
+                }
+            });
+        });
+        ui.separator();
+        match self.tab {
+            SideTab::Viewer => self.viewer_tab_ui(ui),
+            SideTab::Run => {
+                let launcher = self.launcher.clone();
+                self.run.ui(
+                    ui,
+                    launcher.as_deref(),
+                    &mut self.settings.plot,
+                    &mut self.settings.follow_training,
+                );
+                self.settings.run = self.run.settings.clone();
+            }
+        }
+    }
+
+    fn viewer_tab_ui(&mut self, ui: &mut egui::Ui) {
+        egui::CollapsingHeader::new("Files")
+            .default_open(true)
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    if ui.button("Open...").clicked() {
+                        self.file_dialog.open_at(self.settings.last_dir.clone());
+                    }
+                    if ui.button("< Prev").clicked() {
+                        self.select_offset(-1);
+                    }
+                    if ui.button("Next >").clicked() {
+                        self.select_offset(1);
+                    }
+                });
+                if self.clouds.is_empty() {
+                    ui.weak("drop PLY / TXT / NPY / OFF / OBJ files on the window");
+                }
+                let mut select = None;
+                let mut close = None;
+                for (i, c) in self.clouds.iter().enumerate() {
+                    ui.horizontal(|ui| {
+                        let text = format!("{} ({} pts)", c.name, c.cloud.len());
+                        if ui.selectable_label(self.current == Some(i), text).clicked() {
+                            select = Some(i);
+                        }
+                        if ui.small_button("x").on_hover_text("close").clicked() {
+                            close = Some(i);
+                        }
+                    });
+                }
+                if let Some(i) = select {
+                    self.current = Some(i);
+                }
+                if let Some(i) = close {
+                    self.clouds.remove(i);
+                    self.current = if self.clouds.is_empty() {
+                        None
+                    } else {
+                        Some(self.current.unwrap_or(0).min(self.clouds.len() - 1))
+                    };
+                }
+            });
+        egui::CollapsingHeader::new("Prediction")
+            .default_open(true)
+            .show(ui, |ui| self.prediction_ui(ui));
+        egui::CollapsingHeader::new("Colour")
+            .default_open(true)
+            .show(ui, |ui| self.colour_ui(ui));
+        egui::CollapsingHeader::new("Dynamic scales")
+            .default_open(true)
+            .show(ui, |ui| self.scales_ui(ui));
+    }
+
+    fn prediction_ui(&mut self, ui: &mut egui::Ui) {
+        let Some(analyzer) = &self.analyzer else {
+            ui.label("no model loaded");
+            ui.weak("start with --checkpoint to see predictions and dynamic scales");
+            return;
+        };
+        ui.weak(format!("model: {}", analyzer.name()));
+        let Some(c) = self.current_cloud() else {
+            ui.weak("open a cloud to run the model");
+            return;
+        };
+        match &c.analysis {
+            AnalysisState::None => {}
+            AnalysisState::Pending => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("analysing...");
+                });
+            }
+            AnalysisState::Failed(e) => {
+                ui.colored_label(ui.visuals().error_fg_color, format!("analysis failed: {e}"));
+            }
+            AnalysisState::Done(a) => {
+                let truth = c.cloud.class_label;
+                egui::Grid::new("topk").num_columns(2).show(ui, |ui| {
+                    for (k, p) in a.top_k(5) {
+                        let name = a
+                            .class_names
+                            .get(k)
+                            .cloned()
+                            .unwrap_or_else(|| format!("class {k}"));
+                        let marker = if truth == Some(k) { " (truth)" } else { "" };
+                        ui.label(format!("{name}{marker}"));
+                        ui.add(
+                            egui::ProgressBar::new(p.clamp(0.0, 1.0))
+                                .desired_width(120.0)
+                                .text(format!("{:.1} %", p * 100.0)),
+                        );
+                        ui.end_row();
+                    }
+                });
+            }
+        }
+    }
+
+    fn colour_ui(&mut self, ui: &mut egui::Ui) {
+        let s = &mut self.settings;
+        egui::ComboBox::from_label("Colour by")
+            .selected_text(s.colours.colour_by.label())
+            .show_ui(ui, |ui| {
+                for c in ColourBy::ALL {
+                    ui.selectable_value(&mut s.colours.colour_by, c, c.label());
+                }
+            });
+        egui::ComboBox::from_label("Colormap")
+            .selected_text(s.colours.colormap.name())
+            .show_ui(ui, |ui| {
+                for c in Colormap::ALL {
+                    ui.selectable_value(&mut s.colours.colormap, c, c.name());
+                }
+            });
+        let before = s.colours.range_mode;
+        egui::ComboBox::from_label("Range")
+            .selected_text(s.colours.range_mode.label())
+            .show_ui(ui, |ui| {
+                for r in RangeMode::ALL {
+                    ui.selectable_value(&mut s.colours.range_mode, r, r.label());
+                }
+            });
+        if s.colours.range_mode != before {
+            if s.colours.range_mode == RangeMode::Locked {
+                // lock what is shown now
+                s.colours.locked_range = match self.colouring.as_ref().map(|c| &c.legend) {
+                    Some(Legend::Colorbar { range, .. }) => Some(*range),
+                    _ => None,
+                };
+            }
+            if s.colours.range_mode == RangeMode::Manual
+                && let Some(Legend::Colorbar { range, .. }) =
+                    self.colouring.as_ref().map(|c| &c.legend)
+            {
+                s.colours.manual_range = *range;
+            }
+        }
+        match s.colours.range_mode {
+            RangeMode::Manual => {
+                ui.horizontal(|ui| {
+                    let l = ui.label("min");
+                    ui.add(egui::DragValue::new(&mut s.colours.manual_range.0).speed(0.01))
+                        .labelled_by(l.id);
+                    let l = ui.label("max");
+                    ui.add(egui::DragValue::new(&mut s.colours.manual_range.1).speed(0.01))
+                        .labelled_by(l.id);
+                });
+            }
+            RangeMode::Locked => {
+                if let Some((lo, hi)) = s.colours.locked_range {
+                    ui.weak(format!("locked at {lo:.4} ... {hi:.4}"));
+                }
+            }
+            _ => {}
+        }
+        ui.add(egui::Slider::new(&mut s.point_radius, 0.5..=20.0).text("point size (px)"));
+        egui::ComboBox::from_label("Up axis")
+            .selected_text(s.up.label())
+            .show_ui(ui, |ui| {
+                for u in UpAxis::ALL {
+                    ui.selectable_value(&mut s.up, u, u.label());
+                }
+            });
+        ui.checkbox(&mut s.show_legend, "show colorbar / legend");
+        if let Some(note) = self.colouring.as_ref().and_then(|c| c.note.clone()) {
+            ui.weak(note);
+        }
+    }
+
+    fn scales_ui(&mut self, ui: &mut egui::Ui) {
+        let scales = if self.following_training() {
+            self.training_view.as_ref().map(|t| t.3.clone())
+        } else {
+            self.current_cloud().and_then(|c| c.scales.clone())
+        };
+        let s = &mut self.settings;
+        let blocks = scales.as_ref().map_or(0, |s| s.num_blocks());
+        egui::ComboBox::from_label("Block")
+            .selected_text(s.colours.block.label())
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut s.colours.block, BlockSelect::Mean, "mean over blocks");
+                ui.selectable_value(&mut s.colours.block, BlockSelect::Max, "max over blocks");
+                for b in 0..blocks.max(12) {
+                    ui.selectable_value(
+                        &mut s.colours.block,
+                        BlockSelect::Block(b),
+                        format!("block {b}"),
+                    );
+                }
+            });
+        egui::ComboBox::from_label("Onto points")
+            .selected_text(s.colours.reduction.label())
+            .show_ui(ui, |ui| {
+                for r in PointReduction::ALL {
+                    ui.selectable_value(&mut s.colours.reduction, r, r.label());
+                }
+            });
+        ui.checkbox(&mut s.show_centers, "show patch centres");
+        if ui.button("colour by patch membership").clicked() {
+            s.colours.colour_by = ColourBy::Patch;
+        }
+        let Some(scales) = scales else {
+            ui.weak(
+                if self.analyzer.is_none() && self.run.latest_scales.is_none() {
+                    "no model loaded"
+                } else {
+                    "no scales yet"
+                },
+            );
+            return;
+        };
+        let prompts = scales.prompt_values(s.colours.block);
+        ui.label(format!(
+            "{} blocks · {} patches · {} prompts",
+            blocks,
+            scales.centers.len(),
+            prompts.len()
+        ));
+        egui::CollapsingHeader::new("prompt and cls scales")
+            .default_open(false)
+            .show(ui, |ui| {
+                egui::Grid::new("prompt_cls").striped(true).show(ui, |ui| {
+                    ui.strong("block");
+                    ui.strong("cls");
+                    ui.strong("prompts");
+                    ui.end_row();
+                    for b in 0..blocks {
+                        ui.label(b.to_string());
+                        ui.label(scales.cls.get(b).map_or("-".into(), |v| format!("{v:.3}")));
+                        let p = scales.prompts.get(b).map_or(String::new(), |row| {
+                            row.iter()
+                                .map(|v| format!("{v:.2}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        });
+                        ui.label(p);
+                        ui.end_row();
+                    }
+                });
+            });
+    }
+
+    /// Saves the settings (best effort).
+    pub fn save_settings(&self) {
+        if let Some(path) = &self.settings_path
+            && let Err(e) = self.settings.save(path)
+        {
+            log::warn!("could not save UI settings to {}: {e}", path.display());
+        }
+    }
+}
+
+struct EframeApp(StudioApp);
+
+impl eframe::App for EframeApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.0.ui_root(ui);
+    }
+
+    fn on_exit(&mut self) {
+        self.0.save_settings();
+    }
+}
+
+/// Opens the app window and runs until it is closed.
+pub fn run_app(mut options: AppOptions) -> anyhow::Result<()> {
+    let mut wgpu_options = egui_wgpu::WgpuConfiguration::default();
+    if let Some(setup) = options.wgpu_setup.take() {
+        wgpu_options.wgpu_setup = setup;
+    }
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("DAPT Studio")
+            .with_inner_size([1280.0, 800.0])
+            .with_drag_and_drop(true),
+        renderer: eframe::Renderer::Wgpu,
+        wgpu_options,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "DAPT Studio",
+        native,
+        Box::new(move |cc| {
+            let rs = cc
+                .wgpu_render_state
+                .as_ref()
+                .ok_or("the wgpu renderer is not available")?;
+            crate::render::install(rs);
+            Ok(Box::new(EframeApp(StudioApp::new(options))))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("the app window failed: {e}"))
+}
+
+fn timestamped_png_name() -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    PathBuf::from(format!("dapt-{}.png", utc_timestamp(secs)))
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) of a Unix time, without a date crate.
+fn utc_timestamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Writes an egui image as PNG.
+pub fn save_png(image: &egui::ColorImage, path: &Path) -> Result<(), String> {
+    let [w, h] = image.size;
+    let bytes: Vec<u8> = image
+        .pixels
+        .iter()
+        .flat_map(|c| c.to_srgba_unmultiplied())
+        .collect();
+    let img = image::RgbaImage::from_raw(w as u32, h as u32, bytes)
+        .ok_or_else(|| "image size mismatch".to_string())?;
+    img.save(path).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_settings_round_trip() {
+        assert_eq!(utc_timestamp(0), "19700101-000000");
+        assert_eq!(utc_timestamp(1_795_876_496), "20261128-143456");
+        // old or partial settings files still load (serde default)
+        let s: UiSettings = serde_json::from_str(r#"{"point_radius": 4.0}"#).unwrap();
+        assert_eq!(s.point_radius, 4.0);
+        assert_eq!(s.colours, ColourSettings::default());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/ui.json");
+        s.save(&path).unwrap();
+        assert_eq!(UiSettings::load(&path), s);
+        assert_eq!(
+            UiSettings::load(&dir.path().join("missing.json")),
+            UiSettings::default()
+        );
+    }
+}

@@ -2,12 +2,55 @@
 
 use std::path::PathBuf;
 
+use crate::app::{self, AppOptions};
+
 #[derive(clap::Args, Debug, Default)]
 pub struct ViewArgs {
     /// Point-cloud files to open (PLY, TXT, NPY, OFF, OBJ).
     pub files: Vec<PathBuf>,
+    /// Model checkpoint for predictions and dynamic scales.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Model / run config that goes with the checkpoint.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Close after N frames (smoke tests).
+    #[arg(long, value_name = "N")]
+    pub frames: Option<u64>,
+    /// Save a PNG of the window to PATH after the first frames, then exit.
+    #[arg(long, value_name = "PATH")]
+    pub screenshot: Option<PathBuf>,
 }
 
-pub fn run(_args: ViewArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the viewer is not built yet")
+pub fn run(args: ViewArgs) -> anyhow::Result<()> {
+    let mut startup_message = None;
+    let analyzer = match &args.checkpoint {
+        None => None,
+        Some(ckpt) => match app::model_hook::analyzer_from_checkpoint(ckpt, args.config.as_deref())
+        {
+            Ok(a) => Some(a),
+            // the app still opens (the cloud is worth seeing); it says why there is no model
+            Err(e) => {
+                startup_message = Some(format!("could not load the model: {e:#}"));
+                None
+            }
+        },
+    };
+    // scripted runs (smoke tests, screenshots) neither read nor write the user's UI settings
+    let scripted = args.frames.is_some() || args.screenshot.is_some();
+    app::run_app(AppOptions {
+        files: args.files,
+        analyzer,
+        launcher: None,
+        max_frames: args.frames,
+        screenshot: args.screenshot,
+        settings_path: if scripted {
+            None
+        } else {
+            app::default_settings_path()
+        },
+        screenshot_dir: None,
+        wgpu_setup: None,
+        startup_message,
+    })
 }

@@ -1,0 +1,425 @@
+//! The central 3D view: camera input, the point paint callback, and the overlays drawn as egui
+//! content on top of it (colorbar / class legend, patch centres, hover read-out, messages),
+//! so they appear in screenshots.
+
+use std::time::{Duration, Instant};
+
+use egui::{Align2, Color32, Pos2, Rect, Sense, Vec2, pos2, vec2};
+
+use super::colouring::Legend;
+use super::{ColourBy, StudioApp};
+use crate::render::camera::Projector;
+use crate::render::colormap;
+use crate::render::{Camera, FrameParams, PointsCallback};
+
+/// Background of the 3D view (sRGB 0..1); tests look for pixels that differ from it.
+pub const VIEW_BACKGROUND: [f32; 3] = [0.09, 0.09, 0.1];
+
+pub fn background_color32() -> Color32 {
+    let c = colormap::to_u8(VIEW_BACKGROUND);
+    Color32::from_rgb(c[0], c[1], c[2])
+}
+
+/// Minimum time between two CPU picks while hovering (a pick scans every point).
+const PICK_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+pub(super) struct HoverState {
+    last_pointer: Option<Pos2>,
+    last_camera: Option<Camera>,
+    last_pick: Option<Instant>,
+    last_generation: u64,
+    pub hovered: Option<usize>,
+}
+
+impl StudioApp {
+    pub(super) fn view_ui(&mut self, ui: &mut egui::Ui) {
+        let rect = ui.available_rect_before_wrap();
+        let response = ui.allocate_rect(rect, Sense::click_and_drag());
+        let painter = ui.painter_at(rect);
+        painter.rect_filled(rect, 0.0, background_color32());
+        self.camera_input(ui, &response, rect);
+
+        let positions = self.point_data.positions.clone();
+        let has_points = !positions.is_empty() && rect.width() >= 2.0 && rect.height() >= 2.0;
+        if has_points {
+            let ppp = ui.ctx().pixels_per_point();
+            let params = FrameParams {
+                clip_from_world: self.camera.clip_from_world(rect.width() / rect.height()),
+                viewport_px: [
+                    (rect.width() * ppp).round() as u32,
+                    (rect.height() * ppp).round() as u32,
+                ],
+                radius_px: self.settings.point_radius * ppp,
+                background: VIEW_BACKGROUND,
+            };
+            painter.add(egui_wgpu::Callback::new_paint_callback(
+                rect,
+                PointsCallback {
+                    data: self.point_data.clone(),
+                    params,
+                },
+            ));
+        } else {
+            painter.text(
+                rect.center(),
+                Align2::CENTER_CENTER,
+                "drop point-cloud files here, or use Open... in the side panel",
+                egui::FontId::proportional(16.0),
+                Color32::from_gray(160),
+            );
+        }
+
+        if self.settings.show_centers {
+            self.centers_overlay(&painter, rect);
+        }
+        self.hover_pick(ui, &response, rect);
+        if self.settings.show_legend {
+            self.legend_overlay(ui.ctx(), rect);
+        }
+        self.messages_overlay(ui.ctx(), rect);
+        self.status_overlay(&painter, rect);
+    }
+
+    fn camera_input(&mut self, ui: &egui::Ui, response: &egui::Response, rect: Rect) {
+        let shift = ui.input(|i| i.modifiers.shift);
+        let delta = response.drag_delta();
+        if response.dragged_by(egui::PointerButton::Primary) && !shift {
+            self.camera.orbit(delta.x, delta.y);
+        } else if response.dragged_by(egui::PointerButton::Secondary)
+            || response.dragged_by(egui::PointerButton::Middle)
+            || (response.dragged_by(egui::PointerButton::Primary) && shift)
+        {
+            self.camera.pan(delta.x, delta.y, rect.height());
+        }
+        if response.hovered() {
+            let (scroll, zoom) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
+            if scroll != 0.0 {
+                self.camera.zoom((-scroll * 0.002).exp());
+            }
+            if zoom != 1.0 {
+                // ctrl + wheel (egui reports it as zoom): point size
+                self.settings.point_radius = (self.settings.point_radius * zoom).clamp(0.5, 40.0);
+            }
+        }
+        if response.double_clicked() {
+            let picked = response
+                .interact_pointer_pos()
+                .and_then(|p| self.pick(p - rect.min, rect.size()));
+            match picked {
+                Some(i) => {
+                    if let Some(p) = self.point_data.positions.get(i).copied() {
+                        self.camera.set_pivot(p);
+                    }
+                }
+                None => self.reset_camera(),
+            }
+        }
+    }
+
+    /// Index of the front-most point within a few pixels of `at` (view-relative points).
+    pub fn pick(&self, at: Vec2, size: Vec2) -> Option<usize> {
+        let proj = Projector::new(&self.camera, [size.x, size.y]);
+        let r = (self.settings.point_radius + 2.0).max(5.0);
+        let r2 = r * r;
+        let mut best: Option<(f32, usize)> = None;
+        for (i, p) in self.point_data.positions.iter().enumerate() {
+            let Some([x, y, depth]) = proj.project(*p) else {
+                continue;
+            };
+            let d2 = (x - at.x).powi(2) + (y - at.y).powi(2);
+            if d2 <= r2 && best.is_none_or(|b| depth < b.0) {
+                best = Some((depth, i));
+            }
+        }
+        best.map(|b| b.1)
+    }
+
+    fn hover_pick(&mut self, ui: &egui::Ui, response: &egui::Response, rect: Rect) {
+        // scripted screenshots (`--screenshot`) must not show a tooltip where the pointer rests
+        let pointer = response
+            .hover_pos()
+            .filter(|_| !response.dragged() && !self.exit_after_screenshot);
+        let Some(pointer) = pointer else {
+            self.hover.hovered = None;
+            self.hover.last_pointer = None;
+            return;
+        };
+        let moved = self.hover.last_pointer != Some(pointer)
+            || self.hover.last_camera.as_ref() != Some(&self.camera)
+            || self.hover.last_generation != self.point_data.positions_generation;
+        let due = self
+            .hover
+            .last_pick
+            .is_none_or(|t| t.elapsed() >= PICK_INTERVAL);
+        if moved && due {
+            self.hover.hovered = self.pick(pointer - rect.min, rect.size());
+            self.hover.last_pointer = Some(pointer);
+            self.hover.last_camera = Some(self.camera.clone());
+            self.hover.last_pick = Some(Instant::now());
+            self.hover.last_generation = self.point_data.positions_generation;
+        } else if moved {
+            ui.ctx().request_repaint_after(PICK_INTERVAL);
+        }
+        let Some(i) = self.hover.hovered else { return };
+        let lines = self.describe_point(i);
+        if lines.is_empty() {
+            return;
+        }
+        egui::Area::new(egui::Id::unique("point_tooltip"))
+            .fixed_pos(pointer + vec2(16.0, 16.0))
+            .order(egui::Order::Tooltip)
+            .interactable(false)
+            .show(ui.ctx(), |ui| {
+                egui::Frame::popup(ui.style()).show(ui, |ui| {
+                    for l in lines {
+                        ui.label(l);
+                    }
+                });
+            });
+    }
+
+    /// The hover read-out of point `i`.
+    pub fn describe_point(&self, i: usize) -> Vec<String> {
+        let Some(p) = self.point_data.positions.get(i) else {
+            return Vec::new();
+        };
+        let mut out = vec![
+            format!("point {i}"),
+            format!("x {:.4}  y {:.4}  z {:.4}", p[0], p[1], p[2]),
+        ];
+        let following = self.following_training();
+        let cloud = (!following).then(|| self.current_cloud()).flatten();
+        let analysis = cloud.and_then(|c| c.analysis());
+        let names = analysis.map(|a| a.class_names.as_slice()).unwrap_or(&[]);
+        let name = |id: usize| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+        if let Some(c) = cloud {
+            if let Some(l) = c.cloud.labels.as_ref().and_then(|l| l.get(i)) {
+                out.push(format!("ground truth: {l}"));
+            } else if let Some(cl) = c.cloud.class_label {
+                out.push(format!("ground truth: {}", name(cl)));
+            }
+        }
+        if let Some(a) = analysis {
+            if let Some(p) = a.part_pred.as_ref().and_then(|p| p.get(i)) {
+                out.push(format!("predicted: {p}"));
+            } else if let Some(k) = a.predicted_class() {
+                out.push(format!("predicted: {}", name(k)));
+            }
+        }
+        let scales = if following {
+            self.training_view.as_ref().map(|t| &t.3)
+        } else {
+            cloud.and_then(|c| c.scales.as_ref())
+        };
+        if let Some(s) = scales {
+            let patches = s.patches_of(i);
+            if !patches.is_empty() {
+                let shown: Vec<String> = patches.iter().take(6).map(|k| k.to_string()).collect();
+                let more = if patches.len() > 6 { " ..." } else { "" };
+                out.push(format!("patch {}{more}", shown.join(", ")));
+            }
+        }
+        if let Some(c) = &self.colouring
+            && let (Some(v), Legend::Colorbar { title, .. }) =
+                (c.values.as_ref().and_then(|v| v.get(i)), &c.legend)
+        {
+            out.push(format!("{title}: {v:.4}"));
+        }
+        out
+    }
+
+    fn centers_overlay(&self, painter: &egui::Painter, rect: Rect) {
+        let scales = if self.following_training() {
+            self.training_view.as_ref().map(|t| &t.3)
+        } else {
+            self.current_cloud().and_then(|c| c.scales.as_ref())
+        };
+        let Some(s) = scales else { return };
+        let values = s.patch_values(self.settings.colours.block);
+        let range = match self.colouring.as_ref().map(|c| &c.legend) {
+            Some(Legend::Colorbar { range, .. })
+                if self.settings.colours.colour_by == ColourBy::Scale =>
+            {
+                *range
+            }
+            _ => super::colouring::percentile_range(&values, 0.0, 1.0),
+        };
+        let proj = Projector::new(&self.camera, [rect.width(), rect.height()]);
+        let r = (self.settings.point_radius * 2.2).max(4.0);
+        for (k, c) in s.centers.iter().enumerate() {
+            let Some([x, y, _]) = proj.project(*c) else {
+                continue;
+            };
+            let fill = values.get(k).map_or(Color32::GRAY, |&v| {
+                let c = self
+                    .settings
+                    .colours
+                    .colormap
+                    .sample_u8(colormap::normalize(v, range));
+                Color32::from_rgb(c[0], c[1], c[2])
+            });
+            painter.circle(rect.min + vec2(x, y), r, fill, (1.5, Color32::WHITE));
+        }
+    }
+
+    fn legend_overlay(&self, ctx: &egui::Context, rect: Rect) {
+        let Some(colouring) = &self.colouring else {
+            return;
+        };
+        let legend = colouring.legend.clone();
+        if legend == Legend::None {
+            return;
+        }
+        egui::Area::new(egui::Id::unique("view_legend"))
+            .fixed_pos(pos2(rect.right() - 12.0, rect.top() + 12.0))
+            .pivot(Align2::RIGHT_TOP)
+            .order(egui::Order::Middle)
+            .interactable(false)
+            .show(ctx, |ui| {
+                egui::Frame::popup(ui.style())
+                    .fill(Color32::from_black_alpha(170))
+                    .show(ui, |ui| {
+                        ui.set_min_width(150.0);
+                        match legend {
+                            Legend::None => {}
+                            Legend::Colorbar {
+                                title,
+                                colormap,
+                                range,
+                                mode,
+                            } => {
+                                ui.strong(title);
+                                colorbar_ui(ui, colormap, range);
+                                ui.small(format!("range: {}", mode.label()));
+                            }
+                            Legend::Classes { title, entries } => {
+                                ui.strong(title);
+                                const MAX_ROWS: usize = 24;
+                                for e in entries.iter().take(MAX_ROWS) {
+                                    ui.horizontal(|ui| {
+                                        let (r, _) = ui
+                                            .allocate_exact_size(vec2(12.0, 12.0), Sense::hover());
+                                        ui.painter().rect_filled(
+                                            r,
+                                            2.0,
+                                            Color32::from_rgb(e.color[0], e.color[1], e.color[2]),
+                                        );
+                                        ui.label(format!("{} ({})", e.name, e.count));
+                                    });
+                                }
+                                if entries.len() > MAX_ROWS {
+                                    ui.small(format!("... {} more", entries.len() - MAX_ROWS));
+                                }
+                            }
+                        }
+                    });
+            });
+    }
+
+    fn messages_overlay(&mut self, ctx: &egui::Context, rect: Rect) {
+        if self.messages.is_empty() {
+            return;
+        }
+        let mut dismiss = None;
+        egui::Area::new(egui::Id::unique("view_messages"))
+            .fixed_pos(rect.left_top() + vec2(12.0, 12.0))
+            .order(egui::Order::Middle)
+            .show(ctx, |ui| {
+                ui.set_max_width((rect.width() - 260.0).max(200.0));
+                for (k, m) in self.messages.iter().enumerate() {
+                    egui::Frame::popup(ui.style()).show(ui, |ui| {
+                        ui.horizontal(|ui| {
+                            if ui.small_button("Dismiss").clicked() {
+                                dismiss = Some(k);
+                            }
+                            let is_error = m.starts_with("could not") || m.contains("failed");
+                            if is_error {
+                                ui.colored_label(ui.visuals().error_fg_color, m);
+                            } else {
+                                ui.label(m);
+                            }
+                        });
+                    });
+                }
+            });
+        if let Some(k) = dismiss {
+            self.messages.remove(k);
+        }
+    }
+
+    fn status_overlay(&self, painter: &egui::Painter, rect: Rect) {
+        let mut parts = Vec::new();
+        if self.following_training() {
+            if let Some((epoch, step, _)) = &self.run.latest_scales {
+                parts.push(format!("training snapshot · epoch {epoch} step {step}"));
+            }
+        } else if let Some(c) = self.current_cloud() {
+            parts.push(c.name.clone());
+        }
+        if !self.point_data.positions.is_empty() {
+            parts.push(format!("{} points", self.point_data.positions.len()));
+            parts.push(format!(
+                "colour: {}",
+                self.settings.colours.colour_by.label()
+            ));
+        }
+        if let Some(note) = self.colouring.as_ref().and_then(|c| c.note.as_ref()) {
+            parts.push(note.clone());
+        }
+        parts.push("H: help".into());
+        painter.text(
+            rect.left_bottom() + vec2(10.0, -10.0),
+            Align2::LEFT_BOTTOM,
+            parts.join("  ·  "),
+            egui::FontId::proportional(13.0),
+            Color32::from_gray(190),
+        );
+    }
+}
+
+/// A vertical colour bar with the range's ends and middle written next to it.
+fn colorbar_ui(ui: &mut egui::Ui, colormap: crate::render::Colormap, range: (f32, f32)) {
+    let (rect, _) = ui.allocate_exact_size(vec2(90.0, 160.0), Sense::hover());
+    let bar = Rect::from_min_size(rect.min, vec2(16.0, rect.height()));
+    let mut mesh = egui::Mesh::default();
+    const STEPS: usize = 32;
+    for s in 0..=STEPS {
+        let t = s as f32 / STEPS as f32;
+        let y = bar.bottom() - t * bar.height();
+        let c = colormap.sample_u8(t);
+        let col = Color32::from_rgb(c[0], c[1], c[2]);
+        mesh.colored_vertex(pos2(bar.left(), y), col);
+        mesh.colored_vertex(pos2(bar.right(), y), col);
+        if s > 0 {
+            let i = (2 * s) as u32;
+            mesh.add_triangle(i - 2, i - 1, i);
+            mesh.add_triangle(i - 1, i + 1, i);
+        }
+    }
+    ui.painter().add(mesh);
+    let text_color = ui.visuals().strong_text_color();
+    for t in [0.0f32, 0.5, 1.0] {
+        let v = range.0 + (range.1 - range.0) * t;
+        let y = bar.bottom() - t * bar.height();
+        ui.painter().line_segment(
+            [pos2(bar.right(), y), pos2(bar.right() + 4.0, y)],
+            (1.0, text_color),
+        );
+        ui.painter().text(
+            pos2(bar.right() + 7.0, y),
+            Align2::LEFT_CENTER,
+            format_value(v),
+            egui::FontId::monospace(11.0),
+            text_color,
+        );
+    }
+}
+
+fn format_value(v: f32) -> String {
+    if v != 0.0 && (v.abs() >= 1e4 || v.abs() < 1e-3) {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.3}")
+    }
+}

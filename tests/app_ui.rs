@@ -1,0 +1,587 @@
+//! Headless UI tests of the desktop app with egui_kittest on wgpu (lavapipe without a GPU):
+//! widgets by label, the keymap-driven help, the run panel, and pixels of the 3D view
+//! rendered by the custom paint callback.
+//!
+//! Set `DAPT_UPDATE_SCREENSHOTS=1` to also write the README screenshots to
+//! `assets/screenshots/`.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dapt::app::{
+    Analyzer, AppOptions, CloudAnalysis, ColourBy, KEYMAP, RunSettings, SideTab, StudioApp,
+    TrainingHandle, TrainingLauncher, VIEW_BACKGROUND,
+};
+use dapt::data::PointCloud;
+use dapt::render::colormap;
+use dapt::train::{EpochMetrics, ScaleSnapshot, TrainEvent};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::wgpu::WgpuTestRenderer;
+
+const SIZE: [f32; 2] = [1100.0, 700.0];
+
+/// `n` points on a unit sphere (Fibonacci lattice), part label = quadrant in the xz plane.
+fn sphere(n: usize) -> PointCloud {
+    let golden = std::f32::consts::PI * (3.0 - 5f32.sqrt());
+    let positions: Vec<[f32; 3]> = (0..n)
+        .map(|i| {
+            let y = 1.0 - 2.0 * (i as f32 + 0.5) / n as f32;
+            let r = (1.0 - y * y).sqrt();
+            let t = golden * i as f32;
+            [r * t.cos(), y, r * t.sin()]
+        })
+        .collect();
+    let labels = positions
+        .iter()
+        .map(|p| (p[0] >= 0.0) as i64 + 2 * (p[2] >= 0.0) as i64)
+        .collect();
+    PointCloud {
+        positions,
+        labels: Some(labels),
+        class_label: Some(0),
+        ..Default::default()
+    }
+}
+
+/// `n` points on a tube around a trefoil knot; part label = which quarter of the curve.
+fn trefoil(n: usize) -> PointCloud {
+    let tau = std::f32::consts::TAU;
+    let curve = |t: f32| {
+        [
+            (t.sin() + 2.0 * (2.0 * t).sin()) / 3.0,
+            (t.cos() - 2.0 * (2.0 * t).cos()) / 3.0,
+            -(3.0 * t).sin() / 3.0,
+        ]
+    };
+    let mut positions = Vec::with_capacity(n);
+    let mut labels = Vec::with_capacity(n);
+    let rings = 200;
+    let per_ring = n.div_ceil(rings);
+    for i in 0..n {
+        let ring = i / per_ring;
+        let t = tau * ring as f32 / rings as f32;
+        let a = tau * (i % per_ring) as f32 / per_ring as f32 + ring as f32 * 0.37;
+        let c = curve(t);
+        let c2 = curve(t + 1e-3);
+        let tangent: Vec<f32> = (0..3).map(|k| c2[k] - c[k]).collect();
+        let len = tangent.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let tn = [tangent[0] / len, tangent[1] / len, tangent[2] / len];
+        // a frame around the tangent: u = normalize(tn x z), v = tn x u
+        let z = [0.0, 0.0, 1.0];
+        let u = [
+            tn[1] * z[2] - tn[2] * z[1],
+            tn[2] * z[0] - tn[0] * z[2],
+            tn[0] * z[1] - tn[1] * z[0],
+        ];
+        let ul = u.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+        let u = [u[0] / ul, u[1] / ul, u[2] / ul];
+        let v = [
+            tn[1] * u[2] - tn[2] * u[1],
+            tn[2] * u[0] - tn[0] * u[2],
+            tn[0] * u[1] - tn[1] * u[0],
+        ];
+        let r = 0.12;
+        positions.push([
+            c[0] + r * (a.cos() * u[0] + a.sin() * v[0]),
+            c[1] + r * (a.cos() * u[1] + a.sin() * v[1]),
+            c[2] + r * (a.cos() * u[2] + a.sin() * v[2]),
+        ]);
+        labels.push((4 * ring / rings) as i64);
+    }
+    PointCloud {
+        positions,
+        labels: Some(labels),
+        class_label: Some(0),
+        ..Default::default()
+    }
+}
+
+/// TEST DOUBLE, not a model: derives "predictions" and "scales" from geometry only, so the
+/// UI has deterministic numbers to show.
+struct GeometryAnalyzer;
+
+impl Analyzer for GeometryAnalyzer {
+    fn name(&self) -> String {
+        "geometry test double".into()
+    }
+
+    fn analyze(&self, cloud: &PointCloud) -> Result<CloudAnalysis, String> {
+        let n = cloud.len();
+        // like Point-MAE: patches overlap and cover the cloud about twice
+        let groups_n = 64.min(n);
+        let k = (2 * n / groups_n).min(n);
+        let centers: Vec<[f32; 3]> = (0..groups_n)
+            .map(|g| cloud.positions[g * n / groups_n])
+            .collect();
+        let groups: Vec<Vec<usize>> = centers
+            .iter()
+            .map(|c| {
+                let mut idx: Vec<usize> = (0..n).collect();
+                let d = |i: usize| {
+                    (0..3)
+                        .map(|a| (cloud.positions[i][a] - c[a]).powi(2))
+                        .sum::<f32>()
+                };
+                idx.sort_by(|&a, &b| d(a).total_cmp(&d(b)));
+                idx.truncate(k);
+                idx
+            })
+            .collect();
+        let blocks = 4;
+        let patch_scales = (0..blocks)
+            .map(|b| {
+                centers
+                    .iter()
+                    .map(|c| (c[1] + 1.0) * (b + 1) as f32)
+                    .collect()
+            })
+            .collect();
+        Ok(CloudAnalysis {
+            class_names: vec!["airplane".into(), "chair".into(), "lamp".into()],
+            probabilities: vec![0.72, 0.2, 0.08],
+            centers,
+            groups,
+            patch_scales,
+            prompt_scales: (0..blocks).map(|b| vec![0.5; b + 1]).collect(),
+            cls_scales: (0..blocks).map(|b| 0.1 * b as f32).collect(),
+            part_pred: None,
+        })
+    }
+}
+
+fn harness(app: StudioApp) -> Harness<'static, StudioApp> {
+    harness_with_state(app).0
+}
+
+/// The harness and its render state (to look at the point renderer's counters).
+fn harness_with_state(app: StudioApp) -> (Harness<'static, StudioApp>, egui_wgpu::RenderState) {
+    let rs = egui_kittest::wgpu::create_render_state(
+        egui_kittest::wgpu::default_wgpu_setup(),
+        egui_wgpu::RendererOptions::PREDICTABLE,
+    );
+    dapt::render::install(&rs);
+    let h = Harness::builder()
+        .with_size(SIZE)
+        .with_max_steps(40)
+        .with_render_cursor(false)
+        .renderer(WgpuTestRenderer::from_render_state(rs.clone()))
+        .build_ui_state(|ui, app: &mut StudioApp| app.ui_root(ui), app);
+    (h, rs)
+}
+
+fn uploads(rs: &egui_wgpu::RenderState) -> (u64, u32) {
+    let r = rs.renderer.read();
+    let p = r
+        .callback_resources
+        .get::<dapt::render::PointRenderer>()
+        .expect("point renderer installed");
+    (p.uploads, p.point_count())
+}
+
+fn app_with_sphere(analyzer: Option<Arc<dyn Analyzer>>) -> StudioApp {
+    let mut app = StudioApp::new(AppOptions {
+        analyzer,
+        ..Default::default()
+    });
+    app.add_cloud("sphere.ply".into(), sphere(3000));
+    app
+}
+
+/// Steps until the worker-thread analyses are back (bounded).
+fn settle(h: &mut Harness<'_, StudioApp>) {
+    let t0 = Instant::now();
+    while !h.state().analyses_settled() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "analysis never finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.run_steps(3);
+}
+
+fn has_label(h: &Harness<'_, StudioApp>, text: &str) -> bool {
+    h.query_all_by_label_contains(text).next().is_some()
+}
+
+fn bg() -> [u8; 3] {
+    let c = colormap::to_u8(VIEW_BACKGROUND);
+    [c[0], c[1], c[2]]
+}
+
+/// Pixels of `img` in the region that differ clearly from the view background.
+fn count_non_background(img: &image::RgbaImage, x0: u32, y0: u32, x1: u32, y1: u32) -> usize {
+    let b = bg();
+    let mut n = 0;
+    for y in y0..y1.min(img.height()) {
+        for x in x0..x1.min(img.width()) {
+            let p = img.get_pixel(x, y).0;
+            let d: i32 = (0..3).map(|k| (p[k] as i32 - b[k] as i32).abs()).sum();
+            if d > 40 {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn count_near(img: &image::RgbaImage, color: [u8; 4], tol: i32) -> usize {
+    img.pixels()
+        .filter(|p| (0..3).all(|k| (p.0[k] as i32 - color[k] as i32).abs() <= tol))
+        .count()
+}
+
+fn maybe_save(img: &image::RgbaImage, name: &str) {
+    if std::env::var_os("DAPT_UPDATE_SCREENSHOTS").is_some() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        // a palette-free RGB PNG keeps the file small enough for the README
+        let rgb = image::DynamicImage::ImageRgba8(img.clone()).to_rgb8();
+        rgb.save(dir.join(name)).unwrap();
+    }
+}
+
+#[test]
+fn without_analyzer_says_no_model_loaded_and_offers_colour_by() {
+    let mut h = harness(app_with_sphere(None));
+    h.run_steps(3);
+    assert!(has_label(&h, "no model loaded"));
+    assert!(has_label(&h, "Colour by"));
+    assert!(has_label(&h, "sphere.ply (3000 pts)"));
+    // prediction colouring without a model: grey points and a note, no fake numbers
+    h.state_mut().settings.colours.colour_by = ColourBy::Prediction;
+    h.run_steps(2);
+    assert!(
+        !has_label(&h, "%"),
+        "no probabilities may be shown without a model"
+    );
+}
+
+#[test]
+fn analyzer_results_show_top_k_and_legend_names() {
+    let mut h = harness(app_with_sphere(Some(Arc::new(GeometryAnalyzer))));
+    settle(&mut h);
+    assert!(has_label(&h, "model: geometry test double"));
+    assert!(
+        has_label(&h, "airplane (truth)"),
+        "top-1 with the ground truth marked"
+    );
+    assert!(has_label(&h, "chair"));
+    assert!(has_label(&h, "72.0 %"));
+    // class legend with names from the analysis
+    h.state_mut().settings.colours.colour_by = ColourBy::Prediction;
+    h.run_steps(2);
+    assert!(has_label(&h, "prediction (class)"));
+    assert!(has_label(&h, "airplane (3000)"));
+    // dynamic scales: colorbar title names the block reduction; prompts/cls listed
+    h.state_mut().settings.colours.colour_by = ColourBy::Scale;
+    h.run_steps(2);
+    assert!(has_label(&h, "dynamic scale, mean over blocks"));
+    assert!(has_label(&h, "4 blocks · 64 patches"));
+}
+
+#[test]
+fn ground_truth_legend_and_rendered_points() {
+    let mut app = StudioApp::new(AppOptions::default());
+    app.add_cloud("trefoil.ply".into(), trefoil(6000));
+    let mut h = harness(app);
+    h.state_mut().settings.colours.colour_by = ColourBy::Truth;
+    h.state_mut().settings.point_radius = 3.0;
+    h.run_steps(3);
+    assert!(has_label(&h, "ground truth (part)"));
+    for part in 0..4 {
+        assert!(
+            has_label(&h, &format!("part {part} (")),
+            "legend entry for part {part}"
+        );
+    }
+    let img = h.render().expect("render");
+    // the sphere sits in the middle of the view (right of the side panel)
+    let (w, hgt) = (img.width(), img.height());
+    let view_x0 = (w as f32 * 0.4) as u32;
+    let lit = count_non_background(&img, view_x0, hgt / 5, w - 200, hgt * 4 / 5);
+    assert!(
+        lit > 5_000,
+        "the 3D view shows points, got {lit} non-background pixels"
+    );
+    for part in 0..4 {
+        let c = colormap::to_u8(colormap::categorical(part));
+        let n = count_near(&img, c, 6);
+        assert!(n > 100, "part {part} colour {c:?} drawn: {n} pixels");
+    }
+    maybe_save(&img, "viewer_parts_legend.png");
+}
+
+#[test]
+fn height_colorbar_and_heatmap_screenshot() {
+    let mut app = StudioApp::new(AppOptions {
+        analyzer: Some(Arc::new(GeometryAnalyzer)),
+        ..Default::default()
+    });
+    app.add_cloud("trefoil.ply".into(), trefoil(6000));
+    let mut h = harness(app);
+    settle(&mut h);
+    h.state_mut().settings.colours.colour_by = ColourBy::Scale;
+    h.state_mut().settings.show_centers = true;
+    h.run_steps(3);
+    assert!(has_label(&h, "range: robust (2-98 %)"));
+    let img = h.render().expect("render");
+    let (w, hgt) = (img.width(), img.height());
+    let lit = count_non_background(&img, (w as f32 * 0.4) as u32, hgt / 5, w - 200, hgt * 4 / 5);
+    assert!(lit > 3_000, "heatmap drawn: {lit}");
+    maybe_save(&img, "viewer_scale_heatmap.png");
+}
+
+#[test]
+fn keymap_table_drives_keys_and_help_overlay() {
+    let mut h = harness(app_with_sphere(None));
+    h.run_steps(2);
+    let first = KEYMAP[0].description;
+    assert!(!has_label(&h, first));
+    h.key_press(egui::Key::H);
+    h.run_steps(2);
+    assert!(h.state().help_open);
+    for b in KEYMAP {
+        assert!(
+            has_label(&h, b.description),
+            "help lists '{}'",
+            b.description
+        );
+        assert!(
+            has_label(&h, b.key_label),
+            "help lists key '{}'",
+            b.key_label
+        );
+    }
+    h.key_press(egui::Key::H);
+    h.run_steps(2);
+    assert!(!h.state().help_open);
+    assert!(!has_label(&h, first));
+
+    let r = h.state().settings.point_radius;
+    h.key_press(egui::Key::Plus);
+    h.run_steps(1);
+    assert!(h.state().settings.point_radius > r);
+    h.key_press(egui::Key::Num3);
+    h.run_steps(1);
+    assert_eq!(h.state().settings.colours.colour_by, ColourBy::Truth);
+}
+
+#[test]
+fn bad_files_become_dismissible_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.ply");
+    std::fs::write(
+        &bad,
+        "ply\nformat ascii 1.0\nelement vertex 5\nproperty float x\nend_header\n1\n",
+    )
+    .unwrap();
+    let mut app = StudioApp::new(AppOptions {
+        files: vec![bad.clone(), dir.path().join("missing.txt")],
+        ..Default::default()
+    });
+    assert_eq!(app.messages.len(), 2);
+    app.add_cloud("ok".into(), sphere(100));
+    let mut h = harness(app);
+    h.run_steps(2);
+    assert!(has_label(&h, "broken.ply"));
+    assert!(has_label(&h, "missing.txt"));
+    h.get_all_by_label("Dismiss").next().unwrap().click();
+    h.run_steps(2);
+    assert_eq!(h.state().messages.len(), 1, "one message dismissed");
+}
+
+/// TEST DOUBLE training engine: replays a short scripted run from a thread.
+struct ScriptedLauncher;
+
+impl TrainingLauncher for ScriptedLauncher {
+    fn start(&self, settings: &RunSettings) -> Result<TrainingHandle, String> {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let epochs = settings.epochs.min(4);
+        std::thread::spawn(move || {
+            let _ = tx.send(TrainEvent::Started {
+                run_dir: "runs/test".into(),
+                backend: "scripted".into(),
+                start_epoch: 0,
+                total_epochs: epochs,
+                steps_per_epoch: 50,
+                trainable_params: 1_100_000,
+                total_params: 22_000_000,
+            });
+            let cloud = sphere(1500);
+            for e in 0..epochs.saturating_sub(1) {
+                for s in 0..50 {
+                    let t = (e * 50 + s) as f64;
+                    let _ = tx.send(TrainEvent::Step {
+                        epoch: e,
+                        step: s + 1,
+                        steps_per_epoch: 50,
+                        loss: 2.0 * (-t / 60.0).exp() + 0.1 * ((t * 1.7).sin() + 1.0),
+                        lr: 5e-4 * (1.0 - t / 200.0),
+                        samples_per_sec: 250.0,
+                    });
+                }
+                for (split, acc) in [
+                    ("train", 0.5 + 0.12 * e as f64),
+                    ("test", 0.45 + 0.1 * e as f64),
+                ] {
+                    let _ = tx.send(TrainEvent::Metrics(EpochMetrics {
+                        epoch: e,
+                        split: split.into(),
+                        wall_secs: 1.0,
+                        lr: 5e-4,
+                        loss: 1.5 / (e + 1) as f64,
+                        overall_accuracy: acc,
+                        mean_class_accuracy: acc - 0.05,
+                        instance_miou: None,
+                        class_miou: None,
+                    }));
+                }
+                let analysis = GeometryAnalyzer.analyze(&cloud).unwrap();
+                let _ = tx.send(TrainEvent::TokenScales {
+                    epoch: e,
+                    step: 50,
+                    snapshot: ScaleSnapshot {
+                        centers: analysis.centers,
+                        groups: analysis.groups,
+                        points: cloud.positions.clone(),
+                        patch: analysis.patch_scales,
+                        prompts: analysis.prompt_scales,
+                        cls: analysis.cls_scales,
+                    },
+                });
+            }
+            // stays "running" until the test is done: keep the sender alive
+            std::thread::sleep(Duration::from_secs(30));
+        });
+        Ok(TrainingHandle { events: rx, stop })
+    }
+}
+
+#[test]
+fn run_panel_starts_plots_and_follows_training() {
+    let mut app = StudioApp::new(AppOptions {
+        launcher: Some(Arc::new(ScriptedLauncher)),
+        ..Default::default()
+    });
+    app.tab = SideTab::Run;
+    app.settings.colours.colour_by = ColourBy::Scale;
+    let mut h = harness(app);
+    h.run_steps(2);
+    assert!(has_label(&h, "status: idle"));
+    h.get_by_label("Start").click();
+    let t0 = Instant::now();
+    while h.state().run.step_loss.len() < 150 || h.state().run.latest_scales.is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "events never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.run_steps(3);
+    assert!(has_label(&h, "status: running"));
+    assert!(has_label(&h, "samples/s"));
+    assert!(has_label(&h, "training snapshot") || h.state().run.latest_scales.is_some());
+    let img = h.render().expect("render");
+    let (w, hgt) = (img.width(), img.height());
+    let lit = count_non_background(
+        &img,
+        (w as f32 * 0.45) as u32,
+        hgt / 5,
+        w - 200,
+        hgt * 4 / 5,
+    );
+    assert!(
+        lit > 3_000,
+        "the snapshot heatmap is drawn while following training: {lit}"
+    );
+    maybe_save(&img, "run_panel.png");
+    h.get_by_label("Stop").click();
+    h.run_steps(2);
+    assert!(has_label(&h, "stopping at the next safe point"));
+}
+
+#[test]
+fn big_cloud_uploads_once_and_camera_stays_put() {
+    let mut app = StudioApp::new(AppOptions::default());
+    app.add_cloud("big".into(), sphere(1_000_000));
+    let (mut h, rs) = harness_with_state(app);
+    h.run_steps(1);
+    h.render().expect("render");
+    let (first, count) = uploads(&rs);
+    assert_eq!(count, 1_000_000);
+    assert_eq!(first, 2, "positions and colours uploaded once each");
+    // camera moves and repaints upload nothing
+    h.state_mut().camera.orbit(40.0, 10.0);
+    h.run_steps(2);
+    h.render().expect("render");
+    assert_eq!(uploads(&rs).0, first);
+    // recolouring re-uploads only the colours
+    h.state_mut().settings.colours.colour_by = ColourBy::Truth;
+    h.run_steps(1);
+    h.render().expect("render");
+    assert_eq!(uploads(&rs).0, first + 1);
+    // opening another cloud never moves the camera (ux.md #5)
+    let cam = h.state().camera.clone();
+    let mut other = sphere(500);
+    other.positions.iter_mut().for_each(|p| p[0] += 10.0);
+    h.state_mut().add_cloud("other".into(), other);
+    h.run_steps(2);
+    assert_eq!(h.state().camera, cam);
+}
+
+#[test]
+fn hovering_a_point_shows_its_values() {
+    let mut h = harness(app_with_sphere(None));
+    h.state_mut().settings.colours.colour_by = ColourBy::Truth;
+    h.state_mut().settings.point_radius = 4.0;
+    h.run_steps(2);
+    // the 3D view fills the window right of the side panel; its centre shows the sphere
+    let view_rect = egui::Rect::from_min_max(egui::pos2(350.0, 0.0), egui::pos2(SIZE[0], SIZE[1]));
+    h.hover_at(view_rect.center());
+    h.run_steps(3);
+    std::thread::sleep(Duration::from_millis(60));
+    h.hover_at(view_rect.center() + egui::vec2(1.0, 0.0));
+    h.run_steps(3);
+    assert!(has_label(&h, "point "), "tooltip with the point index");
+    assert!(has_label(&h, "ground truth: "), "tooltip with the label");
+}
+
+#[test]
+fn p_saves_a_png_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = StudioApp::new(AppOptions {
+        screenshot_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    app.add_cloud("sphere.ply".into(), sphere(2000));
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.key_press(egui::Key::P);
+    h.run_steps(4);
+    let pngs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    assert_eq!(pngs.len(), 1, "one screenshot written");
+    let name = pngs[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("dapt-") && name.len() == "dapt-YYYYMMDD-HHMMSS.png".len(),
+        "{name}"
+    );
+    assert!(has_label(&h, "screenshot saved to"));
+    let img = image::open(&pngs[0]).unwrap().to_rgba8();
+    let (w, hgt) = (img.width(), img.height());
+    assert!(
+        count_non_background(&img, w / 2, hgt / 4, w - 200, hgt * 3 / 4) > 2_000,
+        "the PNG shows the points"
+    );
+}
