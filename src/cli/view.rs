@@ -41,7 +41,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
     app::run_app(AppOptions {
         files: args.files,
         analyzer,
-        launcher: None,
+        launcher: Some(std::sync::Arc::new(app::model_hook::EngineLauncher)),
         max_frames: args.frames,
         screenshot: args.screenshot,
         settings_path: if scripted {

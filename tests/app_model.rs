@@ -1,0 +1,113 @@
+//! The app's seams wired to the real library: a checkpoint analyses a cloud (prediction,
+//! patches, dynamic scales in the displayed cloud's indices), and the run panel's launcher
+//! trains through the engine on a worker thread.
+
+mod common;
+
+use common::*;
+use dapt::app::model_hook::{EngineLauncher, analyzer_from_checkpoint, sample_indices};
+use dapt::app::training::{RunSettings, TrainingLauncher};
+use dapt::data::PointCloud;
+use dapt::train::TrainEvent;
+
+#[test]
+fn an_official_checkpoint_analyses_a_cloud_like_the_pytorch_model() {
+    let case = fixture_dir("dapt_small");
+    let a =
+        analyzer_from_checkpoint(&case.join("model.pth"), Some(&case.join("config.yaml"))).unwrap();
+    let io = load_io("dapt_small");
+    let n = io["points"].shape[1];
+    let pts = to_points(&io["points"]);
+    let cloud = PointCloud::from_positions(pts[..n].to_vec());
+    let r = a.analyze(&cloud).unwrap();
+    assert_eq!(r.class_names.len(), 5);
+    let p: f32 = r.probabilities.iter().sum();
+    assert!((p - 1.0).abs() < 1e-4);
+    // same prediction as the official logits for this cloud
+    let logits = &io["logits"].data[..5];
+    let want = (0..5)
+        .max_by(|&i, &j| logits[i].total_cmp(&logits[j]))
+        .unwrap();
+    assert_eq!(r.predicted_class(), Some(want));
+    assert_eq!(r.groups.len(), 16);
+    assert!(
+        r.groups
+            .iter()
+            .all(|g| g.len() == 8 && g.iter().all(|&i| i < n))
+    );
+    assert_eq!(r.patch_scales.len(), 3);
+    assert!(
+        r.patch_scales
+            .iter()
+            .all(|b| b.len() == 16 && b.iter().all(|s| *s >= 0.0))
+    );
+    // the official dynamic scales of block 0's patches (tokens after cls)
+    let s0 = &io["scale.0"];
+    let t = s0.shape[1];
+    let want_patch: Vec<f64> = s0.data[t - 16..t].to_vec();
+    assert_close(
+        "scale.0 patches",
+        &r.patch_scales[0],
+        &Fx {
+            shape: vec![16],
+            data: want_patch,
+        },
+        1e-4,
+    );
+    assert_eq!(
+        r.prompt_scales[2].len(),
+        2,
+        "block 2 sees the two earlier prompts"
+    );
+}
+
+#[test]
+fn sampling_indices_cover_short_exact_and_long_clouds() {
+    let pts: Vec<[f32; 3]> = (0..50).map(|i| [i as f32, 0.0, 1.0]).collect();
+    assert_eq!(sample_indices(&pts, 50), (0..50).collect::<Vec<_>>());
+    let long = sample_indices(&pts, 10);
+    assert_eq!(long.len(), 10);
+    assert_eq!(long[0], 0);
+    let short = sample_indices(&pts[..5], 12);
+    assert_eq!(short.len(), 12);
+    assert!(short.iter().all(|&i| i < 5));
+}
+
+#[test]
+fn the_run_panel_launcher_trains_through_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RunSettings {
+        data: "synthetic:seed=2,train=2,test=1,points=600".into(),
+        mode: "dapt".into(),
+        epochs: 1,
+        lr: 1e-3,
+        batch: 8,
+        out: Some(dir.path().join("run")),
+        ..RunSettings::default()
+    };
+    let h = EngineLauncher.start(&s).unwrap();
+    let mut saw = (false, false, false);
+    for ev in h.events.iter() {
+        match ev {
+            TrainEvent::Started { .. } => saw.0 = true,
+            TrainEvent::Metrics(_) => saw.1 = true,
+            TrainEvent::Finished { .. } => saw.2 = true,
+            TrainEvent::Failed { message } => panic!("{message}"),
+            _ => {}
+        }
+    }
+    assert_eq!(saw, (true, true, true));
+    assert!(
+        dir.path()
+            .join("run/checkpoints/best.safetensors")
+            .is_file()
+    );
+    assert!(
+        EngineLauncher
+            .start(&RunSettings {
+                mode: "lora".into(),
+                ..s
+            })
+            .is_err()
+    );
+}
