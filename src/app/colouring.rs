@@ -8,7 +8,7 @@ use crate::data::PointCloud;
 use crate::render::camera::UpAxis;
 use crate::render::colormap::{self, Colormap};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum ColourBy {
     Rgb,
     #[default]

@@ -52,6 +52,10 @@ pub struct AppOptions {
     pub wgpu_setup: Option<egui_wgpu::WgpuSetup>,
     /// A message to show at start (e.g. why the checkpoint could not be loaded).
     pub startup_message: Option<String>,
+    /// Start with this colouring instead of the saved one (`dapt view --colour-by`).
+    pub colour_by: Option<ColourBy>,
+    /// Start with patch centres shown.
+    pub show_centers: bool,
 }
 
 /// UI settings that survive restarts; `#[serde(default)]` so old files still load.
@@ -237,6 +241,12 @@ impl StudioApp {
             frame: 0,
             max_frames: options.max_frames,
         };
+        if let Some(c) = options.colour_by {
+            app.settings.colours.colour_by = c;
+        }
+        if options.show_centers {
+            app.settings.show_centers = true;
+        }
         app.camera.up = app.settings.up;
         for f in options.files {
             app.open_file(&f);

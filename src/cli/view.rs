@@ -20,6 +20,12 @@ pub struct ViewArgs {
     /// Save a PNG of the window to PATH after the first frames, then exit.
     #[arg(long, value_name = "PATH")]
     pub screenshot: Option<PathBuf>,
+    /// Initial colouring (rgb, height, truth, prediction, error, scale, patch).
+    #[arg(long, value_enum)]
+    pub colour_by: Option<crate::app::colouring::ColourBy>,
+    /// Show the patch centres from the start.
+    #[arg(long)]
+    pub show_centres: bool,
 }
 
 pub fn run(args: ViewArgs) -> anyhow::Result<()> {
@@ -52,5 +58,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
         screenshot_dir: None,
         wgpu_setup: None,
         startup_message,
+        colour_by: args.colour_by,
+        show_centers: args.show_centres,
     })
 }

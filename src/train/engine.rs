@@ -59,7 +59,10 @@ pub struct Prepared {
 pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainError> {
     let spec = DataSpec::parse(&cfg.data)?;
     let mut ds = spec.open()?;
-    let normalize = cfg.normalize.unwrap_or(ds.normalize);
+    // The synthetic generator already normalises each cloud; recording `true` for it makes
+    // predictions on users' files (any scale, any offset) go through the same normalisation.
+    let synthetic = matches!(spec, DataSpec::Synthetic(_));
+    let normalize = cfg.normalize.unwrap_or(ds.normalize || synthetic);
     // `Dataset::load` applies pc_normalize exactly when this flag is set
     ds.normalize = normalize;
     let opts = ReadOptions::default();
