@@ -233,6 +233,7 @@ impl RunPanel {
                 loss,
                 lr,
                 samples_per_sec,
+                ..
             } => {
                 let x = epoch as f64 + step as f64 / steps_per_epoch.max(1) as f64;
                 self.step_loss.push([x, loss]);
@@ -625,6 +626,7 @@ mod tests {
                     step: s + 1,
                     steps_per_epoch: 10,
                     loss: 1.0 / (s + 1) as f64,
+                    accuracy: 0.5,
                     lr: 1e-3,
                     samples_per_sec: 100.0,
                 })

@@ -50,6 +50,7 @@ pub fn report_events(rx: Receiver<TrainEvent>, json: bool) {
                 step,
                 steps_per_epoch,
                 loss,
+                accuracy,
                 samples_per_sec,
                 ..
             } => {
@@ -67,7 +68,10 @@ pub fn report_events(rx: Receiver<TrainEvent>, json: bool) {
                     });
                     b.set_prefix(format!("epoch {}/{}", epoch + 1, total_epochs));
                     b.set_position(step as u64 + 1);
-                    b.set_message(format!("loss {loss:.4} {samples_per_sec:.1} samples/s"));
+                    b.set_message(format!(
+                        "loss {loss:.4} acc {:.1}% {samples_per_sec:.1} samples/s",
+                        100.0 * accuracy
+                    ));
                 }
             }
             TrainEvent::Metrics(m) => {

@@ -290,7 +290,6 @@ fn run_inner(
         rng.shuffle(&mut order);
         let mut loss_sum = 0.0;
         let mut conf = Confusion::new(cfg.model.cls_dim);
-        let epoch_start = Instant::now();
         for step in 0..steps_per_epoch {
             if stop.load(Ordering::Relaxed) {
                 stopped = true;
@@ -325,6 +324,7 @@ fn run_inner(
                     step,
                     steps_per_epoch,
                     loss: loss_v,
+                    accuracy: conf.overall_accuracy(),
                     lr,
                     samples_per_sec: batch as f64 / secs,
                 },
@@ -359,7 +359,6 @@ fn run_inner(
             instance_miou: None,
             class_miou: None,
         };
-        let _ = epoch_start;
         run_dir.append_metrics(&train_m)?;
         send(events, TrainEvent::Metrics(train_m.clone()));
         let mut valid = model.valid();
