@@ -287,6 +287,7 @@ impl RunPanel {
                 self.status = RunStatus::Failed(message);
                 self.handle = None;
             }
+            TrainEvent::Note { message } => self.log.push(message),
         }
     }
 

@@ -125,6 +125,13 @@ pub fn report_events(rx: Receiver<TrainEvent>, json: bool) {
                 }
             }
             TrainEvent::TokenScales { .. } => {}
+            TrainEvent::Note { message } => {
+                if json {
+                    print_json(&serde_json::json!({"event": "note", "message": message}));
+                } else {
+                    eprintln!("{message}");
+                }
+            }
         }
     }
     if let Some(b) = bar.take() {

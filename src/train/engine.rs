@@ -126,17 +126,51 @@ pub fn prepare_raw_test(cfg: &TrainConfig, rng: &mut Rng) -> Result<Vec<Item>, T
 /// Builds the model for `cfg` on `device`, loading `init` as a backbone, with the mode's
 /// trainable set.
 pub fn build_model(cfg: &TrainConfig, device: &Device) -> Result<Classifier, TrainError> {
+    build_model_reporting(cfg, device).map(|(m, _)| m)
+}
+
+/// [`build_model`], also describing what loading the backbone did.
+pub fn build_model_reporting(
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<(Classifier, Option<String>), TrainError> {
     let mut mcfg = cfg.model.clone();
     mcfg.kind = cfg.mode.model_kind();
     device.seed(cfg.seed);
     let mut model = Classifier::new(&mcfg, device)?;
+    let mut note = None;
     if let Some(init) = &cfg.init {
         let dict = read_state_dict(init)?;
-        let (m, _report) = load_into(model, &dict, LoadMode::Backbone)?;
+        let (m, r) = load_into(model, &dict, LoadMode::Backbone)?;
         model = m;
+        let list = |v: &[String]| {
+            let mut s = v.iter().take(6).cloned().collect::<Vec<_>>().join(", ");
+            if v.len() > 6 {
+                s.push_str(&format!(", ... ({} in all)", v.len()));
+            }
+            s
+        };
+        note = Some(format!(
+            "backbone {}: {} tensors loaded; left at their initialisation: {}; ignored: {}",
+            init.display(),
+            r.applied.len(),
+            if r.missing.is_empty() {
+                "none".into()
+            } else {
+                list(&r.missing)
+            },
+            if r.unexpected.is_empty() {
+                "none".into()
+            } else {
+                list(&r.unexpected)
+            },
+        ));
     }
     let mode = cfg.mode;
-    Ok(model.map(&mut Trainable::new(move |n: &str| mode.trainable(n))))
+    Ok((
+        model.map(&mut Trainable::new(move |n: &str| mode.trainable(n))),
+        note,
+    ))
 }
 
 fn send(events: &Option<Sender<TrainEvent>>, e: TrainEvent) {
@@ -230,7 +264,10 @@ fn run_inner(
     if cfg.normalize.is_none() {
         cfg.normalize = Some(data.normalize);
     }
-    let mut model = build_model(cfg, &device)?;
+    let (mut model, note) = build_model_reporting(cfg, &device)?;
+    if let Some(message) = note.filter(|_| state.is_none()) {
+        send(events, TrainEvent::Note { message });
+    }
     let mut opt = AdamW::new(cfg.optim.clone());
     let mut start_epoch = 0;
     let mut best = (0usize, -1.0f64, 0.0f64);

@@ -90,4 +90,8 @@ pub enum TrainEvent {
     Failed {
         message: String,
     },
+    /// Something the user should know that is not an error (e.g. what a backbone load did).
+    Note {
+        message: String,
+    },
 }
