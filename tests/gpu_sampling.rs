@@ -107,8 +107,11 @@ fn as_u32(v: &[usize]) -> Vec<u32> {
     v.iter().map(|&i| i as u32).collect()
 }
 
-/// The three FPS fixture cases as (name, points, b, n, m, expected).
-fn fps_cases() -> Vec<(&'static str, Vec<[f32; 3]>, usize, usize, usize, Vec<usize>)> {
+/// One FPS fixture case: name, points, b, n, m, expected indices.
+type FpsCase = (&'static str, Vec<[f32; 3]>, usize, usize, usize, Vec<usize>);
+
+/// The three FPS fixture cases.
+fn fps_cases() -> Vec<FpsCase> {
     ["a", "near_origin", "exhaust"]
         .into_iter()
         .map(|case| {
@@ -383,4 +386,65 @@ fn gpu_splits_batches_that_exceed_the_device_limits() {
         fps_gpu(&small, &big, 1, 400, 4),
         Err(GpuError::BufferTooLarge { .. })
     ));
+}
+
+/// FPS as a kernel whose compiler fused the distance into FMAs would compute it.
+fn fps_fused(points: &[[f32; 3]], m: usize) -> Vec<usize> {
+    let eligible: Vec<bool> = points
+        .iter()
+        .map(|p| p[0] * p[0] + p[1] * p[1] + p[2] * p[2] > 1e-3)
+        .collect();
+    let mut temp = vec![1e10f32; points.len()];
+    let mut out = vec![0usize];
+    for _ in 1..m {
+        let po = points[out[out.len() - 1]];
+        let (mut best, mut besti) = (-1.0f32, 0usize);
+        for (k, p) in points.iter().enumerate() {
+            if !eligible[k] {
+                continue;
+            }
+            let (dx, dy, dz) = (p[0] - po[0], p[1] - po[1], p[2] - po[2]);
+            let d = dz.mul_add(dz, dx.mul_add(dx, dy * dy));
+            temp[k] = d.min(temp[k]);
+            if temp[k] > best {
+                best = temp[k];
+                besti = k;
+            }
+        }
+        out.push(besti);
+    }
+    out
+}
+
+/// Points on a sphere around the seed: their squared distances are equal up to rounding, so
+/// the pick depends on the last bit. A kernel that lets the compiler fuse `a*b + c` into an
+/// FMA (which rounds once) picks differently from the CPU on these clouds.
+#[test]
+fn gpu_distances_round_like_the_cpu_even_where_fma_would_differ() {
+    let ctx = ctx();
+    let mut rng = Rng::new(11);
+    let mut found = 0;
+    for _ in 0..2000 {
+        let mut pts = vec![[0.5f32, 0.25, 0.125]];
+        for _ in 0..15 {
+            let v = [rng.normal(), rng.normal(), rng.normal()];
+            let r = (v[0] * v[0] + v[1] * v[1] + v[2] * v[2]).sqrt().max(1e-6) / 0.75;
+            pts.push([
+                pts[0][0] + v[0] / r,
+                pts[0][1] + v[1] / r,
+                pts[0][2] + v[2] / r,
+            ]);
+        }
+        let want = cpu::fps(&pts, 4);
+        if fps_fused(&pts, 4) == want {
+            continue;
+        }
+        found += 1;
+        let got = fps_gpu(ctx, &pts, 1, pts.len(), 4).expect("fps_gpu");
+        assert_eq!(got, as_u32(&want), "FMA-sensitive cloud {found}");
+        if found == 5 {
+            break;
+        }
+    }
+    assert!(found > 0, "the search found no FMA-sensitive cloud");
 }
