@@ -249,50 +249,55 @@ impl GpuContext {
         Ok(cell.get_or_init(|| pipeline).clone())
     }
 
-    /// A storage buffer initialised with `data`.
-    pub(crate) fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: data,
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-    }
-
-    /// A storage buffer of `bytes` that the kernel writes and we copy out of.
-    pub(crate) fn storage_out(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        })
-    }
-
-    /// A uniform buffer holding `data`.
-    pub(crate) fn uniform_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: data,
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
-    }
-
-    /// Runs one dispatch of `pipeline` over `buffers` (bound at 0, 1, ... in order) with
-    /// `workgroups` workgroups along x, then copies `out` back and returns it as `u32`s.
-    pub(crate) fn dispatch_and_read(
+    /// One kernel launch: uploads `inputs`, allocates `scratch` and an `out_bytes` output,
+    /// binds them in that order (0, 1, ...) followed by the `params` uniform, dispatches
+    /// `workgroups` workgroups along x, and reads the output back as `u32`s.
+    ///
+    /// Everything from buffer creation to submission runs inside error scopes, so a device
+    /// that runs out of memory gives a [`GpuError`] instead of wgpu's default panic.
+    pub(crate) fn launch(
         &self,
         kernel: Kernel,
-        buffers: &[&wgpu::Buffer],
+        inputs: &[&[u8]],
+        scratch: &[u64],
+        out_bytes: u64,
+        params: &[u8],
         workgroups: u32,
-        out: &wgpu::Buffer,
     ) -> Result<Vec<u32>, GpuError> {
         if let Some(e) = self.lost_error() {
             return Err(e);
         }
         let pipeline = self.pipeline(kernel)?;
         let scope = ErrorScope::push(&self.device);
+        let mut buffers: Vec<wgpu::Buffer> = inputs
+            .iter()
+            .map(|data| {
+                self.device
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("dapt sampling input"),
+                        contents: data,
+                        usage: wgpu::BufferUsages::STORAGE,
+                    })
+            })
+            .collect();
+        for &size in scratch.iter().chain([&out_bytes]) {
+            buffers.push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("dapt sampling scratch/output"),
+                size,
+                // only the output is copied out, but COPY_SRC on scratch costs nothing
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }));
+        }
+        buffers.push(
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("dapt sampling params"),
+                    contents: params,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                }),
+        );
+        let out = &buffers[buffers.len() - 2];
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
             .iter()

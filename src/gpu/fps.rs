@@ -72,18 +72,17 @@ fn fps_chunk(
     n: usize,
     m: usize,
 ) -> Result<Vec<u32>, GpuError> {
-    let points_buf = ctx.storage_init("fps points", bytemuck::cast_slice(points));
-    // the running minimum is initialised by the kernel itself
-    let temp = ctx.storage_out("fps min-distance", (clouds * n) as u64 * ELEM);
-    let out = ctx.storage_out("fps indices", (clouds * m) as u64 * ELEM);
-    // n, m fit in u32: they are bounded by the buffer limit, itself capped at u32::MAX bytes
+    // n, m fit in u32: they are bounded by the buffer limit, itself capped at u32::MAX bytes;
+    // `zero` (third) must be 0, see `exact` in the shader
     let params: [u32; 4] = [n as u32, m as u32, 0, 0];
-    let params = ctx.uniform_init("fps params", bytemuck::bytes_of(&params));
-    ctx.dispatch_and_read(
+    ctx.launch(
         Kernel::Fps,
-        &[&points_buf, &temp, &out, &params],
+        &[bytemuck::cast_slice(points)],
+        // the running minimum, initialised by the kernel itself
+        &[(clouds * n) as u64 * ELEM],
+        (clouds * m) as u64 * ELEM,
+        bytemuck::bytes_of(&params),
         clouds as u32,
-        &out,
     )
 }
 

@@ -83,18 +83,16 @@ fn knn_chunk(
     [n, g, k]: [usize; 3],
 ) -> Result<Vec<u32>, GpuError> {
     let nq = clouds * g;
-    let refs_buf = ctx.storage_init("knn refs", bytemuck::cast_slice(refs));
-    let queries_buf = ctx.storage_init("knn queries", bytemuck::cast_slice(queries));
-    let out = ctx.storage_out("knn indices", (nq * k) as u64 * ELEM);
-    // every value fits in u32: bounded by buffer sizes capped at u32::MAX bytes
+    // every value fits in u32: bounded by buffer sizes capped at u32::MAX bytes;
+    // `zero` (fifth) must be 0, see `exact` in the shader
     let params: [u32; 8] = [n as u32, g as u32, k as u32, nq as u32, 0, 0, 0, 0];
-    let params = ctx.uniform_init("knn params", bytemuck::bytes_of(&params));
-    let workgroups = (nq as u64).div_ceil(WG) as u32;
-    ctx.dispatch_and_read(
+    ctx.launch(
         Kernel::Knn,
-        &[&refs_buf, &queries_buf, &out, &params],
-        workgroups,
-        &out,
+        &[bytemuck::cast_slice(refs), bytemuck::cast_slice(queries)],
+        &[],
+        (nq * k) as u64 * ELEM,
+        bytemuck::bytes_of(&params),
+        (nq as u64).div_ceil(WG) as u32,
     )
 }
 
