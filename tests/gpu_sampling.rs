@@ -96,10 +96,8 @@ fn ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
     CTX.get_or_init(|| match GpuContext::new() {
         Ok(c) => c,
-        Err(e) => panic!(
-            "GPU sampling tests need a wgpu adapter; without a GPU install Mesa's lavapipe \
-             (`apt-get install mesa-vulkan-drivers`). Error: {e}"
-        ),
+        // GpuError::NoAdapter's message already says to install mesa-vulkan-drivers
+        Err(e) => panic!("the GPU sampling tests need a wgpu adapter: {e}"),
     })
 }
 
