@@ -49,6 +49,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var best_d: array<f32, KMAX>;
     var best_i: array<u32, KMAX>;
     var count = 0u;
+    // best_d[k - 1] once the list is full, kept in a register: most references are rejected by
+    // this one comparison, and indexing a private array dynamically is slow on GPUs
+    var worst = 0.0;
     for (var i = 0u; i < n; i++) {
         let r = 3u * (base + i);
         let d = sq3(refs[r] - qx, refs[r + 1u] - qy, refs[r + 2u] - qz);
@@ -56,7 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (count < k) {
             j = count;
             count += 1u;
-        } else if (d < best_d[k - 1u]) {
+        } else if (d < worst) {
             j = k - 1u; // the current worst is dropped
         } else {
             continue;
@@ -69,6 +72,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         best_d[j] = d;
         best_i[j] = i;
+        if (count == k) {
+            worst = best_d[k - 1u];
+        }
     }
     let o = q * k;
     for (var j = 0u; j < k; j++) {
