@@ -5,11 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod view;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "dapt",
-    version,
-    about = "DAPT Studio: parameter-efficient fine-tuning of Point-MAE point-cloud transformers"
-)]
+#[command(name = "dapt", version, about = "DAPT Studio: parameter-efficient fine-tuning of Point-MAE point-cloud transformers")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
