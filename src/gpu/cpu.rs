@@ -88,6 +88,46 @@ pub fn knn(refs: &[[f32; 3]], queries: &[[f32; 3]], k: usize) -> Vec<Vec<usize>>
         .collect()
 }
 
+/// [`knn`] over a batch: `refs` is `[b][n]`, `queries` `[b][g]`, both flattened; returns
+/// `[b][g][min(k, n)]` indices (relative to each cloud) flattened. Clouds run on up to
+/// `available_parallelism` threads, each cloud exactly as [`knn`] computes it.
+pub fn knn_batch(
+    refs: &[[f32; 3]],
+    queries: &[[f32; 3]],
+    b: usize,
+    n: usize,
+    g: usize,
+    k: usize,
+) -> Vec<usize> {
+    assert_eq!(refs.len(), b * n, "refs must hold b*n points");
+    assert_eq!(queries.len(), b * g, "queries must hold b*g points");
+    let kk = k.min(n);
+    let mut out = vec![0usize; b * g * kk];
+    if out.is_empty() {
+        return out;
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(b);
+    // contiguous runs of whole clouds per thread, so each writes a disjoint slice of `out`
+    let per = b.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, dst) in out.chunks_mut(per * g * kk).enumerate() {
+            s.spawn(move || {
+                for (c, dst) in dst.chunks_mut(g * kk).enumerate() {
+                    let cloud = t * per + c;
+                    let r = &refs[cloud * n..(cloud + 1) * n];
+                    let q = &queries[cloud * g..(cloud + 1) * g];
+                    for (row, idx) in dst.chunks_mut(kk).zip(knn(r, q, k)) {
+                        row.copy_from_slice(&idx);
+                    }
+                }
+            });
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +160,21 @@ mod tests {
         ];
         let out = knn(&refs, &[[0.0, 0.0, 0.0]], 3);
         assert_eq!(out, vec![vec![0, 2, 3]]);
+    }
+
+    #[test]
+    fn knn_batch_matches_knn_per_cloud() {
+        let refs: Vec<[f32; 3]> = (0..30)
+            .map(|i| [(i * 7 % 11) as f32, i as f32, 0.5])
+            .collect();
+        let queries: Vec<[f32; 3]> = (0..9).map(|i| [i as f32, 1.0, 0.0]).collect();
+        let got = knn_batch(&refs, &queries, 3, 10, 3, 4);
+        let mut want = Vec::new();
+        for c in 0..3 {
+            for row in knn(&refs[c * 10..(c + 1) * 10], &queries[c * 3..(c + 1) * 3], 4) {
+                want.extend(row);
+            }
+        }
+        assert_eq!(got, want);
     }
 }
