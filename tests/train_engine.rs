@@ -331,3 +331,67 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint()
         Ok(s) => panic!("a learning rate of 1e12 did not diverge: {:?}", s.last),
     }
 }
+
+/// The official fine-tuning YAML (flow style, `key : value`, `_base_` includes) as shipped.
+#[test]
+fn an_official_finetune_yaml_is_accepted_as_it_is() {
+    let yaml = r#"optimizer : {
+  type: AdamW,
+  part: dapt,
+  kwargs: {
+  lr : 0.0005,
+  weight_decay : 0.05
+}}
+
+scheduler: {
+  type: CosLR,
+  kwargs: {
+    epochs: 300,
+    initial_epochs : 10
+}}
+
+dataset : {
+  train : { _base_: cfgs/dataset_configs/ModelNet40.yaml,
+            others: {subset: 'train'}},
+  val : { _base_: cfgs/dataset_configs/ModelNet40.yaml,
+            others: {subset: 'test'}},
+  test : { _base_: cfgs/dataset_configs/ModelNet40.yaml,
+            others: {subset: 'test'}}}
+model : {
+  NAME: PointTransformer_DAPT,
+  trans_dim: 384,
+  depth: 12,
+  drop_path_rate: 0.1,
+  cls_dim: 40,
+  num_heads: 6,
+  group_size: 32,
+  num_group: 64,
+  encoder_dims: 384,
+  rank: 72,
+  drop_adapter_rate: 0.0,
+  class_token: use,
+  prompt_token: None,
+  patch_token: max,
+}
+
+npoints: 1024
+total_bs : 32
+step_per_update : 1
+max_epoch : 300
+grad_norm_clip : 10
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("finetune_modelnet_dapt.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let cfg = dapt::cli::train::config_from_file(&p).unwrap();
+    assert_eq!(cfg.model, ModelConfig::dapt_modelnet40());
+    assert_eq!(cfg.mode, Mode::Dapt);
+    assert_eq!(cfg.optim.lr, 5e-4);
+    assert_eq!(cfg.optim.weight_decay, 0.05);
+    assert_eq!((cfg.epochs, cfg.warmup_epochs, cfg.batch), (300, 10, 32));
+    assert_eq!(cfg.optim.grad_clip, Some(10.0));
+    assert_eq!(cfg.normalize, Some(true), "ModelNet40 inputs are pc_normalized");
+    // the same file names the model for predict/eval
+    let m = ModelConfig::load(&p).unwrap();
+    assert_eq!(m.npoints, 1024);
+}
