@@ -81,3 +81,75 @@ fn partseg_small_matches_pytorch_on_flex() {
     // convs3, label_conv (conv + BN) and the first propagation conv
     assert_eq!(checked, 7);
 }
+
+#[test]
+fn dapt_variant_trains_only_its_rule_and_the_head() {
+    let device = Device::flex();
+    let cfg = PartSegConfig {
+        depth: 3,
+        taps: vec![0, 1, 2],
+        ..PartSegConfig::small(ModelKind::Dapt, 12, 4)
+    };
+    let model = PartSegModel::new(&cfg, &device)
+        .unwrap()
+        .with_trainable_rule();
+    let mut model = model.train();
+    let ad = device.clone().autodiff();
+    let mut rng = dapt::data::Rng::new(3);
+    let (b, n) = (2, 200);
+    let points: Vec<[f32; 3]> = (0..b * n)
+        .map(|_| {
+            [
+                rng.range(-1.0, 1.0),
+                rng.range(-1.0, 1.0),
+                rng.range(-1.0, 1.0),
+            ]
+        })
+        .collect();
+    let targets: Vec<usize> = (0..b * n).map(|i| i % 12).collect();
+    let mut ctx = ForwardCtx::train(&mut rng);
+    let out = model
+        .forward_points(&points, &[1, 3], b, n, &ad, &mut ctx)
+        .unwrap();
+    assert_eq!(out.log_probs.dims(), [b, n, 12]);
+    let lp = host_vec(out.log_probs.clone());
+    for row in lp.chunks(12) {
+        let s: f32 = row.iter().map(|v| v.exp()).sum();
+        assert!((s - 1.0).abs() < 1e-4, "probabilities sum to {s}");
+    }
+    let grads = nll_loss(out.log_probs, &targets).unwrap().backward();
+    let mut reader = GradReader::new(&grads);
+    model.visit(&mut reader);
+    let names: Vec<String> = reader.out.iter().map(|(k, _)| to_official(k)).collect();
+    for want in [
+        "cls_token",
+        "tfts_gamma_2",
+        "blocks.blocks.2.Adapter_MLP.up_proj.weight",
+        "label_conv.0.weight",
+        "propagation_0.mlp_convs.0.weight",
+        "convs3.bias",
+    ] {
+        assert!(names.iter().any(|n| n == want), "no gradient for {want}");
+    }
+    for frozen in [
+        "encoder.",
+        "pos_embed.",
+        ".qkv.",
+        ".fc1.",
+        "norm.weight",
+        ".norm1.",
+    ] {
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains(frozen) && !n.contains("Adapter")),
+            "a frozen {frozen} tensor got a gradient"
+        );
+    }
+    // a bad category is an error, not a panic
+    assert!(
+        model
+            .forward_points(&points, &[1, 9], b, n, &ad, &mut ForwardCtx::eval())
+            .is_err()
+    );
+}
