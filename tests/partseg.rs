@@ -164,7 +164,9 @@ fn baselines(test: &[dapt::train::partseg::SegItem], parts: &[Vec<usize>]) -> (f
     for it in test {
         let p = &parts[it.category];
         let pred: Vec<usize> = it.labels.iter().map(|_| p[rng.below(p.len())]).collect();
-        random.add_predictions(it.category, &pred, &it.labels).unwrap();
+        random
+            .add_predictions(it.category, &pred, &it.labels)
+            .unwrap();
     }
     for (cat, p) in parts.iter().enumerate() {
         let count = |part: usize| {
@@ -174,7 +176,9 @@ fn baselines(test: &[dapt::train::partseg::SegItem], parts: &[Vec<usize>]) -> (f
                 .filter(|&&l| l == part)
                 .count()
         };
-        let Some(&major) = p.iter().max_by_key(|&&q| count(q)) else { continue };
+        let Some(&major) = p.iter().max_by_key(|&&q| count(q)) else {
+            continue;
+        };
         for it in test.iter().filter(|it| it.category == cat) {
             let pred = vec![major; it.labels.len()];
             constant.add_predictions(cat, &pred, &it.labels).unwrap();
@@ -191,9 +195,17 @@ fn partseg_learns_shapenetpart_caps_and_resumes() {
     use dapt::train::partseg::{
         PartSegTrainConfig, evaluate_seg, load_partseg_checkpoint, prepare_seg_test, run_partseg,
     };
-    let data = format!("shapenetpart:{}", shared_dir().join("data/shapenetpart-cap-tp3d").display());
+    let data = format!(
+        "shapenetpart:{}",
+        shared_dir().join("data/shapenetpart-cap-tp3d").display()
+    );
     let dir = tempfile::tempdir().unwrap();
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let epochs = env("PARTSEG_E2E_EPOCHS", 25);
     // a small model trained from scratch, fully (a frozen random backbone would leave only
     // the adapters and the head to learn)

@@ -151,7 +151,10 @@ impl PartSegConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = |m: String| Err(ModelError::Config(m));
-        if self.trans_dim == 0 || self.num_heads == 0 || self.trans_dim % self.num_heads != 0 {
+        if self.trans_dim == 0
+            || self.num_heads == 0
+            || !self.trans_dim.is_multiple_of(self.num_heads)
+        {
             return err(format!(
                 "trans_dim {} must be a positive multiple of num_heads {}",
                 self.trans_dim, self.num_heads
