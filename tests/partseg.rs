@@ -12,7 +12,7 @@ use common::*;
 use dapt::model::checkpoint::{LoadMode, read_state_dict};
 use dapt::model::config::ModelKind;
 use dapt::model::layers::{ForwardCtx, host_vec};
-use dapt::model::names::GradReader;
+use dapt::model::names::{GradReader, count_params, named_params};
 use dapt::model::partseg::{PartSegConfig, PartSegModel, load_partseg, nll_loss, to_official};
 
 fn fixture_config() -> PartSegConfig {
@@ -37,6 +37,12 @@ fn partseg_small_matches_pytorch_on_flex() {
     let model = PartSegModel::new(&fixture_config(), &device).unwrap();
     let (model, report) = load_partseg(model, &dict, LoadMode::Strict).unwrap();
     assert!(report.missing.is_empty() && report.unexpected.is_empty());
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("partseg_small").join("meta.json")).unwrap(),
+    )
+    .unwrap();
+    let (_, total) = count_params(&named_params(&model), |_| true);
+    assert_eq!(total as u64, meta["total_params"].as_u64().unwrap());
     let pts = &io["points"];
     let (b, n) = (pts.shape[0], pts.shape[1]);
     let points = to_points(pts);
@@ -268,4 +274,30 @@ fn partseg_learns_shapenetpart_caps_and_resumes() {
     assert_eq!(s2.epochs_done, epochs + 1);
     let lines = std::fs::read_to_string(s.run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 2 * (epochs + 1));
+}
+
+/// Parameter counts of the full-size models (printed for the docs; the Point-MAE total is
+/// the fixture's formula at width 384).
+#[test]
+fn official_size_parameter_counts() {
+    let device = Device::flex();
+    for kind in [ModelKind::PointMae, ModelKind::Dapt] {
+        let m = PartSegModel::new(&PartSegConfig::official(kind), &device).unwrap();
+        let params: Vec<_> = named_params(&m)
+            .into_iter()
+            .map(|mut p| {
+                p.name = to_official(&p.name);
+                p
+            })
+            .collect();
+        let (t, total) = count_params(&params, |n| {
+            dapt::model::partseg::partseg_trainable(kind, n)
+        });
+        eprintln!("{kind:?}: {t} trainable of {total}");
+        assert!(t <= total && t > 0);
+        if kind == ModelKind::Dapt {
+            // the head alone is most of DAPT's trainable set; the backbone stays frozen
+            assert!(t < total / 4);
+        }
+    }
 }

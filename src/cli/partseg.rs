@@ -39,6 +39,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     if json {
         super::output::print_json(&serde_json::json!({"event": "summary", "summary": s}));
     } else {
+        // the table is the last evaluation's; the headline is the best epoch's
         print_table(&s.per_category);
         println!(
             "done: {} epochs; best instance mIoU {:.2}%, class mIoU {:.2}% (epoch {})",
@@ -176,6 +177,9 @@ fn report(rx: Receiver<TrainEvent>, json: bool) {
 }
 
 fn print_table(rows: &[CategoryIou]) {
+    if rows.iter().any(|r| r.shapes > 0) {
+        println!("per category:");
+    }
     for r in rows.iter().filter(|r| r.shapes > 0) {
         println!(
             "  {:<16} {:>5} shapes  mIoU {:.2}%",
