@@ -301,3 +301,57 @@ fn official_size_parameter_counts() {
         }
     }
 }
+
+/// The official double `optimizer.step()` replay moves AdamW twice per batch.
+#[test]
+fn official_double_step_is_replayed_on_request() {
+    use dapt::train::optim::{AdamW, AdamWConfig};
+    use dapt::train::partseg::{SegItem, seg_train_step};
+    let device = Device::flex();
+    let cfg = PartSegConfig {
+        depth: 1,
+        taps: vec![0],
+        ..PartSegConfig::small(ModelKind::PointMae, 4, 2)
+    };
+    let mut rng = dapt::data::Rng::new(5);
+    let items: Vec<SegItem> = (0..2)
+        .map(|c| SegItem {
+            points: (0..64)
+                .map(|_| {
+                    [
+                        rng.range(-1.0, 1.0),
+                        rng.range(-1.0, 1.0),
+                        rng.range(-1.0, 1.0),
+                    ]
+                })
+                .collect(),
+            labels: (0..64).map(|i| 2 * c + usize::from(i % 3 == 0)).collect(),
+            category: c,
+        })
+        .collect();
+    let ad = device.clone().autodiff();
+    for (double, steps) in [(false, 1), (true, 2)] {
+        let model = PartSegModel::new(&cfg, &device)
+            .unwrap()
+            .with_trainable_rule()
+            .train();
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let (_, loss, lp) =
+            seg_train_step(model, &mut opt, &items, 1e-3, double, &mut rng, &ad).unwrap();
+        assert!(loss.is_finite() && lp.len() == 2 * 64 * 4);
+        assert_eq!(opt.step, steps);
+        assert_eq!(opt.config.grad_clip, Some(10.0), "clipping is restored");
+    }
+}
+
+/// Chance levels of the default synthetic test split (run with `--ignored` to print them).
+#[test]
+#[ignore]
+fn synthetic_baselines() {
+    let t = dapt::train::partseg::prepare_seg_test("synthetic", 512, None, 0).unwrap();
+    let (random, constant) = baselines(&t.test, &t.category_parts);
+    eprintln!(
+        "synthetic: {} test shapes; random {random:.4}, best constant {constant:.4}",
+        t.test.len()
+    );
+}
