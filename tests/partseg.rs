@@ -225,6 +225,8 @@ fn partseg_learns_shapenetpart_caps_and_resumes() {
     cfg.model.taps = PartSegConfig::default_taps(2);
     cfg.optim.lr = 3e-3;
     cfg.batch = 5;
+    // the CPU backend, so the reloaded checkpoint is scored on the device it was trained on
+    cfg.backend = dapt::backend::BackendChoice::Cpu;
     let t0 = std::time::Instant::now();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let s = run_partseg(cfg.clone(), None, None, &stop).unwrap();
