@@ -28,16 +28,20 @@ pub enum MiouError {
     },
 }
 
-/// Arg-max of one point's scores over `parts` only (earliest part on ties). `parts` must not
-/// be empty and must index into `scores`.
-pub fn restricted_argmax(scores: &[f32], parts: &[usize]) -> usize {
-    let mut best = parts[0];
-    for &p in &parts[1..] {
-        if scores[p] > scores[best] {
+/// Arg-max of one point's scores over `parts` only (earliest part on ties); `None` when
+/// `parts` is empty or names a part outside `scores`.
+pub fn restricted_argmax(scores: &[f32], parts: &[usize]) -> Option<usize> {
+    let (&first, rest) = parts.split_first()?;
+    let mut best = first;
+    let mut best_v = *scores.get(first)?;
+    for &p in rest {
+        let v = *scores.get(p)?;
+        if v > best_v {
             best = p;
+            best_v = v;
         }
     }
-    best
+    Some(best)
 }
 
 /// Restricted predictions for every point of one shape: `scores` holds `n` rows of `num_parts`.
@@ -60,9 +64,10 @@ pub fn predict_parts(
             parts: num_parts,
         });
     }
+    // `parts` was checked against `num_parts` above, so every row has an arg-max
     Ok(scores
         .chunks_exact(num_parts)
-        .map(|row| restricted_argmax(row, parts))
+        .filter_map(|row| restricted_argmax(row, parts))
         .collect())
 }
 
@@ -258,6 +263,9 @@ mod tests {
         assert_eq!(predict_parts(&scores, 5, &[2, 3, 4]).unwrap(), vec![4, 4]);
         assert!(predict_parts(&scores, 5, &[7]).is_err());
         assert!(predict_parts(&scores[..9], 5, &[0]).is_err());
+        assert_eq!(restricted_argmax(&scores[..5], &[]), None);
+        assert_eq!(restricted_argmax(&scores[..5], &[1, 9]), None);
+        assert_eq!(restricted_argmax(&[0.5, 0.5], &[1, 0]), Some(1));
     }
 
     #[test]
