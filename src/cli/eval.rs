@@ -11,6 +11,9 @@ use crate::train::eval::{evaluate, evaluate_vote};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
+    /// `classification` (default) or `partseg`.
+    #[arg(long, value_enum, default_value_t = super::train::CliTask::Classification)]
+    pub task: super::train::CliTask,
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[arg(long)]
@@ -31,6 +34,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if args.task == super::train::CliTask::Partseg {
+        return super::partseg::eval(&args);
+    }
     let selected = select(args.backend);
     if !args.json {
         eprintln!("backend: {}", selected.description);

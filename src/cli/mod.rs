@@ -6,6 +6,7 @@ pub mod bench;
 pub mod eval;
 pub mod info;
 pub mod output;
+pub mod partseg;
 pub mod predict;
 pub mod train;
 pub mod view;

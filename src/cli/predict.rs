@@ -10,6 +10,16 @@ use crate::train::eval::{logits_of, scale_snapshot};
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
+    /// `classification` (default) or `partseg`.
+    #[arg(long, value_enum, default_value_t = super::train::CliTask::Classification)]
+    pub task: super::train::CliTask,
+    /// Part segmentation: the object category (name or index); by default taken from a
+    /// file name that starts with a category name (`cap_test_00.txt`).
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Part segmentation: folder for the coloured `<name>.parts.ply` files.
+    #[arg(long, default_value = "predictions")]
+    pub out: PathBuf,
     /// Native checkpoint (`checkpoints/best.safetensors`) or an official `.pth`.
     #[arg(long)]
     pub checkpoint: PathBuf,
@@ -43,6 +53,9 @@ fn softmax(v: &[f32]) -> Vec<f32> {
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
+    if args.task == super::train::CliTask::Partseg {
+        return super::partseg::predict(&args);
+    }
     let selected = select(args.backend);
     if !args.json {
         eprintln!("backend: {}", selected.description);

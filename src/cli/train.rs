@@ -11,8 +11,21 @@ use crate::backend::BackendChoice;
 use crate::model::ModelConfig;
 use crate::train::{Mode, TrainConfig};
 
+/// What `train`, `eval` and `predict` work on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CliTask {
+    /// Shape classification (the default).
+    #[default]
+    Classification,
+    /// Part segmentation (Point-MAE segmentation head; ShapeNetPart or synthetic parts).
+    Partseg,
+}
+
 #[derive(clap::Args, Debug, Default)]
 pub struct TrainArgs {
+    /// `classification` (default) or `partseg`.
+    #[arg(long, value_enum, default_value_t = CliTask::Classification)]
+    pub task: CliTask,
     /// Official YAML (`cfgs/finetune_*.yaml` or a bare `model:` block) or a run's config.json.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -137,6 +150,9 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if args.task == CliTask::Partseg {
+        return super::partseg::train(args);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let json = args.json;

@@ -9,7 +9,9 @@ pub mod engine;
 pub mod eval;
 pub mod events;
 pub mod metrics;
+pub mod miou;
 pub mod optim;
+pub mod partseg;
 pub mod run_dir;
 pub mod schedule;
 

@@ -1,0 +1,913 @@
+//! Part-segmentation training and evaluation (dapt-spec.md §5.2-§5.3) with the same run
+//! directory layout, event stream, checkpoints and `--resume` as classification.
+//!
+//! Recipe (Point-MAE `segmentation/main.py`): AdamW lr 2e-4, wd 0.05 with the official decay
+//! split, cosine over the epochs with 10 warm-up epochs from 1e-6, batch 16, per-cloud
+//! isotropic scale U(0.8, 1.25) and per-axis shift U(−0.1, 0.1), 2048 points drawn with
+//! replacement from each shape, gradient clipping at L2 norm 10.
+//!
+//! The official loop calls `optimizer.step()` twice per iteration, once before and once after
+//! `clip_grad_norm_` (so every batch moves the weights twice, the first time unclipped, and
+//! AdamW's moments see the same gradient twice). We do **not** reproduce it by default: it is
+//! an accident of the script, it doubles the effective learning rate in a way the recipe's
+//! numbers do not state, and the reported lr 2e-4 is what the user sets. Set
+//! `official_double_step` to replay it exactly.
+//!
+//! Differences from the official protocol, all deliberate: the test points are drawn once
+//! (with a fixed seed) instead of re-drawn at every evaluation, so the epochs' mIoUs are
+//! comparable and `dapt eval` is repeatable (the official numbers move by ±0.1 between runs,
+//! dapt-spec.md §10 item 20); and the best checkpoint is chosen by instance mIoU on the
+//! test split as the official script does, so it is as optimistic as theirs.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use super::config::Mode;
+use super::events::{CheckpointKind, EpochMetrics, TrainEvent};
+use super::miou::{CategoryIou, MiouAccumulator};
+use super::optim::{AdamW, AdamWConfig};
+use super::run_dir::RunDir;
+use super::schedule::CosineSchedule;
+use crate::backend::{self, BackendChoice};
+use crate::data::transform::seg_scale_shift;
+use crate::data::{DataSpec, ReadOptions, Rng, Task};
+use crate::model::ModelError;
+use crate::model::checkpoint::{
+    CheckpointFormat, LoadMode, StateDict, atomic_write, read_state_dict, write_native,
+};
+use crate::model::layers::{ForwardCtx, host_vec};
+use crate::model::names::{Trainable, count_params, named_params};
+use crate::model::partseg::{
+    PartSegConfig, PartSegModel, is_head, load_partseg, nll_loss, official_tensors,
+    partseg_trainable, to_official,
+};
+
+/// Seed of the one-off test-time point draw (see the module doc).
+const TEST_DRAW_SEED: u64 = 0x07e5_75e9;
+
+/// Everything needed to reproduce a part-segmentation run; `config.json` in its directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PartSegTrainConfig {
+    /// Always `"partseg"`: tells a run directory's config apart from a classification one.
+    pub task: String,
+    pub model: PartSegConfig,
+    pub mode: Mode,
+    /// `synthetic[:…]` or `shapenetpart:PATH` (any data set with per-point part labels).
+    pub data: String,
+    /// Backbone to start from (official `pretrain.pth` or a native checkpoint).
+    pub init: Option<PathBuf>,
+    pub epochs: usize,
+    pub warmup_epochs: usize,
+    pub batch: usize,
+    pub val_batch: usize,
+    pub optim: AdamWConfig,
+    pub min_lr: f64,
+    pub warmup_lr_init: f64,
+    pub seed: u64,
+    pub backend: BackendChoice,
+    /// Apply `pc_normalize` (`None`: the data set's official choice).
+    pub normalize: Option<bool>,
+    /// Replay the official double `optimizer.step()` (see the module doc).
+    pub official_double_step: bool,
+    pub out: PathBuf,
+}
+
+impl Default for PartSegTrainConfig {
+    fn default() -> Self {
+        Self {
+            task: "partseg".into(),
+            model: PartSegConfig::official(crate::model::ModelKind::Dapt),
+            mode: Mode::Dapt,
+            data: "synthetic".into(),
+            init: None,
+            epochs: 300,
+            warmup_epochs: 10,
+            batch: 16,
+            val_batch: 16,
+            optim: AdamWConfig {
+                lr: 2e-4,
+                ..AdamWConfig::default()
+            },
+            min_lr: 1e-6,
+            warmup_lr_init: 1e-6,
+            seed: 0,
+            backend: BackendChoice::Auto,
+            normalize: None,
+            official_double_step: false,
+            out: PathBuf::from("runs/partseg"),
+        }
+    }
+}
+
+impl PartSegTrainConfig {
+    /// A demonstration on the synthetic set: a small model that learns in minutes on a CPU.
+    pub fn synthetic_demo() -> Self {
+        let parts = crate::data::synthetic::num_parts();
+        let cats = crate::data::synthetic::CLASS_NAMES.len();
+        Self {
+            model: PartSegConfig::small(crate::model::ModelKind::Dapt, parts, cats),
+            epochs: 10,
+            warmup_epochs: 0,
+            batch: 16,
+            optim: AdamWConfig {
+                lr: 2e-3,
+                ..AdamWConfig::default()
+            },
+            out: PathBuf::from("runs/partseg-demo"),
+            ..Self::default()
+        }
+    }
+}
+
+/// Whether a parameter (official name) trains in `mode` for part segmentation: DAPT's rule
+/// plus the head, everything, or the head alone (linear probe).
+pub fn seg_trainable(mode: Mode, official: &str) -> bool {
+    match mode {
+        Mode::Dapt => partseg_trainable(crate::model::ModelKind::Dapt, official),
+        Mode::Full => true,
+        Mode::Linear => is_head(official),
+    }
+}
+
+fn apply_mode(model: PartSegModel, mode: Mode) -> PartSegModel {
+    model.map(&mut Trainable::new(move |n: &str| {
+        seg_trainable(mode, &to_official(n))
+    }))
+}
+
+/// One labelled shape.
+#[derive(Clone, Debug)]
+pub struct SegItem {
+    pub points: Vec<[f32; 3]>,
+    /// Global part id of each point.
+    pub labels: Vec<usize>,
+    pub category: usize,
+}
+
+impl SegItem {
+    /// `n` points drawn with replacement (`np.random.choice(len, n, replace=True)`).
+    pub fn sample(&self, n: usize, rng: &mut Rng) -> SegItem {
+        let idx: Vec<usize> = (0..n).map(|_| rng.below(self.points.len())).collect();
+        SegItem {
+            points: idx.iter().map(|&i| self.points[i]).collect(),
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            category: self.category,
+        }
+    }
+}
+
+/// A part-segmentation data set ready for batching.
+pub struct PreparedSeg {
+    pub category_names: Vec<String>,
+    pub category_parts: Vec<Vec<usize>>,
+    pub num_parts: usize,
+    /// Full training shapes (re-sampled every epoch).
+    pub train: Vec<SegItem>,
+    /// Test shapes, already drawn to `npoints`.
+    pub test: Vec<SegItem>,
+    pub normalize: bool,
+}
+
+/// Loads the data set named by `cfg.data` with its per-point part labels.
+pub fn prepare_seg_data(cfg: &PartSegTrainConfig) -> Result<PreparedSeg, TrainError> {
+    prepare(cfg, true)
+}
+
+fn prepare(cfg: &PartSegTrainConfig, with_train: bool) -> Result<PreparedSeg, TrainError> {
+    let spec = DataSpec::parse(&cfg.data)?;
+    let mut ds = spec.open()?;
+    if !ds.supports(Task::PartSegmentation) {
+        return Err(TrainError::Config(format!(
+            "{}: this data set has no part labels (use shapenetpart:PATH or synthetic)",
+            cfg.data
+        )));
+    }
+    let normalize = cfg.normalize.unwrap_or(ds.normalize);
+    ds.normalize = normalize;
+    let category_parts = ds.category_parts.clone().unwrap_or_default();
+    let num_parts = ds.num_parts.unwrap_or(0);
+    let opts = ReadOptions::default();
+    let load = |samples: &[crate::data::Sample]| -> Result<Vec<SegItem>, TrainError> {
+        let mut out = Vec::with_capacity(samples.len());
+        for s in samples {
+            let cloud = ds.load(s, &opts)?;
+            let where_ = || {
+                cloud
+                    .source
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| format!("a shape of category {}", s.label))
+            };
+            let Some(raw) = &cloud.labels else {
+                return Err(TrainError::Config(format!(
+                    "{}: no per-point part labels",
+                    where_()
+                )));
+            };
+            let mut labels = Vec::with_capacity(raw.len());
+            for &l in raw {
+                if l < 0 || l as usize >= num_parts {
+                    return Err(TrainError::Config(format!(
+                        "{}: part label {l} is outside 0..{num_parts}",
+                        where_()
+                    )));
+                }
+                labels.push(l as usize);
+            }
+            if cloud.positions.is_empty() {
+                return Err(TrainError::Config(format!("{}: no points", where_())));
+            }
+            out.push(SegItem {
+                points: cloud.positions,
+                labels,
+                category: s.label,
+            });
+        }
+        Ok(out)
+    };
+    let train = if with_train {
+        load(&ds.train)?
+    } else {
+        Vec::new()
+    };
+    let mut test_rng = Rng::new(TEST_DRAW_SEED ^ cfg.seed);
+    let test = load(&ds.test)?
+        .iter()
+        .map(|it| it.sample(cfg.model.npoints, &mut test_rng))
+        .collect();
+    if with_train && train.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{}: the training split is empty",
+            cfg.data
+        )));
+    }
+    Ok(PreparedSeg {
+        category_names: ds.class_names.clone(),
+        category_parts,
+        num_parts,
+        train,
+        test,
+        normalize,
+    })
+}
+
+/// Flattens equally sized items into model inputs.
+fn flatten(items: &[SegItem]) -> (Vec<[f32; 3]>, Vec<usize>, Vec<usize>) {
+    let mut pts = Vec::new();
+    let mut labels = Vec::new();
+    for it in items {
+        pts.extend_from_slice(&it.points);
+        labels.extend_from_slice(&it.labels);
+    }
+    (pts, items.iter().map(|i| i.category).collect(), labels)
+}
+
+/// One optimisation step: forward in training mode on the autodiff device, NLL, backward,
+/// clip + AdamW (twice when `double_step`, see the module doc). Returns the model, the loss
+/// and the batch's log-probabilities `[b][n][parts]`. A non-finite loss leaves the model as
+/// it was.
+#[allow(clippy::too_many_arguments)]
+pub fn seg_train_step(
+    mut model: PartSegModel,
+    opt: &mut AdamW,
+    batch: &[SegItem],
+    lr: f64,
+    double_step: bool,
+    rng: &mut Rng,
+    ad: &Device,
+) -> Result<(PartSegModel, f64, Vec<f32>), TrainError> {
+    let b = batch.len();
+    let n = batch.first().map(|i| i.points.len()).unwrap_or(0);
+    let (pts, cats, labels) = flatten(batch);
+    let mut ctx = ForwardCtx::train(rng);
+    let out = model.forward_points(&pts, &cats, b, n, ad, &mut ctx)?;
+    let lp_host = host_vec(out.log_probs.clone());
+    let loss = nll_loss(out.log_probs, &labels)?;
+    let loss_v = loss.clone().into_scalar::<f32>() as f64;
+    if !loss_v.is_finite() {
+        return Ok((model, loss_v, lp_host));
+    }
+    let grads = loss.backward();
+    let model = if double_step {
+        // first step unclipped, as the official script's step before clip_grad_norm_
+        let clip = opt.config.grad_clip.take();
+        let (m, _) = opt.step(model, &grads, lr);
+        opt.config.grad_clip = clip;
+        opt.step(m, &grads, lr).0
+    } else {
+        opt.step(model, &grads, lr).0
+    };
+    Ok((model, loss_v, lp_host))
+}
+
+/// Loss and mIoU of one evaluation.
+#[derive(Clone, Debug)]
+pub struct SegEvalResult {
+    pub loss: f64,
+    pub miou: MiouAccumulator,
+}
+
+impl SegEvalResult {
+    pub fn per_category(&self) -> Vec<CategoryIou> {
+        self.miou.per_category()
+    }
+}
+
+/// Evaluates `items` in eval mode, `val_batch` shapes at a time (shapes of a batch must have
+/// the same point count; a change of count starts a new batch).
+pub fn evaluate_seg(
+    model: &mut PartSegModel,
+    items: &[SegItem],
+    val_batch: usize,
+    category_parts: &[Vec<usize>],
+    category_names: &[String],
+    device: &Device,
+) -> Result<SegEvalResult, TrainError> {
+    let mut acc = MiouAccumulator::new(category_parts.to_vec(), category_names.to_vec());
+    let parts = model.config.num_parts;
+    let mut loss_sum = 0.0;
+    let mut points_seen = 0usize;
+    let mut start = 0;
+    while start < items.len() {
+        let n = items[start].points.len();
+        let mut end = start + 1;
+        while end < items.len() && end - start < val_batch.max(1) && items[end].points.len() == n {
+            end += 1;
+        }
+        let chunk = &items[start..end];
+        let (pts, cats, labels) = flatten(chunk);
+        let mut ctx = ForwardCtx::eval();
+        let out = model.forward_points(&pts, &cats, chunk.len(), n, device, &mut ctx)?;
+        let lp = host_vec(out.log_probs.clone());
+        let loss = nll_loss(out.log_probs, &labels)?.into_scalar::<f32>() as f64;
+        loss_sum += loss * (chunk.len() * n) as f64;
+        points_seen += chunk.len() * n;
+        for (i, it) in chunk.iter().enumerate() {
+            acc.add_scores(
+                it.category,
+                &lp[i * n * parts..(i + 1) * n * parts],
+                parts,
+                &it.labels,
+            )
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        }
+        start = end;
+    }
+    Ok(SegEvalResult {
+        loss: loss_sum / points_seen.max(1) as f64,
+        miou: acc,
+    })
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartSegSummary {
+    pub run_dir: PathBuf,
+    pub epochs_done: usize,
+    pub best_epoch: usize,
+    pub best_instance_miou: f64,
+    pub best_class_miou: f64,
+    pub last: Option<EpochMetrics>,
+    pub per_category: Vec<CategoryIou>,
+    pub stopped: bool,
+    pub trainable_params: usize,
+    pub total_params: usize,
+    pub backend: String,
+}
+
+/// Resume state (`checkpoints/state.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartSegState {
+    pub task: String,
+    pub epochs_done: usize,
+    pub optimizer_step: u64,
+    pub rng: Rng,
+    pub best_epoch: usize,
+    pub best_instance_miou: f64,
+    pub best_class_miou: f64,
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| TrainError::Config(e.to_string()))?;
+    atomic_write(path, text.as_bytes()).map_err(io_err(path))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Builds the model of `cfg` (loading `init` as a backbone) with the mode's trainable set.
+pub fn build_seg_model(
+    cfg: &PartSegTrainConfig,
+    device: &Device,
+) -> Result<PartSegModel, TrainError> {
+    let mut mcfg = cfg.model.clone();
+    mcfg.kind = cfg.mode.model_kind();
+    device.seed(cfg.seed);
+    let mut model = PartSegModel::new(&mcfg, device)?;
+    if let Some(init) = &cfg.init {
+        let dict = read_state_dict(init)?;
+        model = load_partseg(model, &dict, LoadMode::Backbone)?.0;
+    }
+    Ok(apply_mode(model, cfg.mode))
+}
+
+fn send(events: &Option<Sender<TrainEvent>>, e: TrainEvent) {
+    if let Some(tx) = events {
+        let _ = tx.send(e);
+    }
+}
+
+fn checkpoint_meta(
+    cfg: &PartSegTrainConfig,
+    data: &PreparedSeg,
+    epoch: usize,
+) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "partseg",
+        "task": "partseg",
+        "model": cfg.model,
+        "mode": cfg.mode,
+        "class_names": data.category_names,
+        "category_parts": data.category_parts,
+        "normalize": data.normalize,
+        "epoch": epoch,
+        "init": cfg.init,
+    })
+}
+
+fn save(path: &Path, model: &PartSegModel, meta: &serde_json::Value) -> Result<(), TrainError> {
+    write_native(path, &official_tensors(model), meta)?;
+    Ok(())
+}
+
+/// Runs (or resumes) part-segmentation training.
+pub fn run_partseg(
+    mut cfg: PartSegTrainConfig,
+    resume: Option<&Path>,
+    events: Option<Sender<TrainEvent>>,
+    stop: &AtomicBool,
+) -> Result<PartSegSummary, TrainError> {
+    let result = run_inner(&mut cfg, resume, &events, stop);
+    if let Err(e) = &result {
+        send(
+            &events,
+            TrainEvent::Failed {
+                message: e.to_string(),
+            },
+        );
+    }
+    result
+}
+
+#[allow(clippy::too_many_lines)]
+fn run_inner(
+    cfg: &mut PartSegTrainConfig,
+    resume: Option<&Path>,
+    events: &Option<Sender<TrainEvent>>,
+    stop: &AtomicBool,
+) -> Result<PartSegSummary, TrainError> {
+    let (run_dir, state) = match resume {
+        Some(dir) => {
+            let rd = RunDir::open(dir)?;
+            *cfg = read_json(&rd.path.join("config.json"))?;
+            if cfg.task != "partseg" {
+                return Err(TrainError::Config(format!(
+                    "{}: not a part-segmentation run",
+                    dir.display()
+                )));
+            }
+            let st: PartSegState = read_json(&rd.path.join("checkpoints/state.json"))?;
+            (rd, Some(st))
+        }
+        None => {
+            cfg.task = "partseg".into();
+            cfg.model.kind = cfg.mode.model_kind();
+            cfg.model.validate()?;
+            (RunDir::create(&cfg.out)?, None)
+        }
+    };
+    let selected = backend::select(cfg.backend);
+    let device = selected.device.clone();
+    let data = prepare_seg_data(cfg)?;
+    if data.category_names.len() != cfg.model.num_categories
+        || data.num_parts != cfg.model.num_parts
+    {
+        if resume.is_some() {
+            return Err(TrainError::Config(format!(
+                "{}: the data set has {} categories / {} parts, the run's model {} / {}",
+                cfg.data,
+                data.category_names.len(),
+                data.num_parts,
+                cfg.model.num_categories,
+                cfg.model.num_parts
+            )));
+        }
+        cfg.model.num_categories = data.category_names.len();
+        cfg.model.num_parts = data.num_parts;
+    }
+    if cfg.normalize.is_none() {
+        cfg.normalize = Some(data.normalize);
+    }
+    let mut model = build_seg_model(cfg, &device)?;
+    let mut opt = AdamW::new(cfg.optim.clone());
+    let mut rng = Rng::new(cfg.seed);
+    let mut start_epoch = 0;
+    let mut best = (0usize, -1.0f64, 0.0f64);
+    let mode = cfg.mode;
+    if let Some(st) = &state {
+        let dict = read_state_dict(&run_dir.last_path())?;
+        model = apply_mode(load_partseg(model, &dict, LoadMode::Strict)?.0, mode);
+        let opt_dict = read_state_dict(&run_dir.optimizer_path())?;
+        opt.load_state(st.optimizer_step, &opt_dict.tensors, &device);
+        rng = st.rng.clone();
+        start_epoch = st.epochs_done;
+        best = (st.best_epoch, st.best_instance_miou, st.best_class_miou);
+    } else {
+        write_json(&run_dir.path.join("config.json"), cfg)?;
+    }
+    let params: Vec<_> = named_params(&model)
+        .into_iter()
+        .map(|mut p| {
+            p.name = to_official(&p.name);
+            p
+        })
+        .collect();
+    let (trainable, total) = count_params(&params, |n| seg_trainable(mode, n));
+    let npoints = cfg.model.npoints;
+    let batch = cfg.batch.max(1).min(data.train.len());
+    let steps_per_epoch = data.train.len() / batch; // drop_last, as the official loader
+    let schedule = CosineSchedule {
+        base_lr: cfg.optim.lr,
+        min_lr: cfg.min_lr,
+        warmup_lr_init: cfg.warmup_lr_init,
+        warmup_epochs: cfg.warmup_epochs,
+        t_initial: cfg.epochs.max(1),
+    };
+    send(
+        events,
+        TrainEvent::Started {
+            run_dir: run_dir.path.clone(),
+            backend: selected.description.clone(),
+            start_epoch,
+            total_epochs: cfg.epochs,
+            steps_per_epoch,
+            trainable_params: trainable,
+            total_params: total,
+        },
+    );
+    let ad = device.clone().autodiff();
+    let mut model = model.train();
+    let t0 = Instant::now();
+    let mut last_metrics = None;
+    let mut per_category = Vec::new();
+    let mut stopped = false;
+    for epoch in start_epoch..cfg.epochs {
+        let lr = schedule.lr_for_epoch(epoch);
+        let mut order: Vec<usize> = (0..data.train.len()).collect();
+        rng.shuffle(&mut order);
+        let mut loss_sum = 0.0;
+        let mut train_acc =
+            MiouAccumulator::new(data.category_parts.clone(), data.category_names.clone());
+        for step in 0..steps_per_epoch {
+            if stop.load(Ordering::Relaxed) {
+                stopped = true;
+                break;
+            }
+            let step_start = Instant::now();
+            let items: Vec<SegItem> = order[step * batch..(step + 1) * batch]
+                .iter()
+                .map(|&i| {
+                    let mut it = data.train[i].sample(npoints, &mut rng);
+                    seg_scale_shift(&mut it.points, &mut rng);
+                    it
+                })
+                .collect();
+            let (m, loss_v, lp) = seg_train_step(
+                model,
+                &mut opt,
+                &items,
+                lr,
+                cfg.official_double_step,
+                &mut rng,
+                &ad,
+            )?;
+            model = m;
+            if !loss_v.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch,
+                    step,
+                    loss: loss_v,
+                });
+            }
+            loss_sum += loss_v;
+            let parts = cfg.model.num_parts;
+            for (i, it) in items.iter().enumerate() {
+                let rows = &lp[i * npoints * parts..(i + 1) * npoints * parts];
+                train_acc
+                    .add_scores(it.category, rows, parts, &it.labels)
+                    .map_err(|e| TrainError::Config(e.to_string()))?;
+            }
+            let secs = step_start.elapsed().as_secs_f64().max(1e-9);
+            send(
+                events,
+                TrainEvent::Step {
+                    epoch,
+                    step,
+                    steps_per_epoch,
+                    loss: loss_v,
+                    lr,
+                    samples_per_sec: batch as f64 / secs,
+                },
+            );
+        }
+        if stopped {
+            send(events, TrainEvent::Stopped { epoch });
+            break;
+        }
+        let train_m = EpochMetrics {
+            epoch,
+            split: "train".into(),
+            wall_secs: t0.elapsed().as_secs_f64(),
+            lr,
+            loss: loss_sum / steps_per_epoch.max(1) as f64,
+            overall_accuracy: train_acc.point_accuracy(),
+            mean_class_accuracy: 0.0,
+            instance_miou: Some(train_acc.instance_miou()),
+            class_miou: Some(train_acc.class_miou()),
+        };
+        run_dir.append_metrics(&train_m)?;
+        send(events, TrainEvent::Metrics(train_m.clone()));
+        let mut valid = model.valid();
+        let test_m = if data.test.is_empty() {
+            None
+        } else {
+            let r = evaluate_seg(
+                &mut valid,
+                &data.test,
+                cfg.val_batch,
+                &data.category_parts,
+                &data.category_names,
+                &device,
+            )?;
+            per_category = r.per_category();
+            let m = EpochMetrics {
+                epoch,
+                split: "test".into(),
+                wall_secs: t0.elapsed().as_secs_f64(),
+                lr,
+                loss: r.loss,
+                overall_accuracy: r.miou.point_accuracy(),
+                mean_class_accuracy: 0.0,
+                instance_miou: Some(r.miou.instance_miou()),
+                class_miou: Some(r.miou.class_miou()),
+            };
+            run_dir.append_metrics(&m)?;
+            send(events, TrainEvent::Metrics(m.clone()));
+            Some(m)
+        };
+        let chosen = test_m.as_ref().unwrap_or(&train_m);
+        let inst = chosen.instance_miou.unwrap_or(0.0);
+        let class = chosen.class_miou.unwrap_or(0.0);
+        let meta = checkpoint_meta(cfg, &data, epoch);
+        if inst > best.1 {
+            best = (epoch, inst, class);
+            save(&run_dir.best_path(), &valid, &meta)?;
+            send(
+                events,
+                TrainEvent::CheckpointSaved {
+                    kind: CheckpointKind::Best,
+                    path: run_dir.best_path(),
+                },
+            );
+        }
+        // `last`, the optimizer moments and state.json move together; state.json is
+        // written last so a crash in between resumes from the previous consistent epoch
+        save(&run_dir.last_path(), &valid, &meta)?;
+        run_dir.save_optimizer(&opt)?;
+        save_adapter(&run_dir, &valid, cfg, &meta)?;
+        write_json(
+            &run_dir.path.join("checkpoints/state.json"),
+            &PartSegState {
+                task: "partseg".into(),
+                epochs_done: epoch + 1,
+                optimizer_step: opt.step,
+                rng: rng.clone(),
+                best_epoch: best.0,
+                best_instance_miou: best.1,
+                best_class_miou: best.2,
+            },
+        )?;
+        send(
+            events,
+            TrainEvent::CheckpointSaved {
+                kind: CheckpointKind::Last,
+                path: run_dir.last_path(),
+            },
+        );
+        last_metrics = test_m.or(Some(train_m));
+    }
+    let done = read_json::<PartSegState>(&run_dir.path.join("checkpoints/state.json"))
+        .map(|s| s.epochs_done)
+        .unwrap_or(start_epoch);
+    if !stopped {
+        // the shared event carries the selection metric: here the best instance mIoU
+        send(
+            events,
+            TrainEvent::Finished {
+                best_accuracy: best.1.max(0.0),
+                best_epoch: best.0,
+                run_dir: run_dir.path.clone(),
+            },
+        );
+    }
+    Ok(PartSegSummary {
+        run_dir: run_dir.path.clone(),
+        epochs_done: done,
+        best_epoch: best.0,
+        best_instance_miou: best.1.max(0.0),
+        best_class_miou: best.2,
+        last: last_metrics,
+        per_category,
+        stopped,
+        trainable_params: trainable,
+        total_params: total,
+        backend: selected.description,
+    })
+}
+
+/// Trained tensors plus BatchNorm buffers only, to apply on top of the backbone named in the
+/// metadata (as classification's adapter file).
+fn save_adapter(
+    run_dir: &RunDir,
+    model: &PartSegModel,
+    cfg: &PartSegTrainConfig,
+    meta: &serde_json::Value,
+) -> Result<u64, TrainError> {
+    let mode = cfg.mode;
+    let keep: Vec<_> = official_tensors(model)
+        .into_iter()
+        .filter(|(n, _)| {
+            seg_trainable(mode, n) || n.ends_with(".running_mean") || n.ends_with(".running_var")
+        })
+        .collect();
+    let mut meta = meta.clone();
+    if let Some(o) = meta.as_object_mut() {
+        o.insert("kind".into(), serde_json::json!("partseg_adapter"));
+        o.insert("backbone".into(), serde_json::json!(cfg.init));
+        o.insert("seed".into(), serde_json::json!(cfg.seed));
+    }
+    Ok(write_native(&run_dir.adapter_path(), &keep, &meta)?)
+}
+
+/// A part-segmentation model ready for inference, with its category tables.
+pub struct LoadedPartSeg {
+    pub model: PartSegModel,
+    pub category_names: Vec<String>,
+    pub category_parts: Vec<Vec<usize>>,
+    pub normalize: bool,
+}
+
+/// Infers the official model's configuration from an official `part_seg.pth` state dict:
+/// widths, depth and class counts come from tensor shapes; the grouping (128 x 32), the heads
+/// (6) and the taps (d/3, 2d/3, d) are not stored in the file and take the official values.
+pub fn config_from_state_dict(dict: &StateDict) -> Result<PartSegConfig, ModelError> {
+    let shape = |k: &str| {
+        dict.tensors
+            .get(k)
+            .map(|t| t.shape.clone())
+            .ok_or_else(|| ModelError::Checkpoint {
+                path: dict.path.clone(),
+                message: format!("not a part-segmentation checkpoint: no `{k}`"),
+            })
+    };
+    let c = shape("norm.weight")?[0];
+    let depth = (0..)
+        .take_while(|i| {
+            dict.tensors
+                .contains_key(&format!("blocks.blocks.{i}.norm1.weight"))
+        })
+        .count();
+    let parts = shape("convs3.bias")?[0];
+    let cats = shape("label_conv.0.weight")?.get(1).copied().unwrap_or(0);
+    let prop = shape("propagation_0.mlp_convs.1.bias")?[0];
+    let h1 = shape("convs1.bias")?[0];
+    let h2 = shape("convs2.bias")?[0];
+    let kind = if dict.tensors.contains_key("tfts_gamma_1") {
+        crate::model::ModelKind::Dapt
+    } else {
+        crate::model::ModelKind::PointMae
+    };
+    let rank = dict
+        .tensors
+        .get("blocks.blocks.0.Adapter_MLP.down_proj.bias")
+        .map(|t| t.shape[0])
+        .unwrap_or(64);
+    Ok(PartSegConfig {
+        kind,
+        trans_dim: c,
+        depth,
+        taps: PartSegConfig::default_taps(depth),
+        num_parts: parts,
+        num_categories: cats,
+        prop_dim: prop,
+        head_dims: [h1, h2],
+        rank,
+        ..PartSegConfig::official(kind)
+    })
+}
+
+/// Loads a native part-segmentation checkpoint (configuration inside) or an official
+/// `part_seg.pth` (configuration inferred, ShapeNetPart tables, inputs normalised).
+pub fn load_partseg_checkpoint(path: &Path, device: &Device) -> Result<LoadedPartSeg, ModelError> {
+    let dict = read_state_dict(path)?;
+    let meta = dict.meta.clone().unwrap_or(serde_json::Value::Null);
+    let shapenet = || {
+        let c = &crate::data::dataset::SHAPENETPART_CATEGORIES;
+        (
+            c.iter().map(|(n, _, _)| n.to_string()).collect::<Vec<_>>(),
+            c.iter().map(|(_, _, p)| p.to_vec()).collect::<Vec<_>>(),
+        )
+    };
+    let (cfg, names, parts, normalize) = if dict.format == CheckpointFormat::Native {
+        if meta.get("task").and_then(|v| v.as_str()) != Some("partseg") {
+            return Err(ModelError::Checkpoint {
+                path: path.to_path_buf(),
+                message: "not a part-segmentation checkpoint (use --task classification)".into(),
+            });
+        }
+        let bad = |what: &str, e: serde_json::Error| ModelError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("bad {what} in the metadata: {e}"),
+        };
+        let cfg: PartSegConfig =
+            serde_json::from_value(meta["model"].clone()).map_err(|e| bad("model", e))?;
+        let names: Vec<String> = serde_json::from_value(meta["class_names"].clone())
+            .map_err(|e| bad("class_names", e))?;
+        let parts: Vec<Vec<usize>> = serde_json::from_value(meta["category_parts"].clone())
+            .map_err(|e| bad("category_parts", e))?;
+        let norm = meta
+            .get("normalize")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        (cfg, names, parts, norm)
+    } else {
+        let cfg = config_from_state_dict(&dict)?;
+        let (names, parts) = shapenet();
+        (cfg, names, parts, true)
+    };
+    if names.len() != cfg.num_categories || parts.len() != cfg.num_categories {
+        return Err(ModelError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!(
+                "the model has {} categories but the metadata lists {}",
+                cfg.num_categories,
+                names.len()
+            ),
+        });
+    }
+    let model = PartSegModel::new(&cfg, device)?;
+    let (model, _) = load_partseg(model, &dict, LoadMode::Strict)?;
+    Ok(LoadedPartSeg {
+        model,
+        category_names: names,
+        category_parts: parts,
+        normalize,
+    })
+}
+
+/// Loads the test split of `data` for evaluating `loaded` (points drawn as in training).
+pub fn prepare_seg_test(
+    data: &str,
+    npoints: usize,
+    normalize: Option<bool>,
+    seed: u64,
+) -> Result<PreparedSeg, TrainError> {
+    let cfg = PartSegTrainConfig {
+        data: data.to_string(),
+        normalize,
+        seed,
+        model: PartSegConfig {
+            npoints,
+            ..PartSegConfig::official(crate::model::ModelKind::PointMae)
+        },
+        ..PartSegTrainConfig::default()
+    };
+    prepare(&cfg, false)
+}
