@@ -111,3 +111,30 @@ fn the_run_panel_launcher_trains_through_the_engine() {
             .is_err()
     );
 }
+
+#[test]
+fn a_part_segmentation_checkpoint_labels_every_point_with_its_categorys_parts() {
+    let case = fixture_dir("partseg_small");
+    let a = analyzer_from_checkpoint(&case.join("model.pth"), None).unwrap();
+    assert!(a.name().contains("parts"));
+    let io = load_io("partseg_small");
+    let n = io["points"].shape[1];
+    let pts = to_points(&io["points"]);
+    let cat = io["category"].usize()[0];
+    let mut cloud = PointCloud::from_positions(pts[..n].to_vec());
+    cloud.class_label = Some(cat);
+    let r = a.analyze(&cloud).unwrap();
+    let labels = r.part_pred.clone().expect("part labels");
+    assert_eq!(labels.len(), n);
+    let parts = &dapt::data::dataset::SHAPENETPART_CATEGORIES[cat].2;
+    assert!(
+        labels.iter().all(|l| parts.contains(l)),
+        "labels outside the category's parts"
+    );
+    assert_eq!(r.predicted_class(), Some(cat), "a given category is kept");
+    // without a category every one is tried and the best-scoring one is shown
+    cloud.class_label = None;
+    let r = a.analyze(&cloud).unwrap();
+    assert!((r.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    assert_eq!(r.part_pred.unwrap().len(), n);
+}

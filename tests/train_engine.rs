@@ -390,7 +390,11 @@ grad_norm_clip : 10
     assert_eq!(cfg.optim.weight_decay, 0.05);
     assert_eq!((cfg.epochs, cfg.warmup_epochs, cfg.batch), (300, 10, 32));
     assert_eq!(cfg.optim.grad_clip, Some(10.0));
-    assert_eq!(cfg.normalize, Some(true), "ModelNet40 inputs are pc_normalized");
+    assert_eq!(
+        cfg.normalize,
+        Some(true),
+        "ModelNet40 inputs are pc_normalized"
+    );
     // the same file names the model for predict/eval
     let m = ModelConfig::load(&p).unwrap();
     assert_eq!(m.npoints, 1024);

@@ -106,11 +106,142 @@ impl Analyzer for ModelAnalyzer {
     }
 }
 
+/// A part-segmentation checkpoint: per-point parts of the displayed cloud.
+pub struct PartSegAnalyzer {
+    loaded: Mutex<crate::train::partseg::LoadedPartSeg>,
+    device: Device,
+    checkpoint: PathBuf,
+}
+
+impl PartSegAnalyzer {
+    /// The object category: the cloud's class label, else a file-name prefix naming one,
+    /// else none (the analyzer then tries every category).
+    fn given_category(&self, cloud: &PointCloud, names: &[String]) -> Option<usize> {
+        if let Some(c) = cloud.class_label.filter(|&c| c < names.len()) {
+            return Some(c);
+        }
+        let stem = cloud
+            .source
+            .as_ref()?
+            .file_stem()?
+            .to_string_lossy()
+            .to_lowercase();
+        names
+            .iter()
+            .position(|n| stem.starts_with(&n.to_lowercase()))
+    }
+}
+
+impl Analyzer for PartSegAnalyzer {
+    fn name(&self) -> String {
+        self.checkpoint
+            .file_name()
+            .map(|f| format!("{} (parts)", f.to_string_lossy()))
+            .unwrap_or_else(|| "part segmentation".into())
+    }
+
+    fn analyze(&self, cloud: &PointCloud) -> Result<CloudAnalysis, String> {
+        use crate::model::layers::{ForwardCtx, host_vec};
+        let mut guard = self
+            .loaded
+            .lock()
+            .map_err(|_| "the model is unavailable".to_string())?;
+        let loaded = &mut *guard;
+        let mut pts = cloud.positions.clone();
+        if loaded.normalize {
+            crate::data::transform::pc_normalize(&mut pts);
+        }
+        let n = pts.len();
+        let need = loaded
+            .model
+            .config
+            .group_size
+            .max(loaded.model.config.num_group);
+        if n < need {
+            return Err(format!("{n} points; the model needs at least {need}"));
+        }
+        let names = loaded.category_names.clone();
+        let given = self.given_category(cloud, &names);
+        let parts_n = loaded.model.config.num_parts;
+        // score = mean over points of the best log-probability among the category's parts
+        let mut best: Option<(usize, f32, Vec<f32>, crate::model::grouping::Groups)> = None;
+        let mut scores = vec![f32::NEG_INFINITY; names.len()];
+        let candidates: Vec<usize> = match given {
+            Some(c) => vec![c],
+            None => (0..names.len()).collect(),
+        };
+        for c in candidates {
+            let out = loaded
+                .model
+                .forward_points(&pts, &[c], 1, n, &self.device, &mut ForwardCtx::eval())
+                .map_err(|e| e.to_string())?;
+            let lp = host_vec(out.log_probs);
+            let parts = &loaded.category_parts[c];
+            let score = lp
+                .chunks(parts_n)
+                .map(|row| {
+                    parts
+                        .iter()
+                        .map(|&p| row[p])
+                        .fold(f32::NEG_INFINITY, f32::max)
+                })
+                .sum::<f32>()
+                / n as f32;
+            scores[c] = score;
+            if best.as_ref().is_none_or(|b| score > b.1) {
+                best = Some((c, score, lp, out.groups));
+            }
+        }
+        let Some((cat, _, lp, groups)) = best else {
+            return Err("the model has no categories".into());
+        };
+        let labels = crate::train::miou::predict_parts(&lp, parts_n, &loaded.category_parts[cat])
+            .map_err(|e| e.to_string())?;
+        let probabilities = if given.is_some() {
+            (0..names.len())
+                .map(|i| if i == cat { 1.0 } else { 0.0 })
+                .collect()
+        } else {
+            softmax(&scores)
+        };
+        Ok(CloudAnalysis {
+            class_names: names,
+            probabilities,
+            centers: groups.centers.clone(),
+            groups: groups.members(0),
+            patch_scales: Vec::new(),
+            prompt_scales: Vec::new(),
+            cls_scales: Vec::new(),
+            part_pred: Some(labels),
+        })
+    }
+}
+
+/// Whether a checkpoint holds a part-segmentation model (ours or the official layout).
+fn is_partseg(checkpoint: &Path) -> bool {
+    crate::model::checkpoint::read_state_dict(checkpoint).is_ok_and(|d| {
+        d.meta
+            .as_ref()
+            .and_then(|m| m.get("task"))
+            .and_then(|t| t.as_str())
+            == Some("partseg")
+            || d.tensors.contains_key("convs3.weight")
+    })
+}
+
 pub fn analyzer_from_checkpoint(
     checkpoint: &Path,
     config: Option<&Path>,
 ) -> anyhow::Result<Arc<dyn Analyzer>> {
     let selected = select(BackendChoice::Auto);
+    if is_partseg(checkpoint) {
+        let loaded = crate::train::partseg::load_partseg_checkpoint(checkpoint, &selected.device)?;
+        return Ok(Arc::new(PartSegAnalyzer {
+            loaded: Mutex::new(loaded),
+            device: selected.device,
+            checkpoint: checkpoint.to_path_buf(),
+        }));
+    }
     let loaded = load_classifier(checkpoint, config, &selected.device)?;
     Ok(Arc::new(ModelAnalyzer {
         model: Mutex::new(loaded.model),
