@@ -16,6 +16,7 @@ use crate::gpu::cpu::fps;
 use crate::model::Classifier;
 use crate::model::load::load_classifier;
 use crate::train::eval::{logits_of, scale_snapshot};
+use crate::train::metrics::softmax;
 use crate::train::{Mode, TrainConfig};
 
 /// A loaded classifier run with the official test-time pipeline.
@@ -44,13 +45,6 @@ pub fn sample_indices(points: &[[f32; 3]], npoints: usize) -> Vec<usize> {
             idx
         }
     }
-}
-
-fn softmax(v: &[f32]) -> Vec<f32> {
-    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|x| x / s).collect()
 }
 
 impl Analyzer for ModelAnalyzer {

@@ -7,6 +7,7 @@ use crate::data::{ReadOptions, Rng, read_cloud};
 use crate::model::load::load_classifier;
 use crate::train::batch::{pad_to, test_points};
 use crate::train::eval::{logits_of, scale_snapshot};
+use crate::train::metrics::softmax;
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
@@ -43,13 +44,6 @@ pub struct PredictArgs {
     /// Point-cloud files (PLY, TXT, NPY, OFF, OBJ, ...).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-}
-
-fn softmax(v: &[f32]) -> Vec<f32> {
-    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|x| x / s).collect()
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
