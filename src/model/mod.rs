@@ -13,6 +13,7 @@ pub mod grouping;
 pub mod layers;
 pub mod load;
 pub mod names;
+pub mod pretrain;
 
 pub use classifier::{Classifier, ForwardOutput, ForwardState};
 pub use config::{ModelConfig, ModelKind, Pool};
