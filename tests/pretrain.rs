@@ -21,7 +21,7 @@ fn load_fixture_model(device: &Device) -> PointMae {
     let dir = fixture_dir("pretrain_small");
     let cfg = MaeConfig::from_yaml_file(&dir.join("config.yaml")).unwrap();
     assert_eq!((cfg.trans_dim, cfg.depth, cfg.decoder_depth), (96, 3, 2));
-    let model = PointMae::new(&cfg, device).unwrap();
+    let model = PointMae::new(&cfg, 0, device).unwrap();
     // the same path a user's downloaded pretrain.pth takes
     let dict = read_state_dict(&dir.join("model.pth")).unwrap();
     let (model, report) = load_pretrain(model, &dict).unwrap();
@@ -150,7 +150,7 @@ fn checkpoint_errors_name_the_keys() {
         },
     );
     let cfg = MaeConfig::from_yaml_file(&dir.join("config.yaml")).unwrap();
-    let err = load_pretrain(PointMae::new(&cfg, &device).unwrap(), &dict)
+    let err = load_pretrain(PointMae::new(&cfg, 0, &device).unwrap(), &dict)
         .err()
         .expect("a broken checkpoint must not load")
         .to_string();
@@ -160,7 +160,7 @@ fn checkpoint_errors_name_the_keys() {
     let mut wide = cfg.clone();
     wide.trans_dim = 120;
     let dict = read_state_dict(&dir.join("model.pth")).unwrap();
-    let err = load_pretrain(PointMae::new(&wide, &device).unwrap(), &dict)
+    let err = load_pretrain(PointMae::new(&wide, 0, &device).unwrap(), &dict)
         .err()
         .expect("shape mismatch")
         .to_string();
@@ -170,4 +170,241 @@ fn checkpoint_errors_name_the_keys() {
         ),
         "{err}"
     );
+}
+
+fn tiny_config() -> MaeConfig {
+    MaeConfig {
+        trans_dim: 32,
+        depth: 2,
+        num_heads: 2,
+        decoder_depth: 1,
+        decoder_num_heads: 2,
+        group_size: 8,
+        num_group: 8,
+        mask_ratio: 0.6,
+        drop_path_rate: 0.1,
+        npoints: 128,
+    }
+}
+
+#[test]
+fn official_pth_export_round_trips_through_the_user_file_reader() {
+    let device = Device::flex();
+    let model = PointMae::new(&tiny_config(), 3, &device).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pretrain.pth");
+    dapt::train::pretrain::export_pth(&model, &path, 7).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        &bytes[..4],
+        b"PK\x03\x04",
+        "a zip archive, as torch.save writes"
+    );
+    let dict = read_state_dict(&path).unwrap();
+    assert_eq!(
+        dict.format,
+        dapt::model::checkpoint::CheckpointFormat::Pytorch
+    );
+    let want: HashMap<String, dapt::model::names::RawTensor> =
+        model.official_tensors().into_iter().collect();
+    assert_eq!(dict.tensors.len(), want.len());
+    let conv = &dict.tensors["increase_dim.0.weight"];
+    assert_eq!(conv.shape, vec![24, 32, 1], "Conv1d layout");
+    for (k, w) in &want {
+        let got = dict.tensors.get(k).unwrap_or_else(|| panic!("{k} lost"));
+        assert_eq!(got.shape, w.shape, "{k}");
+        assert_eq!(got.data, w.data, "{k}");
+    }
+    // and it loads strictly into a fresh model with identical outputs
+    let other = PointMae::new(&tiny_config(), 99, &device).unwrap();
+    let (other, _) = load_pretrain(other, &dict).unwrap();
+    let a: Vec<f32> = model
+        .official_tensors()
+        .into_iter()
+        .flat_map(|(_, t)| t.data)
+        .collect();
+    let b: Vec<f32> = other
+        .official_tensors()
+        .into_iter()
+        .flat_map(|(_, t)| t.data)
+        .collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn exported_backbone_loads_into_the_fine_tuning_model() {
+    use dapt::model::checkpoint::{LoadMode, load_into};
+    use dapt::model::names::Reader;
+    let device = Device::flex();
+    let cfg = tiny_config();
+    let model = PointMae::new(&cfg, 5, &device).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backbone.safetensors");
+    dapt::train::pretrain::export_backbone(&model, &path, 0).unwrap();
+    let dict = read_state_dict(&path).unwrap();
+    assert!(dict.tensors.keys().all(|k| k.starts_with("MAE_encoder.")));
+
+    let mut mcfg = cfg.backbone_config(4);
+    mcfg.rank = 4;
+    let cls = dapt::model::Classifier::new(&mcfg, &device).unwrap();
+    let (cls, report) = load_into(cls, &dict, LoadMode::Backbone).unwrap();
+    assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
+    let mut r = Reader::new();
+    cls.visit(&mut r);
+    let got: HashMap<String, Vec<f32>> = r.out.into_iter().map(|(k, t)| (k, t.data)).collect();
+    let mut compared = 0;
+    for (k, t) in model.official_tensors() {
+        let Some(rest) = k.strip_prefix("MAE_encoder.") else {
+            continue;
+        };
+        let g = got
+            .get(rest)
+            .unwrap_or_else(|| panic!("{rest} not in the classifier"));
+        assert_eq!(g, &t.data, "{rest}");
+        compared += 1;
+    }
+    // encoder convs + BN (6 x ...), pos_embed, every block, final norm
+    assert_eq!(compared, report.applied.len());
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|n| n == "blocks.blocks.1.attn.qkv.weight")
+    );
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|n| n == "encoder.second_conv.1.running_var")
+    );
+}
+
+fn run_cfg(out: &std::path::Path) -> dapt::train::pretrain::PretrainConfig {
+    dapt::train::pretrain::PretrainConfig {
+        model: tiny_config(),
+        data: "synthetic:train=2,test=1,points=200".into(),
+        epochs: 3,
+        warmup_epochs: 1,
+        batch: 8,
+        seed: 11,
+        backend: dapt::backend::BackendChoice::Cpu,
+        out: out.to_path_buf(),
+        ..Default::default()
+    }
+}
+
+/// A run stopped after its first epoch and resumed ends with exactly the losses of an
+/// uninterrupted run (CPU backend), and leaves the documented run directory.
+#[test]
+fn resumed_pretraining_matches_an_uninterrupted_run() {
+    use dapt::train::pretrain::{PretrainMetrics, run};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let full = run(
+        run_cfg(&dir.path().join("full")),
+        None,
+        None,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    assert_eq!(full.epochs_done, 3);
+    assert!(!full.stopped);
+
+    // interrupted: stop as soon as the first epoch's checkpoint is written
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flag = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        for ev in rx {
+            if let dapt::train::TrainEvent::CheckpointSaved {
+                kind: dapt::train::CheckpointKind::Last,
+                ..
+            } = ev
+            {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    let part_dir = dir.path().join("part");
+    let part = run(run_cfg(&part_dir), None, Some(tx), stop).unwrap();
+    watcher.join().unwrap();
+    assert!(part.stopped);
+    assert_eq!(part.epochs_done, 1);
+    let resumed = run(
+        run_cfg(&part_dir),
+        Some(&part_dir),
+        None,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    assert_eq!(resumed.epochs_done, 3);
+    if resumed.last_train_loss != full.last_train_loss {
+        for d in ["full", "part"] {
+            eprintln!(
+                "{d}:\n{}",
+                std::fs::read_to_string(dir.path().join(d).join("metrics.jsonl")).unwrap()
+            );
+        }
+    }
+    assert_eq!(resumed.last_train_loss, full.last_train_loss);
+    assert_eq!(resumed.last_test_loss, full.last_test_loss);
+    assert_eq!(resumed.best_loss, full.best_loss);
+
+    // run directory layout
+    for f in [
+        "config.json",
+        "metrics.jsonl",
+        "checkpoints/last.safetensors",
+        "checkpoints/best.safetensors",
+        "checkpoints/optimizer.safetensors",
+        "checkpoints/state.json",
+        "backbone.safetensors",
+        "pretrain.pth",
+    ] {
+        assert!(part_dir.join(f).is_file(), "{f} missing");
+    }
+    let lines: Vec<PretrainMetrics> = std::fs::read_to_string(part_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // train + test per epoch, epochs 0, 1, 2 once each
+    assert_eq!(lines.len(), 6);
+    assert_eq!(
+        lines.iter().map(|m| m.epoch).collect::<Vec<_>>(),
+        vec![0, 0, 1, 1, 2, 2]
+    );
+    assert!(lines.iter().all(|m| m.loss.is_finite() && m.loss > 0.0));
+    // a fine-tuning resume refuses the pre-training run with a clear message
+    let err = dapt::train::run(
+        dapt::train::TrainConfig::default(),
+        Some(&part_dir),
+        None,
+        Arc::new(AtomicBool::new(false)),
+    );
+    assert!(err.is_err());
+
+    // the best model reconstructs a cloud: visible + predicted patches, absolute coordinates
+    let device = Device::flex();
+    let mut best = dapt::train::pretrain::load_checkpoint(
+        &tiny_config(),
+        &part_dir.join("pretrain.pth"),
+        &device,
+    )
+    .unwrap();
+    let cloud: Vec<[f32; 3]> = (0..128)
+        .map(|i| {
+            let t = i as f32 * 0.37;
+            [t.sin(), t.cos(), (i as f32 / 64.0) - 1.0]
+        })
+        .collect();
+    let rec = best
+        .reconstruct(&cloud, &device, &mut dapt::data::Rng::new(1))
+        .unwrap();
+    assert_eq!(rec.masked_centers.len(), 4);
+    assert_eq!(rec.visible_centers.len(), 4);
+    assert_eq!(rec.predicted.len(), 4 * 8);
+    assert_eq!(rec.ground_truth.len(), 4 * 8);
+    assert_eq!(rec.visible.len(), 4 * 8);
 }

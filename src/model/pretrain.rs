@@ -23,7 +23,7 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::Linear;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
@@ -378,11 +378,15 @@ fn drop_rates(rate: f64, depth: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The official initialisation (§6): encoder Linear/Conv1d trunc-normal(0.02) with zero
-/// bias, decoder Linear xavier-uniform with zero bias, `mask_token` trunc-normal(0.02);
-/// `decoder_pos_embed` and `increase_dim` keep PyTorch's default init.
+/// The official initialisation (§6), drawn on the host from our own [`Rng`] so a seed gives
+/// the same model on every backend and no other thread's use of the device RNG can change
+/// it: encoder Linear/Conv1d trunc-normal(0.02) with zero bias, decoder Linear
+/// xavier-uniform with zero bias, `mask_token` trunc-normal(0.02), `decoder_pos_embed` and
+/// `increase_dim` PyTorch's default U(±1/√fan_in) for weight and bias; norms at 1/0.
 struct OfficialInit {
     path: Vec<String>,
+    rng: Rng,
+    trans_dim: usize,
 }
 
 impl ModuleMapper for OfficialInit {
@@ -400,39 +404,48 @@ impl ModuleMapper for OfficialInit {
             Ok(s) => s,
             Err(_) => return param,
         };
-        let trunc = |std: f64| {
+        let n: usize = dims.iter().product();
+        let rng = &mut self.rng;
+        let mut trunc = |std: f32| -> Vec<f32> {
             // |x| > 2 (timm's absolute bounds) does not happen at std 0.02: clamp suffices
-            Tensor::<D>::random(shape, Distribution::Normal(0.0, std), &device).clamp(-2.0, 2.0)
+            (0..n)
+                .map(|_| (rng.normal() * std).clamp(-2.0, 2.0))
+                .collect()
         };
-        let is_running = name.ends_with(".running_mean") || name.ends_with(".running_var");
-        let new = if name == "mask_token" {
+        let is_bias = name.ends_with(".bias");
+        let default_fan_in = match name.as_str() {
+            "decoder_pos_embed.fc0.bias" => Some(3),
+            "decoder_pos_embed.fc2.bias" => Some(128),
+            "increase_dim.bias" => Some(self.trans_dim),
+            _ if D == 2
+                && (name.starts_with("decoder_pos_embed.")
+                    || name.starts_with("increase_dim.")) =>
+            {
+                Some(dims[0]) // burn Linear weight is [in, out]
+            }
+            _ => None,
+        };
+        let values: Option<Vec<f32>> = if name == "mask_token" {
             Some(trunc(0.02))
-        } else if name.starts_with("mae_encoder.") && !is_running {
-            if D == 2 {
-                Some(trunc(0.02))
-            } else if name.ends_with(".bias") {
-                Some(Tensor::zeros(shape, &device))
-            } else {
-                None
-            }
-        } else if name.starts_with("mae_decoder.") {
-            if D == 2 {
-                let bound = (6.0 / (dims[0] + dims[1]) as f64).sqrt();
-                Some(Tensor::random(
-                    shape,
-                    Distribution::Uniform(-bound, bound),
-                    &device,
-                ))
-            } else if name.ends_with(".bias") {
-                Some(Tensor::zeros(shape, &device))
-            } else {
-                None
-            }
+        } else if let Some(fan_in) = default_fan_in {
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            Some((0..n).map(|_| self.rng.range(-bound, bound)).collect())
+        } else if name.starts_with("mae_encoder.") && D == 2 {
+            Some(trunc(0.02))
+        } else if name.starts_with("mae_decoder.") && D == 2 {
+            let bound = (6.0 / (dims[0] + dims[1]) as f32).sqrt();
+            Some((0..n).map(|_| self.rng.range(-bound, bound)).collect())
+        } else if is_bias {
+            // Linear/Conv1d biases of encoder and decoder (norm biases are 0 already)
+            Some(vec![0.0; n])
         } else {
             None
         };
-        match new {
-            Some(t) => param.map(|_| t),
+        match values {
+            Some(v) => {
+                let t = Tensor::<D>::from_data(TensorData::new(v, shape), &device);
+                param.map(|_| t)
+            }
             None => param,
         }
     }
@@ -501,9 +514,8 @@ fn index_tensor(idx: Vec<i64>, device: &Device) -> Tensor<1, Int> {
 }
 
 impl PointMae {
-    /// A freshly initialised model with the official initialisation (seed the device first
-    /// for reproducibility).
-    pub fn new(config: &MaeConfig, device: &Device) -> Result<Self, ModelError> {
+    /// A freshly initialised model with the official initialisation, drawn from `seed`.
+    pub fn new(config: &MaeConfig, seed: u64, device: &Device) -> Result<Self, ModelError> {
         config.validate()?;
         let c = config.trans_dim;
         let enc_blocks = drop_rates(config.drop_path_rate, config.depth)
@@ -530,7 +542,11 @@ impl PointMae {
             increase_dim: linear(c, 3 * config.group_size, true, device),
             config: config.clone(),
         };
-        Ok(model.map(&mut OfficialInit { path: Vec::new() }))
+        Ok(model.map(&mut OfficialInit {
+            path: Vec::new(),
+            rng: Rng::new(seed),
+            trans_dim: c,
+        }))
     }
 
     /// Groups raw clouds (`[b, n, 3]` flattened) and runs the network with `mask`.
@@ -802,7 +818,7 @@ mod tests {
         let device = Device::flex();
         let mut cfg = MaeConfig::small();
         cfg.depth = 2;
-        let model = PointMae::new(&cfg, &device).unwrap();
+        let model = PointMae::new(&cfg, 0, &device).unwrap();
         let keys: Vec<String> = model
             .official_tensors()
             .into_iter()

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod events;
 pub mod metrics;
 pub mod optim;
+pub mod pretrain;
 pub mod run_dir;
 pub mod schedule;
 
