@@ -151,8 +151,7 @@ fn checkpoint_errors_name_the_keys() {
     );
     let cfg = MaeConfig::from_yaml_file(&dir.join("config.yaml")).unwrap();
     let err = load_pretrain(PointMae::new(&cfg, 0, &device).unwrap(), &dict)
-        .err()
-        .expect("a broken checkpoint must not load")
+        .expect_err("a broken checkpoint must not load")
         .to_string();
     assert!(err.contains("missing keys: mask_token"), "{err}");
     assert!(err.contains("unexpected keys: cls_token"), "{err}");
@@ -161,8 +160,7 @@ fn checkpoint_errors_name_the_keys() {
     wide.trans_dim = 120;
     let dict = read_state_dict(&dir.join("model.pth")).unwrap();
     let err = load_pretrain(PointMae::new(&wide, 0, &device).unwrap(), &dict)
-        .err()
-        .expect("shape mismatch")
+        .expect_err("shape mismatch")
         .to_string();
     assert!(
         err.contains(
@@ -407,4 +405,130 @@ fn resumed_pretraining_matches_an_uninterrupted_run() {
     assert_eq!(rec.predicted.len(), 4 * 8);
     assert_eq!(rec.ground_truth.len(), 4 * 8);
     assert_eq!(rec.visible.len(), 4 * 8);
+}
+
+/// Proof of transfer (run by hand: `cargo test --test pretrain transfer -- --ignored
+/// --nocapture`): DAPT fine-tuning of the synthetic demo from a backbone pre-trained here
+/// against the same fine-tuning from a randomly initialised backbone, equal budgets.
+/// `PRETRAIN_EPOCHS` / `FINETUNE_EPOCHS` override the budgets.
+#[test]
+#[ignore = "minutes of CPU time; a measurement, not a check"]
+fn transfer_benchmark() {
+    use dapt::train::pretrain::PretrainConfig;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let pre_epochs = env("PRETRAIN_EPOCHS", 10);
+    let ft_epochs = env("FINETUNE_EPOCHS", 5);
+    let dir = std::env::var("TRANSFER_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("dapt-transfer"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let t = Instant::now();
+    let pcfg = PretrainConfig {
+        epochs: pre_epochs,
+        backend: dapt::backend::BackendChoice::Cpu,
+        out: dir.join("pretrain"),
+        ..PretrainConfig::demo()
+    };
+    let npre = dapt::data::DataSpec::parse(&pcfg.data)
+        .unwrap()
+        .open()
+        .unwrap()
+        .train
+        .len();
+    let pre =
+        dapt::train::pretrain::run(pcfg.clone(), None, None, Arc::new(AtomicBool::new(false)))
+            .unwrap();
+    let pre_secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "pre-training: {pre_epochs} epochs x {npre} clouds, {:.0}s, held-out Chamfer-L2 best {:.5} (epoch {})",
+        pre_secs, pre.best_loss, pre.best_epoch
+    );
+
+    let finetune = |init: Option<std::path::PathBuf>, tag: &str| {
+        let mut cfg = dapt::cli::train::demo_config();
+        cfg.epochs = ft_epochs;
+        cfg.backend = dapt::backend::BackendChoice::Cpu;
+        cfg.init = init;
+        cfg.out = dir.join(tag);
+        let t = Instant::now();
+        let s = dapt::train::run(cfg, None, None, Arc::new(AtomicBool::new(false))).unwrap();
+        (s, t.elapsed().as_secs_f64())
+    };
+    let (with, with_secs) = finetune(Some(pre.backbone.clone()), "dapt-pretrained");
+    let (without, without_secs) = finetune(None, "dapt-random");
+    let line = |tag: &str, s: &dapt::train::RunSummary, secs: f64| {
+        eprintln!(
+            "DAPT {tag}: {} epochs, best test accuracy {:.2}% (epoch {}), final {:.2}%, {:.0}s, {} trainable of {}",
+            s.epochs_done,
+            100.0 * s.best_overall_accuracy,
+            s.best_epoch,
+            100.0 * s.last.as_ref().map(|m| m.overall_accuracy).unwrap_or(0.0),
+            secs,
+            s.trainable_params,
+            s.total_params
+        );
+    };
+    line("from the pre-trained backbone", &with, with_secs);
+    line("from a random backbone", &without, without_secs);
+    assert!(with.best_overall_accuracy > without.best_overall_accuracy);
+}
+
+#[test]
+fn cli_arguments_and_the_official_yaml_build_the_recipe() {
+    use clap::Parser;
+    use dapt::cli::{Cli, Command};
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("pretrain.yaml");
+    std::fs::write(
+        &yaml,
+        "optimizer : { type: AdamW, kwargs: { lr : 0.001, weight_decay : 0.05 } }\n\
+         scheduler: { type: CosLR, kwargs: { epochs: 300, initial_epochs : 10 } }\n\
+         model : { NAME: Point_MAE, group_size: 32, num_group: 64, loss: cdl2,\n\
+           transformer_config: { mask_ratio: 0.6, mask_type: 'rand', trans_dim: 384,\n\
+             encoder_dims: 384, depth: 12, drop_path_rate: 0.1, num_heads: 6,\n\
+             decoder_depth: 4, decoder_num_heads: 6 } }\n\
+         npoints: 1024\ntotal_bs : 128\n",
+    )
+    .unwrap();
+    let cli = Cli::try_parse_from([
+        "dapt",
+        "pretrain",
+        "--config",
+        yaml.to_str().unwrap(),
+        "--mask-ratio",
+        "0.75",
+        "--epochs",
+        "40",
+        "--data",
+        "shapenet55:/data/ShapeNet55",
+    ])
+    .unwrap();
+    let Some(Command::Pretrain(args)) = cli.command else {
+        panic!("not the pretrain subcommand");
+    };
+    let cfg = dapt::cli::pretrain::build_config(&args).unwrap();
+    assert_eq!(cfg.model.num_mask(), 48, "int(0.75 * 64)");
+    assert_eq!(cfg.model.decoder_depth, 4);
+    assert_eq!((cfg.epochs, cfg.warmup_epochs, cfg.batch), (40, 10, 128));
+    assert_eq!(cfg.optim.grad_clip, None, "no clipping in pre-training");
+    assert_eq!(cfg.optim.lr, 1e-3);
+    assert_eq!(
+        cfg.out,
+        std::path::PathBuf::from("runs/pretrain-shapenet55__data_ShapeNet55")
+    );
+    // a ratio that masks no patch (int(0.01 * 32) = 0) is refused before any work
+    let cli = Cli::try_parse_from(["dapt", "pretrain", "--mask-ratio", "0.01"]).unwrap();
+    let Some(Command::Pretrain(args)) = cli.command else {
+        panic!("not the pretrain subcommand");
+    };
+    assert!(dapt::cli::pretrain::build_config(&args).is_err());
 }

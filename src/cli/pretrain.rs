@@ -166,6 +166,17 @@ fn report(rx: Receiver<TrainEvent>, json: bool) {
                     );
                 }
             }
+            TrainEvent::Finished {
+                best_epoch,
+                run_dir,
+                ..
+            } => {
+                // the shared line speaks of accuracy; pre-training has a loss
+                if json {
+                    super::output::print_json(&serde_json::json!({"event": "finished",
+                        "best_epoch": best_epoch, "run_dir": run_dir}));
+                }
+            }
             other => {
                 let _ = tx.send(other);
             }
@@ -181,7 +192,11 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     let json = args.json;
     let resume = args.resume.clone();
     let cfg = match &resume {
-        Some(dir) => read_config(dir)?,
+        Some(dir) => {
+            // says what a resumable run directory needs before reading its config
+            crate::train::run_dir::RunDir::open(dir)?;
+            read_config(dir)?
+        }
         None => {
             let cfg = build_config(&args)?;
             // the demo may be run again: start it afresh rather than refuse

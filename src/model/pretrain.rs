@@ -101,7 +101,7 @@ impl MaeConfig {
             ("num_heads", self.num_heads),
             ("decoder_num_heads", self.decoder_num_heads),
         ] {
-            if heads == 0 || self.trans_dim == 0 || self.trans_dim % heads != 0 {
+            if heads == 0 || self.trans_dim == 0 || !self.trans_dim.is_multiple_of(heads) {
                 return err(format!(
                     "trans_dim {} must be a positive multiple of {name} {heads}",
                     self.trans_dim
