@@ -409,8 +409,9 @@ fn resumed_pretraining_matches_an_uninterrupted_run() {
 
 /// Proof of transfer (run by hand: `cargo test --test pretrain transfer -- --ignored
 /// --nocapture`): DAPT fine-tuning of the synthetic demo from a backbone pre-trained here
-/// against the same fine-tuning from a randomly initialised backbone, equal budgets.
-/// `PRETRAIN_EPOCHS` / `FINETUNE_EPOCHS` override the budgets.
+/// against the same fine-tuning from a randomly initialised backbone, equal budgets and
+/// seeds. `PRETRAIN_EPOCHS` / `FINETUNE_EPOCHS` set the budgets, `FINETUNE_SEEDS` (comma
+/// separated) the fine-tuning seeds, `BACKBONE` reuses an earlier run's backbone file.
 #[test]
 #[ignore = "minutes of CPU time; a measurement, not a check"]
 fn transfer_benchmark() {
@@ -424,64 +425,86 @@ fn transfer_benchmark() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    let pre_epochs = env("PRETRAIN_EPOCHS", 10);
-    let ft_epochs = env("FINETUNE_EPOCHS", 5);
+    let pre_epochs = env("PRETRAIN_EPOCHS", 20);
+    let ft_epochs = env("FINETUNE_EPOCHS", 15);
+    let seeds: Vec<u64> = std::env::var("FINETUNE_SEEDS")
+        .unwrap_or_else(|_| "0".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let dir = std::env::var("TRANSFER_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir().join("dapt-transfer"));
-    let _ = std::fs::remove_dir_all(&dir);
 
-    let t = Instant::now();
-    let pcfg = PretrainConfig {
-        epochs: pre_epochs,
-        backend: dapt::backend::BackendChoice::Cpu,
-        out: dir.join("pretrain"),
-        ..PretrainConfig::demo()
+    let backbone = match std::env::var("BACKBONE") {
+        Ok(p) => {
+            eprintln!("pre-training: reusing {p}");
+            std::path::PathBuf::from(p)
+        }
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            let t = Instant::now();
+            let pcfg = PretrainConfig {
+                epochs: pre_epochs,
+                backend: dapt::backend::BackendChoice::Cpu,
+                out: dir.join("pretrain"),
+                ..PretrainConfig::demo()
+            };
+            let npre = dapt::data::DataSpec::parse(&pcfg.data)
+                .unwrap()
+                .open()
+                .unwrap()
+                .train
+                .len();
+            let pre =
+                dapt::train::pretrain::run(pcfg, None, None, Arc::new(AtomicBool::new(false)))
+                    .unwrap();
+            eprintln!(
+                "pre-training: {pre_epochs} epochs x {npre} clouds (synthetic train split, labels unused), {:.0}s, held-out Chamfer-L2 best {:.5} (epoch {})",
+                t.elapsed().as_secs_f64(),
+                pre.best_loss,
+                pre.best_epoch
+            );
+            pre.backbone
+        }
     };
-    let npre = dapt::data::DataSpec::parse(&pcfg.data)
-        .unwrap()
-        .open()
-        .unwrap()
-        .train
-        .len();
-    let pre =
-        dapt::train::pretrain::run(pcfg.clone(), None, None, Arc::new(AtomicBool::new(false)))
-            .unwrap();
-    let pre_secs = t.elapsed().as_secs_f64();
-    eprintln!(
-        "pre-training: {pre_epochs} epochs x {npre} clouds, {:.0}s, held-out Chamfer-L2 best {:.5} (epoch {})",
-        pre_secs, pre.best_loss, pre.best_epoch
-    );
 
-    let finetune = |init: Option<std::path::PathBuf>, tag: &str| {
+    let finetune = |init: Option<std::path::PathBuf>, seed: u64, tag: &str| {
         let mut cfg = dapt::cli::train::demo_config();
         cfg.epochs = ft_epochs;
+        cfg.seed = seed;
         cfg.backend = dapt::backend::BackendChoice::Cpu;
         cfg.init = init;
-        cfg.out = dir.join(tag);
+        cfg.out = dir.join(format!("{tag}-seed{seed}"));
+        let _ = std::fs::remove_dir_all(&cfg.out);
         let t = Instant::now();
         let s = dapt::train::run(cfg, None, None, Arc::new(AtomicBool::new(false))).unwrap();
-        (s, t.elapsed().as_secs_f64())
-    };
-    let (with, with_secs) = finetune(Some(pre.backbone.clone()), "dapt-pretrained");
-    let (without, without_secs) = finetune(None, "dapt-random");
-    let line = |tag: &str, s: &dapt::train::RunSummary, secs: f64| {
+        let secs = t.elapsed().as_secs_f64();
         eprintln!(
-            "DAPT {tag}: {} epochs, best test accuracy {:.2}% (epoch {}), final {:.2}%, {:.0}s, {} trainable of {}",
+            "DAPT {tag} seed {seed}: {} epochs, best test accuracy {:.2}% (epoch {}), final {:.2}%, {secs:.0}s, {} trainable of {}",
             s.epochs_done,
             100.0 * s.best_overall_accuracy,
             s.best_epoch,
             100.0 * s.last.as_ref().map(|m| m.overall_accuracy).unwrap_or(0.0),
-            secs,
             s.trainable_params,
             s.total_params
         );
+        s.best_overall_accuracy
     };
-    line("from the pre-trained backbone", &with, with_secs);
-    line("from a random backbone", &without, without_secs);
-    assert!(with.best_overall_accuracy > without.best_overall_accuracy);
+    let (mut with, mut without) = (0.0, 0.0);
+    for &seed in &seeds {
+        with += finetune(Some(backbone.clone()), seed, "pretrained");
+        without += finetune(None, seed, "random");
+    }
+    let k = seeds.len().max(1) as f64;
+    eprintln!(
+        "mean best test accuracy over {} seed(s): pre-trained {:.2}%, random {:.2}%",
+        seeds.len(),
+        100.0 * with / k,
+        100.0 * without / k
+    );
+    assert!(with > without);
 }
-
 #[test]
 fn cli_arguments_and_the_official_yaml_build_the_recipe() {
     use clap::Parser;
