@@ -371,9 +371,7 @@ struct Pickle {
 impl Pickle {
     fn new() -> Self {
         // PROTO 2
-        Self {
-            out: vec![0x80, 2],
-        }
+        Self { out: vec![0x80, 2] }
     }
     fn op(&mut self, b: u8) {
         self.out.push(b);
@@ -472,7 +470,10 @@ pub fn write_pytorch(
     p.mark();
     for (i, (name, t)) in tensors.iter().enumerate() {
         if t.data.len() != t.shape.iter().product::<usize>() {
-            return Err(err(format!("{name}: data does not match shape {:?}", t.shape)));
+            return Err(err(format!(
+                "{name}: data does not match shape {:?}",
+                t.shape
+            )));
         }
         p.text(name);
         p.tensor(&i.to_string(), &t.shape)
@@ -496,8 +497,11 @@ pub fn write_pytorch(
     zw.start_file("archive/byteorder", opts).map_err(zerr)?;
     zw.write_all(b"little").map_err(ioerr)?;
     for (i, (_, t)) in tensors.iter().enumerate() {
-        zw.start_file(format!("archive/data/{i}"), opts.large_file(t.data.len() * 4 > u32::MAX as usize))
-            .map_err(zerr)?;
+        zw.start_file(
+            format!("archive/data/{i}"),
+            opts.large_file(t.data.len() * 4 > u32::MAX as usize),
+        )
+        .map_err(zerr)?;
         let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
         zw.write_all(&bytes).map_err(ioerr)?;
     }
