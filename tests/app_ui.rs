@@ -422,7 +422,7 @@ impl TrainingLauncher for ScriptedLauncher {
                         step: s + 1,
                         steps_per_epoch: 50,
                         loss: 2.0 * (-t / 60.0).exp() + 0.1 * ((t * 1.7).sin() + 1.0),
-                        accuracy: 0.5,
+                        accuracy: Some(0.5),
                         lr: 5e-4 * (1.0 - t / 200.0),
                         samples_per_sec: 250.0,
                     });

@@ -627,7 +627,7 @@ mod tests {
                     step: s + 1,
                     steps_per_epoch: 10,
                     loss: 1.0 / (s + 1) as f64,
-                    accuracy: 0.5,
+                    accuracy: Some(0.5),
                     lr: 1e-3,
                     samples_per_sec: 100.0,
                 })

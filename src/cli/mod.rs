@@ -8,6 +8,7 @@ pub mod info;
 pub mod output;
 pub mod partseg;
 pub mod predict;
+pub mod pretrain;
 pub mod train;
 pub mod view;
 
@@ -26,6 +27,9 @@ pub struct Cli {
 pub enum Command {
     /// Fine-tune (DAPT, full or linear probe); with no arguments, a demo on synthetic shapes.
     Train(Box<train::TrainArgs>),
+    /// Pre-train a Point-MAE backbone (masked point modelling); with no arguments, a demo on
+    /// synthetic shapes.
+    Pretrain(Box<pretrain::PretrainArgs>),
     /// Evaluate a checkpoint on a data set's test split.
     Eval(eval::EvalArgs),
     /// Classify point-cloud files.
@@ -44,6 +48,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         None => view::run(view::ViewArgs::default()),
         Some(Command::Train(args)) => train::run(*args),
+        Some(Command::Pretrain(args)) => pretrain::run(*args),
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Predict(args)) => predict::run(args),
         Some(Command::Info(args)) => info::run(args),

@@ -68,9 +68,11 @@ pub fn report_events(rx: Receiver<TrainEvent>, json: bool) {
                     });
                     b.set_prefix(format!("epoch {}/{}", epoch + 1, total_epochs));
                     b.set_position(step as u64 + 1);
+                    let acc = accuracy
+                        .map(|a| format!(" acc {:.1}%", 100.0 * a))
+                        .unwrap_or_default();
                     b.set_message(format!(
-                        "loss {loss:.4} acc {:.1}% {samples_per_sec:.1} samples/s",
-                        100.0 * accuracy
+                        "loss {loss:.4}{acc} {samples_per_sec:.1} samples/s"
                     ));
                 }
             }

@@ -376,3 +376,155 @@ pub fn load_into<M: Module>(
         },
     ))
 }
+
+/// A minimal pickle (protocol 2) writer for the objects a PyTorch checkpoint holds.
+struct Pickle {
+    out: Vec<u8>,
+}
+
+impl Pickle {
+    fn new() -> Self {
+        // PROTO 2
+        Self { out: vec![0x80, 2] }
+    }
+    fn op(&mut self, b: u8) {
+        self.out.push(b);
+    }
+    fn mark(&mut self) {
+        self.op(b'(');
+    }
+    fn text(&mut self, s: &str) {
+        // BINUNICODE: u32 length + UTF-8
+        self.op(b'X');
+        self.out.extend((s.len() as u32).to_le_bytes());
+        self.out.extend(s.as_bytes());
+    }
+    fn global(&mut self, module: &str, name: &str) {
+        self.op(b'c');
+        self.out.extend(format!("{module}\n{name}\n").as_bytes());
+    }
+    fn int(&mut self, v: usize) -> Result<(), String> {
+        if v < 256 {
+            self.op(b'K');
+            self.op(v as u8);
+        } else if v < 65_536 {
+            self.op(b'M');
+            self.out.extend((v as u16).to_le_bytes());
+        } else {
+            let v = i32::try_from(v).map_err(|_| format!("{v} does not fit a pickle BININT"))?;
+            self.op(b'J');
+            self.out.extend(v.to_le_bytes());
+        }
+        Ok(())
+    }
+    fn int_tuple(&mut self, vs: &[usize]) -> Result<(), String> {
+        if vs.is_empty() {
+            self.op(b')');
+            return Ok(());
+        }
+        self.mark();
+        for &v in vs {
+            self.int(v)?;
+        }
+        self.op(b't');
+        Ok(())
+    }
+    fn empty_ordered_dict(&mut self) {
+        self.global("collections", "OrderedDict");
+        self.op(b')');
+        self.op(b'R');
+    }
+    /// `torch._utils._rebuild_tensor_v2(storage, 0, size, stride, False, OrderedDict())` with
+    /// the storage as persistent id `('storage', torch.FloatStorage, key, 'cpu', numel)`.
+    fn tensor(&mut self, key: &str, shape: &[usize]) -> Result<(), String> {
+        let numel: usize = shape.iter().product();
+        let mut stride = vec![1usize; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            stride[i] = stride[i + 1] * shape[i + 1];
+        }
+        self.global("torch._utils", "_rebuild_tensor_v2");
+        self.mark();
+        self.mark();
+        self.text("storage");
+        self.global("torch", "FloatStorage");
+        self.text(key);
+        self.text("cpu");
+        self.int(numel)?;
+        self.op(b't');
+        self.op(b'Q'); // BINPERSID
+        self.int(0)?;
+        self.int_tuple(shape)?;
+        self.int_tuple(&stride)?;
+        self.op(0x89); // NEWFALSE: requires_grad
+        self.empty_ordered_dict(); // backward hooks
+        self.op(b't');
+        self.op(b'R');
+        Ok(())
+    }
+}
+
+/// Writes `tensors` (official names and shapes, f32) as a PyTorch zip checkpoint in the layout
+/// `torch.save({'base_model': state_dict, 'epoch': epoch})` produces — `archive/data.pkl`
+/// (pickle protocol 2), one raw little-endian storage per tensor under `archive/data/<i>`,
+/// `archive/version` and `archive/byteorder` — atomically. Returns the file size.
+pub fn write_pytorch(
+    path: &Path,
+    tensors: &[(String, RawTensor)],
+    epoch: usize,
+) -> Result<u64, ModelError> {
+    use std::io::Cursor;
+    use zip::write::SimpleFileOptions;
+
+    let err = |m: String| ck_err(path, m);
+    let mut p = Pickle::new();
+    p.op(b'}'); // EMPTY_DICT
+    p.mark();
+    p.text("base_model");
+    p.empty_ordered_dict();
+    p.mark();
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        if t.data.len() != t.shape.iter().product::<usize>() {
+            return Err(err(format!(
+                "{name}: data does not match shape {:?}",
+                t.shape
+            )));
+        }
+        p.text(name);
+        p.tensor(&i.to_string(), &t.shape)
+            .map_err(|m| err(format!("{name}: {m}")))?;
+    }
+    p.op(b'u'); // SETITEMS into the OrderedDict
+    p.text("epoch");
+    p.int(epoch).map_err(err)?;
+    p.op(b'u'); // SETITEMS into the top-level dict
+    p.op(b'.');
+
+    // stored (uncompressed), data aligned to 64 bytes as torch.save writes it
+    let opts = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .with_alignment(64);
+    let mut zw = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let zerr = |e: zip::result::ZipError| ck_err(path, format!("zip: {e}"));
+    let ioerr = |e: std::io::Error| ck_err(path, format!("zip: {e}"));
+    zw.start_file("archive/data.pkl", opts).map_err(zerr)?;
+    zw.write_all(&p.out).map_err(ioerr)?;
+    zw.start_file("archive/byteorder", opts).map_err(zerr)?;
+    zw.write_all(b"little").map_err(ioerr)?;
+    for (i, (_, t)) in tensors.iter().enumerate() {
+        zw.start_file(
+            format!("archive/data/{i}"),
+            opts.large_file(t.data.len() * 4 > u32::MAX as usize),
+        )
+        .map_err(zerr)?;
+        let bytes: Vec<u8> = t.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        zw.write_all(&bytes).map_err(ioerr)?;
+    }
+    zw.start_file("archive/version", opts).map_err(zerr)?;
+    zw.write_all(b"3\n").map_err(ioerr)?;
+    let buf = zw.finish().map_err(zerr)?.into_inner();
+    atomic_write(path, &buf).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(buf.len() as u64)
+}

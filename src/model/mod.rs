@@ -14,6 +14,7 @@ pub mod layers;
 pub mod load;
 pub mod names;
 pub mod partseg;
+pub mod pretrain;
 
 pub use classifier::{Classifier, ForwardOutput, ForwardState};
 pub use config::{ModelConfig, ModelKind, Pool};

@@ -361,7 +361,7 @@ fn run_inner(
                     step,
                     steps_per_epoch,
                     loss: loss_v,
-                    accuracy: conf.overall_accuracy(),
+                    accuracy: Some(conf.overall_accuracy()),
                     lr,
                     samples_per_sec: batch as f64 / secs,
                 },

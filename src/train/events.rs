@@ -62,8 +62,8 @@ pub enum TrainEvent {
         step: usize,
         steps_per_epoch: usize,
         loss: f64,
-        /// Running training accuracy of the epoch so far (0..=1).
-        accuracy: f64,
+        /// Running training accuracy of the epoch so far (0..=1); `None` for pre-training.
+        accuracy: Option<f64>,
         lr: f64,
         samples_per_sec: f64,
     },

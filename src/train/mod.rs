@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod miou;
 pub mod optim;
 pub mod partseg;
+pub mod pretrain;
 pub mod run_dir;
 pub mod schedule;
 

@@ -632,7 +632,7 @@ fn run_inner(
                     step,
                     steps_per_epoch,
                     loss: loss_v,
-                    accuracy: train_acc.point_accuracy(),
+                    accuracy: Some(train_acc.point_accuracy()),
                     lr,
                     samples_per_sec: batch as f64 / secs,
                 },
