@@ -294,3 +294,15 @@ fn an_unknown_data_set_path_is_named_in_the_error() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("/nonexistent/dataset/dir"), "{e}");
 }
+
+#[test]
+fn resuming_another_tasks_run_says_which_command_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("checkpoints")).unwrap();
+    std::fs::write(dir.path().join("config.json"), r#"{"kind": "pretrain"}"#).unwrap();
+    std::fs::write(dir.path().join("checkpoints/state.json"), "{}").unwrap();
+    let out = dapt(&["train", "--resume", &s(dir.path())]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("dapt pretrain --resume"), "{e}");
+}
