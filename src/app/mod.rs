@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod colouring;
+pub mod dataset_browser;
 pub mod file_dialog;
 pub mod keymap;
 pub mod loader;
@@ -181,6 +182,8 @@ pub struct StudioApp {
     pub tab: SideTab,
     pub run: RunPanel,
     file_dialog: file_dialog::FileDialog,
+    /// The data-set browser (split, class filter, index).
+    pub dataset: dataset_browser::DatasetBrowser,
     analysis_tx: Sender<AnalysisResult>,
     analysis_rx: Receiver<AnalysisResult>,
     // colouring cache
@@ -225,6 +228,7 @@ impl StudioApp {
             help_open: false,
             tab: SideTab::Viewer,
             file_dialog: file_dialog::FileDialog::default(),
+            dataset: dataset_browser::DatasetBrowser::default(),
             analysis_tx,
             analysis_rx,
             colour_key: None,
@@ -652,6 +656,23 @@ impl StudioApp {
                     };
                 }
             });
+        let shown = egui::CollapsingHeader::new("Data set")
+            .default_open(false)
+            .show(ui, |ui| self.dataset.ui(ui))
+            .body_returned
+            .flatten()
+            .or_else(|| self.dataset.poll());
+        if let Some((name, cloud)) = shown {
+            // one slot for the browsed sample: replace the previous one instead of piling up
+            if let Some(i) = self
+                .clouds
+                .iter()
+                .position(|c| c.name.starts_with("[set] "))
+            {
+                self.clouds.remove(i);
+            }
+            self.add_cloud(format!("[set] {name}"), cloud);
+        }
         egui::CollapsingHeader::new("Prediction")
             .default_open(true)
             .show(ui, |ui| self.prediction_ui(ui));
