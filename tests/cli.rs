@@ -306,3 +306,63 @@ fn resuming_another_tasks_run_says_which_command_resumes_it() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("dapt pretrain --resume"), "{e}");
 }
+
+#[test]
+fn pretrain_then_reconstruct_writes_labelled_views_and_names_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("pt");
+    let out = dapt(&[
+        "pretrain",
+        "--data",
+        "synthetic:seed=1,train=2,test=1,points=600",
+        "--epochs",
+        "1",
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&run),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cloud = dir.path().join("ring.ply");
+    let pts: Vec<[f32; 3]> = (0..700)
+        .map(|i| {
+            let t = i as f32 * 0.37;
+            [t.cos(), t.sin(), 0.3 * (t * 0.1).sin()]
+        })
+        .collect();
+    write_ply(&cloud, &PointCloud::from_positions(pts), true).unwrap();
+    let rec = dir.path().join("rec");
+    let missing = dir.path().join("missing.ply");
+    let out = dapt(&[
+        "pretrain",
+        "--reconstruct",
+        &s(&run),
+        "--out",
+        &s(&rec),
+        "--backend",
+        "cpu",
+        &s(&cloud),
+        &s(&missing),
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("missing.ply"), "{e}");
+    assert_eq!(
+        e.matches("No such file").count(),
+        1,
+        "the cause is printed once: {e}"
+    );
+    let view =
+        dapt::data::read_cloud(&rec.join("ring.reconstruction.ply"), &Default::default()).unwrap();
+    let labels = view.labels.unwrap();
+    let count = |l: i64| labels.iter().filter(|&&x| x == l).count();
+    // the small model masks int(0.6 * 32) = 19 of 32 patches of 16 points
+    assert_eq!(count(0), 13 * 16);
+    assert_eq!(count(1), 19 * 16);
+    assert_eq!(count(2), 19 * 16);
+}

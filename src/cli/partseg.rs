@@ -392,7 +392,7 @@ pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         match one() {
             Ok(v) => results.push(v),
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", super::output::error_chain(&e));
                 failures += 1;
             }
         }

@@ -37,7 +37,10 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
             Ok(a) => Some(a),
             // the app still opens (the cloud is worth seeing); it says why there is no model
             Err(e) => {
-                startup_message = Some(format!("could not load the model: {e:#}"));
+                startup_message = Some(format!(
+                    "could not load the model: {}",
+                    super::output::error_chain(&e)
+                ));
                 None
             }
         },
