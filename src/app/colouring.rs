@@ -18,12 +18,21 @@ pub enum ColourBy {
     Error,
     Scale,
     Patch,
+    /// Normal direction as RGB (|n| mapped from [-1, 1]).
+    Normals,
+    /// The x coordinate.
+    X,
+    /// The z coordinate (the depth axis with +Y up, the height with +Z up).
+    Z,
 }
 
 impl ColourBy {
-    pub const ALL: [ColourBy; 7] = [
+    pub const ALL: [ColourBy; 10] = [
         ColourBy::Rgb,
         ColourBy::Height,
+        ColourBy::X,
+        ColourBy::Z,
+        ColourBy::Normals,
         ColourBy::Truth,
         ColourBy::Prediction,
         ColourBy::Error,
@@ -40,6 +49,9 @@ impl ColourBy {
             ColourBy::Error => "error (correct vs wrong)",
             ColourBy::Scale => "dynamic scale",
             ColourBy::Patch => "patch membership",
+            ColourBy::Normals => "normals",
+            ColourBy::X => "x coordinate",
+            ColourBy::Z => "z coordinate",
         }
     }
 }
@@ -184,6 +196,29 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
             let values: Vec<f32> = cloud.positions.iter().map(|p| p[axis]).collect();
             scalar(values, settings, "height")
         }
+        ColourBy::X | ColourBy::Z => {
+            let (axis, title) = if settings.colour_by == ColourBy::X {
+                (0, "x")
+            } else {
+                (2, "z")
+            };
+            let values: Vec<f32> = cloud.positions.iter().map(|p| p[axis]).collect();
+            scalar(values, settings, title)
+        }
+        ColourBy::Normals => match &cloud.normals {
+            Some(nrm) => Colouring {
+                colors: nrm
+                    .iter()
+                    .map(|n| {
+                        colormap::to_u8([0.5 + 0.5 * n[0], 0.5 + 0.5 * n[1], 0.5 + 0.5 * n[2]])
+                    })
+                    .collect(),
+                legend: Legend::None,
+                note: None,
+                values: None,
+            },
+            None => grey("this file has no normals"),
+        },
         ColourBy::Scale => match inputs.scales.filter(|s| s.num_blocks() > 0) {
             Some(scales) => {
                 let values =
@@ -388,6 +423,27 @@ mod tests {
             up: UpAxis::PlusY,
             class_names: &[],
         }
+    }
+
+    #[test]
+    fn normals_and_axis_colourings() {
+        let mut c = cloud();
+        let mut s = ColourSettings {
+            colour_by: ColourBy::Normals,
+            ..Default::default()
+        };
+        let grey = colour(&inputs(&c), &mut s);
+        assert!(grey.note.is_some(), "no normals: a note, not colours");
+        c.normals = Some(vec![[1.0, 0.0, -1.0]; 100]);
+        let col = colour(&inputs(&c), &mut s);
+        assert_eq!(col.colors[0], [255, 128, 0, 255]);
+        s.colour_by = ColourBy::X;
+        c.positions = (0..100).map(|i| [i as f32, 0.0, 0.0]).collect();
+        let col = colour(&inputs(&c), &mut s);
+        assert_ne!(col.colors[0], col.colors[99], "x varies along the cloud");
+        s.colour_by = ColourBy::Z;
+        let col = colour(&inputs(&c), &mut s);
+        assert_eq!(col.colors[0], col.colors[99], "z is constant here");
     }
 
     #[test]
