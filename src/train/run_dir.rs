@@ -151,27 +151,7 @@ impl RunDir {
     pub fn read_state(&self) -> Result<RunState, TrainError> {
         let p = self.path.join("checkpoints/state.json");
         let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
-        // runs of the other tasks share the layout; say which command resumes them
-        match v.get("kind").and_then(|k| k.as_str()) {
-            Some("pretrain") => {
-                return Err(TrainError::Config(format!(
-                    "{}: a pre-training run; resume it with `dapt pretrain --resume {}`",
-                    self.path.display(),
-                    self.path.display()
-                )));
-            }
-            Some("partseg") => {
-                return Err(TrainError::Config(format!(
-                    "{}: a part-segmentation run; resume it with `dapt train --task partseg --resume {}`",
-                    self.path.display(),
-                    self.path.display()
-                )));
-            }
-            _ => {}
-        }
-        serde_json::from_value(v).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))
+        serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))
     }
 
     /// Metadata stored in every native checkpoint of the run.
