@@ -14,7 +14,7 @@ use crate::backend::{BackendChoice, select};
 use crate::data::{PointCloud, Rng};
 use crate::gpu::cpu::fps;
 use crate::model::Classifier;
-use crate::model::load::load_classifier;
+use crate::model::load::load_classifier_from;
 use crate::train::eval::{logits_of, scale_snapshot};
 use crate::train::metrics::softmax;
 use crate::train::{Mode, TrainConfig};
@@ -211,16 +211,14 @@ impl Analyzer for PartSegAnalyzer {
     }
 }
 
-/// Whether a checkpoint holds a part-segmentation model (ours or the official layout).
-fn is_partseg(checkpoint: &Path) -> bool {
-    crate::model::checkpoint::read_state_dict(checkpoint).is_ok_and(|d| {
-        d.meta
-            .as_ref()
-            .and_then(|m| m.get("task"))
-            .and_then(|t| t.as_str())
-            == Some("partseg")
-            || d.tensors.contains_key("convs3.weight")
-    })
+/// Whether a state dict holds a part-segmentation model (ours or the official layout).
+fn is_partseg(dict: &crate::model::checkpoint::StateDict) -> bool {
+    dict.meta
+        .as_ref()
+        .and_then(|m| m.get("task"))
+        .and_then(|t| t.as_str())
+        == Some("partseg")
+        || dict.tensors.contains_key("convs3.weight")
 }
 
 pub fn analyzer_from_checkpoint(
@@ -228,15 +226,17 @@ pub fn analyzer_from_checkpoint(
     config: Option<&Path>,
 ) -> anyhow::Result<Arc<dyn Analyzer>> {
     let selected = select(BackendChoice::Auto);
-    if is_partseg(checkpoint) {
-        let loaded = crate::train::partseg::load_partseg_checkpoint(checkpoint, &selected.device)?;
+    // read once; the kind of model decides which loader gets it
+    let dict = crate::model::checkpoint::read_state_dict(checkpoint)?;
+    if is_partseg(&dict) {
+        let loaded = crate::train::partseg::load_partseg_from(dict, &selected.device)?;
         return Ok(Arc::new(PartSegAnalyzer {
             loaded: Mutex::new(loaded),
             device: selected.device,
             checkpoint: checkpoint.to_path_buf(),
         }));
     }
-    let loaded = load_classifier(checkpoint, config, &selected.device)?;
+    let loaded = load_classifier_from(dict, config, &selected.device)?;
     Ok(Arc::new(ModelAnalyzer {
         model: Mutex::new(loaded.model),
         class_names: loaded.class_names,

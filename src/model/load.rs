@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use super::checkpoint::{CheckpointFormat, LoadMode, load_into, read_state_dict};
+use super::checkpoint::{CheckpointFormat, LoadMode, StateDict, load_into, read_state_dict};
 use super::{Classifier, ModelConfig, ModelError};
 
 /// The standard ModelNet40 class order (`modelnet40_shape_names.txt`).
@@ -81,7 +81,15 @@ pub fn load_classifier(
     config: Option<&Path>,
     device: &Device,
 ) -> Result<LoadedClassifier, ModelError> {
-    let dict = read_state_dict(checkpoint)?;
+    load_classifier_from(read_state_dict(checkpoint)?, config, device)
+}
+
+/// [`load_classifier`] on a state dict already read (callers that inspect it first).
+pub fn load_classifier_from(
+    dict: StateDict,
+    config: Option<&Path>,
+    device: &Device,
+) -> Result<LoadedClassifier, ModelError> {
     let meta = dict.meta.clone().unwrap_or(serde_json::Value::Null);
     let (cfg, mut class_names, normalize) = match config {
         Some(p) => {
@@ -98,7 +106,7 @@ pub fn load_classifier(
         None => {
             if dict.format != CheckpointFormat::Native {
                 return Err(ModelError::Checkpoint {
-                    path: checkpoint.to_path_buf(),
+                    path: dict.path.clone(),
                     message: "an official .pth checkpoint carries no model configuration: pass --config with its cfgs/finetune_*.yaml".into(),
                 });
             }
@@ -106,12 +114,12 @@ pub fn load_classifier(
                 .get("model")
                 .cloned()
                 .ok_or_else(|| ModelError::Checkpoint {
-                    path: checkpoint.to_path_buf(),
+                    path: dict.path.clone(),
                     message: "native checkpoint without a model configuration".into(),
                 })?;
             let cfg: ModelConfig =
                 serde_json::from_value(model).map_err(|e| ModelError::Checkpoint {
-                    path: checkpoint.to_path_buf(),
+                    path: dict.path.clone(),
                     message: format!("bad model configuration: {e}"),
                 })?;
             let names: Vec<String> = meta
@@ -138,6 +146,6 @@ pub fn load_classifier(
         model,
         class_names,
         normalize,
-        checkpoint: checkpoint.to_path_buf(),
+        checkpoint: dict.path.clone(),
     })
 }

@@ -837,7 +837,11 @@ pub fn config_from_state_dict(dict: &StateDict) -> Result<PartSegConfig, ModelEr
 /// Loads a native part-segmentation checkpoint (configuration inside) or an official
 /// `part_seg.pth` (configuration inferred, ShapeNetPart tables, inputs normalised).
 pub fn load_partseg_checkpoint(path: &Path, device: &Device) -> Result<LoadedPartSeg, ModelError> {
-    let dict = read_state_dict(path)?;
+    load_partseg_from(read_state_dict(path)?, device)
+}
+
+/// [`load_partseg_checkpoint`] on a state dict already read.
+pub fn load_partseg_from(dict: StateDict, device: &Device) -> Result<LoadedPartSeg, ModelError> {
     let meta = dict.meta.clone().unwrap_or(serde_json::Value::Null);
     let shapenet = || {
         let c = &crate::data::dataset::SHAPENETPART_CATEGORIES;
@@ -849,12 +853,12 @@ pub fn load_partseg_checkpoint(path: &Path, device: &Device) -> Result<LoadedPar
     let (cfg, names, parts, normalize) = if dict.format == CheckpointFormat::Native {
         if meta.get("task").and_then(|v| v.as_str()) != Some("partseg") {
             return Err(ModelError::Checkpoint {
-                path: path.to_path_buf(),
+                path: dict.path.clone(),
                 message: "not a part-segmentation checkpoint (use --task classification)".into(),
             });
         }
         let bad = |what: &str, e: serde_json::Error| ModelError::Checkpoint {
-            path: path.to_path_buf(),
+            path: dict.path.clone(),
             message: format!("bad {what} in the metadata: {e}"),
         };
         let cfg: PartSegConfig =
@@ -875,7 +879,7 @@ pub fn load_partseg_checkpoint(path: &Path, device: &Device) -> Result<LoadedPar
     };
     if names.len() != cfg.num_categories || parts.len() != cfg.num_categories {
         return Err(ModelError::Checkpoint {
-            path: path.to_path_buf(),
+            path: dict.path.clone(),
             message: format!(
                 "the model has {} categories but the metadata lists {}",
                 cfg.num_categories,
