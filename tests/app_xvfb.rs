@@ -221,3 +221,48 @@ fn binary_closes_itself_after_n_frames_and_survives_a_bad_file() {
         ],
     );
 }
+
+#[test]
+fn view_only_screenshots_crop_the_panels_away() {
+    let (_xvfb, display) = start_xvfb();
+    let dir = tempfile::tempdir().unwrap();
+    let ply = dir.path().join("sphere.ply");
+    write_ply(&ply);
+    let full = dir.path().join("full.png");
+    let view = dir.path().join("view.png");
+    for (png, extra) in [(&full, None), (&view, Some("--view-only"))] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "view".as_ref(),
+            ply.as_os_str(),
+            "--screenshot".as_ref(),
+            png.as_os_str(),
+        ];
+        if let Some(e) = extra {
+            args.push(e.as_ref());
+        }
+        let stderr = run_dapt(display, dir.path(), &args);
+        assert!(png.exists(), "no screenshot written; stderr: {stderr}");
+    }
+    let full = image::open(&full).unwrap().to_rgba8();
+    let view = image::open(&view).unwrap().to_rgba8();
+    assert!(
+        view.width() < full.width(),
+        "{} vs {}",
+        view.width(),
+        full.width()
+    );
+    assert_eq!(view.height(), full.height());
+    // the crop still holds the points (viridis pixels)
+    let palette: Vec<[u8; 4]> = (0..=64)
+        .map(|i| Colormap::Viridis.sample_u8(i as f32 / 64.0))
+        .collect();
+    let n = view
+        .pixels()
+        .filter(|p| {
+            palette
+                .iter()
+                .any(|c| (0..3).all(|k| (p.0[k] as i32 - c[k] as i32).abs() <= 10))
+        })
+        .count();
+    assert!(n > 10_000, "{n}");
+}

@@ -57,6 +57,8 @@ pub struct AppOptions {
     pub colour_by: Option<ColourBy>,
     /// Start with patch centres shown.
     pub show_centers: bool,
+    /// Start with view-only screenshots (the 3D view without panels).
+    pub screenshot_view_only: bool,
 }
 
 /// UI settings that survive restarts; `#[serde(default)]` so old files still load.
@@ -73,6 +75,8 @@ pub struct UiSettings {
     pub follow_training: bool,
     pub run: RunSettings,
     pub last_dir: Option<PathBuf>,
+    /// Screenshots (`P`) of the 3D view alone, without panels: figures for papers.
+    pub screenshot_view_only: bool,
 }
 
 impl Default for UiSettings {
@@ -87,6 +91,7 @@ impl Default for UiSettings {
             follow_training: true,
             run: RunSettings::default(),
             last_dir: None,
+            screenshot_view_only: false,
         }
     }
 }
@@ -202,6 +207,8 @@ pub struct StudioApp {
     exit_after_screenshot: bool,
     screenshot_dir: Option<PathBuf>,
     pub frame: u64,
+    /// Where the 3D view was drawn last frame (UI points), for view-only screenshots.
+    view_rect: Option<egui::Rect>,
     max_frames: Option<u64>,
 }
 
@@ -243,6 +250,7 @@ impl StudioApp {
             screenshot_requested: false,
             screenshot_dir: options.screenshot_dir,
             frame: 0,
+            view_rect: None,
             max_frames: options.max_frames,
         };
         if let Some(c) = options.colour_by {
@@ -250,6 +258,9 @@ impl StudioApp {
         }
         if options.show_centers {
             app.settings.show_centers = true;
+        }
+        if options.screenshot_view_only {
+            app.settings.screenshot_view_only = true;
         }
         app.camera.up = app.settings.up;
         for f in options.files {
@@ -396,6 +407,12 @@ impl StudioApp {
         let image = self.screenshot_slot.lock().ok().and_then(|mut s| s.take());
         let Some(image) = image else { return };
         self.screenshot_requested = false;
+        let image = match self.view_rect {
+            Some(rect) if self.settings.screenshot_view_only => {
+                Arc::new(image.region(&rect, Some(ctx.pixels_per_point())))
+            }
+            _ => image,
+        };
         let path = self.screenshot_target.take().unwrap_or_else(|| {
             let name = timestamped_png_name();
             match &self.screenshot_dir {
@@ -795,6 +812,10 @@ impl StudioApp {
                 }
             });
         ui.checkbox(&mut s.show_legend, "show colorbar / legend");
+        ui.checkbox(&mut s.screenshot_view_only, "screenshots (P): 3D view only")
+            .on_hover_text(
+                "crop P screenshots to the 3D view (with its legend), without the panels",
+            );
         if let Some(note) = self.colouring.as_ref().and_then(|c| c.note.clone()) {
             ui.weak(note);
         }

@@ -36,6 +36,7 @@ impl StudioApp {
     pub(super) fn view_ui(&mut self, ui: &mut egui::Ui) {
         let rect = ui.available_rect_before_wrap();
         let response = ui.allocate_rect(rect, Sense::click_and_drag());
+        self.view_rect = Some(rect);
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, 0.0, background_color32());
         self.camera_input(ui, &response, rect);

@@ -26,6 +26,9 @@ pub struct ViewArgs {
     /// Show the patch centres from the start.
     #[arg(long)]
     pub show_centres: bool,
+    /// Screenshots (`P` and --screenshot) of the 3D view only, without the panels.
+    #[arg(long)]
+    pub view_only: bool,
 }
 
 pub fn run(args: ViewArgs) -> anyhow::Result<()> {
@@ -63,5 +66,6 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
         startup_message,
         colour_by: args.colour_by,
         show_centers: args.show_centres,
+        screenshot_view_only: args.view_only,
     })
 }
