@@ -4,7 +4,8 @@
 
 struct Frame {
     clip_from_world: mat4x4<f32>,
-    // x, y: viewport size in physical pixels; z: point radius in physical pixels; w: unused
+    // x, y: viewport size in physical pixels; z: point radius in physical pixels;
+    // w: > 0 selects world-unit sizes: the radius in world units times the projection's y scale
     viewport_radius: vec4<f32>,
 };
 
@@ -31,8 +32,16 @@ fn vs_main(in: VsIn) -> VsOut {
     );
     let corner = corners[in.vertex];
     var clip = frame.clip_from_world * vec4<f32>(in.position, 1.0);
-    let radius_ndc = 2.0 * frame.viewport_radius.z / frame.viewport_radius.xy;
-    clip = vec4<f32>(clip.xy + corner * radius_ndc * clip.w, clip.zw);
+    var radius_clip: vec2<f32>;
+    if (frame.viewport_radius.w > 0.0) {
+        // a sphere of fixed world size: its clip-space offset does not shrink with depth,
+        // so the division by w shrinks it on screen like the geometry around it
+        let s = frame.viewport_radius.w;
+        radius_clip = vec2<f32>(s * frame.viewport_radius.y / frame.viewport_radius.x, s);
+    } else {
+        radius_clip = 2.0 * frame.viewport_radius.z / frame.viewport_radius.xy * clip.w;
+    }
+    clip = vec4<f32>(clip.xy + corner * radius_clip, clip.zw);
     var out: VsOut;
     out.clip = clip;
     out.corner = corner;

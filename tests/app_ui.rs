@@ -586,3 +586,41 @@ fn p_saves_a_png_and_says_where() {
         "the PNG shows the points"
     );
 }
+
+/// World-unit point sizes scale with the camera distance; pixel sizes do not.
+#[test]
+fn world_unit_point_sizes_grow_when_the_camera_comes_closer() {
+    // non-background pixels of the view, for a size mode, radius and camera distance factor
+    let lit_at = |world: bool, radius_world: f32, distance_factor: f32| {
+        let mut app = StudioApp::new(AppOptions::default());
+        app.add_cloud("sphere.ply".into(), sphere(300));
+        let mut h = harness(app);
+        h.state_mut().settings.point_size_world = world;
+        h.state_mut().settings.point_radius_world = radius_world;
+        h.state_mut().settings.point_radius = 3.0;
+        h.state_mut().settings.show_legend = false;
+        h.run_steps(3);
+        let d = h.state().camera.distance;
+        h.state_mut().camera.distance = d * distance_factor;
+        h.run_steps(2);
+        let img = h.render().expect("render");
+        let (w, hgt) = (img.width(), img.height());
+        count_non_background(&img, (w as f32 * 0.3) as u32, 0, w, hgt)
+    };
+    // what is lit besides the points (status line, ...): the same view with sub-pixel points
+    let base_far = lit_at(true, 0.0005, 1.0);
+    let base_near = lit_at(true, 0.0005, 0.5);
+    let world_far = lit_at(true, 0.008, 1.0) - base_far;
+    let world_near = lit_at(true, 0.008, 0.5) - base_near;
+    let (px_far, px_near) = (lit_at(false, 0.0, 1.0), lit_at(false, 0.0, 0.5));
+    assert!(world_far > 200, "world-size points drawn: {world_far}");
+    // halving the distance doubles a world-size sprite's radius: ~4x the area
+    assert!(
+        world_near as f32 > 2.5 * world_far as f32,
+        "world: {world_far} -> {world_near} point pixels"
+    );
+    assert!(
+        (px_near as f32) < 1.3 * px_far as f32,
+        "pixels: {px_far} -> {px_near} pixels"
+    );
+}

@@ -77,6 +77,10 @@ pub struct UiSettings {
     pub last_dir: Option<PathBuf>,
     /// Screenshots (`P`) of the 3D view alone, without panels: figures for papers.
     pub screenshot_view_only: bool,
+    /// Point size in world units (points shrink with distance) instead of pixels.
+    pub point_size_world: bool,
+    /// The world-space point radius used when `point_size_world` is on.
+    pub point_radius_world: f32,
 }
 
 impl Default for UiSettings {
@@ -92,6 +96,8 @@ impl Default for UiSettings {
             run: RunSettings::default(),
             last_dir: None,
             screenshot_view_only: false,
+            point_size_world: false,
+            point_radius_world: 0.01,
         }
     }
 }
@@ -374,6 +380,12 @@ impl StudioApp {
             Action::ToggleHelp => self.help_open = !self.help_open,
             Action::ResetCamera => self.reset_camera(),
             Action::Screenshot => self.request_screenshot(ctx, None),
+            Action::PointSizeUp if s.point_size_world => {
+                s.point_radius_world = (s.point_radius_world * 1.25).min(0.2)
+            }
+            Action::PointSizeDown if s.point_size_world => {
+                s.point_radius_world = (s.point_radius_world / 1.25).max(0.0005)
+            }
             Action::PointSizeUp => s.point_radius = (s.point_radius * 1.25).min(40.0),
             Action::PointSizeDown => s.point_radius = (s.point_radius / 1.25).max(0.5),
             Action::NextCloud => self.select_offset(1),
@@ -803,7 +815,18 @@ impl StudioApp {
             }
             _ => {}
         }
-        ui.add(egui::Slider::new(&mut s.point_radius, 0.5..=20.0).text("point size (px)"));
+        ui.checkbox(&mut s.point_size_world, "point size in world units");
+        if s.point_size_world {
+            // a fixed, logarithmic range: never derived from a raw bounding box (one outlier
+            // would make the slider useless)
+            ui.add(
+                egui::Slider::new(&mut s.point_radius_world, 0.0005..=0.2)
+                    .logarithmic(true)
+                    .text("point radius (world)"),
+            );
+        } else {
+            ui.add(egui::Slider::new(&mut s.point_radius, 0.5..=20.0).text("point size (px)"));
+        }
         egui::ComboBox::from_label("Up axis")
             .selected_text(s.up.label())
             .show_ui(ui, |ui| {

@@ -52,6 +52,12 @@ impl StudioApp {
                     (rect.height() * ppp).round() as u32,
                 ],
                 radius_px: self.settings.point_radius * ppp,
+                world_radius_clip: if self.settings.point_size_world {
+                    let f = 1.0 / (self.camera.fov_y_radians * 0.5).tan();
+                    self.settings.point_radius_world * f
+                } else {
+                    0.0
+                },
                 background: VIEW_BACKGROUND,
             };
             painter.add(egui_wgpu::Callback::new_paint_callback(

@@ -24,6 +24,9 @@ pub struct FrameParams {
     pub viewport_px: [u32; 2],
     /// Point radius in physical pixels.
     pub radius_px: f32,
+    /// When > 0, points have a world-space radius instead: that radius times the projection's
+    /// y scale (`clip_from_view[1][1]`); `radius_px` is then ignored.
+    pub world_radius_clip: f32,
     /// sRGB background, 0..=1.
     pub background: [f32; 3],
 }
@@ -255,7 +258,12 @@ impl PointRenderer {
         }
         let uniform = FrameUniform {
             clip_from_world: params.clip_from_world,
-            viewport_radius: [w as f32, h as f32, params.radius_px.max(0.5), 0.0],
+            viewport_radius: [
+                w as f32,
+                h as f32,
+                params.radius_px.max(0.5),
+                params.world_radius_clip.max(0.0),
+            ],
         };
         queue.write_buffer(&self.uniform_buffer, 0, bytemuck::bytes_of(&uniform));
         let Some(target) = &self.target else { return };
