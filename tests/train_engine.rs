@@ -399,3 +399,36 @@ grad_norm_clip : 10
     let m = ModelConfig::load(&p).unwrap();
     assert_eq!(m.npoints, 1024);
 }
+
+#[test]
+fn host_initialisation_is_seeded_and_follows_the_official_rules() {
+    let device = Device::flex();
+    let dump = |seed: u64| {
+        let m = dapt::model::init::host_init(
+            dapt::model::Classifier::new(&tiny_model(), &device).unwrap(),
+            seed,
+        );
+        let mut r = Reader::new();
+        m.visit(&mut r);
+        r.out
+    };
+    let (a, b, c) = (dump(5), dump(5), dump(6));
+    assert!(
+        a.iter().zip(&b).all(|(x, y)| x.1.data == y.1.data),
+        "same seed, same tensors"
+    );
+    assert!(a.iter().zip(&c).any(|(x, y)| x.1.data != y.1.data));
+    for (name, t) in &a {
+        let max = t.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if name.ends_with("Adapter_MLP.up_proj.weight") || name.ends_with("running_mean") {
+            assert_eq!(max, 0.0, "{name}");
+        } else if name.ends_with("norm1.weight") || name.ends_with("running_var") {
+            assert!(t.data.iter().all(|v| *v == 1.0), "{name}");
+        } else if name.contains("tfts_gamma") {
+            assert!(t.data.iter().all(|v| (v - 1.0).abs() < 0.2), "{name}");
+        } else if name == "blocks.blocks.0.mlp.fc1.weight" {
+            // U(±1/√48)
+            assert!(max <= 1.0 / 48f32.sqrt() && max > 0.1, "{name}: {max}");
+        }
+    }
+}

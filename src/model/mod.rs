@@ -10,6 +10,7 @@ pub mod classifier;
 pub mod config;
 pub mod encoder;
 pub mod grouping;
+pub mod init;
 pub mod layers;
 pub mod load;
 pub mod names;

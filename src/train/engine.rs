@@ -136,8 +136,9 @@ pub fn build_model_reporting(
 ) -> Result<(Classifier, Option<String>), TrainError> {
     let mut mcfg = cfg.model.clone();
     mcfg.kind = cfg.mode.model_kind();
-    device.seed(cfg.seed);
-    let mut model = Classifier::new(&mcfg, device)?;
+    // initialised from the host Rng: burn's device RNG is process-wide, so concurrent runs
+    // (parallel tests, the app) would otherwise perturb each other's initialisation
+    let mut model = crate::model::init::host_init(Classifier::new(&mcfg, device)?, cfg.seed);
     let mut note = None;
     if let Some(init) = &cfg.init {
         let dict = read_state_dict(init)?;
