@@ -89,6 +89,35 @@ impl Mlp {
     }
 }
 
+/// timm's stochastic-depth schedule: `linspace(0, rate, depth)` by block index.
+pub fn drop_path_rates(rate: f64, depth: usize) -> Vec<f64> {
+    (0..depth)
+        .map(|i| {
+            if depth > 1 {
+                rate * i as f64 / (depth - 1) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// `depth` blocks with the linspace drop-path schedule; with DAPT parts when `adapter`
+/// (rank, bottleneck dropout) is given.
+pub fn stack(
+    dim: usize,
+    num_heads: usize,
+    depth: usize,
+    drop_path_rate: f64,
+    adapter: Option<(usize, f64)>,
+    device: &Device,
+) -> Vec<Block> {
+    drop_path_rates(drop_path_rate, depth)
+        .into_iter()
+        .map(|dp| Block::new(dim, num_heads, dp, adapter, device))
+        .collect()
+}
+
 #[derive(Module, Debug)]
 pub struct Block {
     pub norm1: LayerNorm,

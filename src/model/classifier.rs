@@ -4,14 +4,14 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
+use burn::tensor::{Device, Tensor, TensorData, activation};
 
 use super::ModelError;
-use super::block::Block;
+use super::block::{Block, stack};
 use super::config::{ModelConfig, ModelKind, Pool};
 use super::encoder::{PatchEncoder, PosEmbed};
 use super::grouping::{Groups, group};
-use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param};
+use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param, trunc_normal};
 
 /// `cls_head_finetune`: Linear → BN → ReLU → Dropout(0.5) → Linear → BN → ReLU → Dropout → Linear.
 #[derive(Module, Debug)]
@@ -76,12 +76,6 @@ pub struct ForwardOutput {
 /// The grouping of the last forward pass, kept for the viewer (patch membership, centres).
 pub type ForwardState = Groups;
 
-fn trunc_normal(shape: [usize; 3], std: f64, device: &Device) -> Tensor<3> {
-    // trunc_normal_(std) with bounds ±2 (absolute, as timm): clamp is a close stand-in
-    // for redraws at std 0.02, where |x| > 2 never happens in practice.
-    Tensor::random(shape, Distribution::Normal(0.0, std), device).clamp(-2.0, 2.0)
-}
-
 impl Classifier {
     /// A freshly initialised model (official init where it matters: adapters start at zero,
     /// TFTS at identity ± noise, cls token/pos trunc-normal 0.02).
@@ -89,18 +83,15 @@ impl Classifier {
         config.validate()?;
         let c = config.trans_dim;
         let dapt = config.kind == ModelKind::Dapt;
-        let depth = config.depth;
-        let blocks = (0..depth)
-            .map(|i| {
-                let dp = if depth > 1 {
-                    config.drop_path_rate * i as f64 / (depth - 1) as f64
-                } else {
-                    0.0
-                };
-                let adapter = dapt.then_some((config.rank, config.drop_adapter_rate));
-                Block::new(c, config.num_heads, dp, adapter, device)
-            })
-            .collect();
+        let adapter = dapt.then_some((config.rank, config.drop_adapter_rate));
+        let blocks = stack(
+            c,
+            config.num_heads,
+            config.depth,
+            config.drop_path_rate,
+            adapter,
+            device,
+        );
         Ok(Self {
             cls_token: param(trunc_normal([1, 1, c], 0.02, device)),
             cls_pos: param(trunc_normal([1, 1, c], 0.02, device)),

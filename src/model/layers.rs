@@ -127,6 +127,12 @@ impl<const D: usize> AutodiffContext for Tensor<D> {
     }
 }
 
+/// timm's `trunc_normal_(std)` with absolute bounds ±2: the clamp stands in for redraws,
+/// which at std 0.02 never happen in practice.
+pub fn trunc_normal(shape: [usize; 3], std: f64, device: &Device) -> Tensor<3> {
+    Tensor::random(shape, Distribution::Normal(0.0, std), device).clamp(-2.0, 2.0)
+}
+
 /// SSF-style per-channel scale and shift (TFTS): `x ⊙ γ + β`, γ ~ N(1, 0.02), β ~ N(0, 0.02).
 #[derive(Module, Debug)]
 pub struct Tfts {

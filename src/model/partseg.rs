@@ -51,7 +51,7 @@ use super::checkpoint::{LoadMode, LoadReport, StateDict, load_into};
 use super::config::ModelKind;
 use super::encoder::{PatchEncoder, PosEmbed};
 use super::grouping::{Groups, group};
-use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param};
+use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param, trunc_normal};
 use super::names::{RawTensor, Trainable, dapt_trainable};
 
 /// Width of the category branch (`label_conv`), fixed by the official code.
@@ -237,16 +237,6 @@ pub struct PartSegOutput {
     pub groups: Groups,
 }
 
-fn trunc_normal(c: usize, device: &Device) -> Tensor<3> {
-    // as the classifier: clamp stands in for timm's redraws at std 0.02
-    Tensor::random(
-        [1, 1, c],
-        burn::tensor::Distribution::Normal(0.0, 0.02),
-        device,
-    )
-    .clamp(-2.0, 2.0)
-}
-
 /// Official checkpoint key → our module's key.
 pub fn to_internal(official: &str) -> String {
     if let Some(rest) = official.strip_prefix("label_conv.0.") {
@@ -303,24 +293,21 @@ impl PartSegModel {
         config.validate()?;
         let c = config.trans_dim;
         let dapt = config.kind == ModelKind::Dapt;
-        let depth = config.depth;
-        let blocks = (0..depth)
-            .map(|i| {
-                let dp = if depth > 1 {
-                    config.drop_path_rate * i as f64 / (depth - 1) as f64
-                } else {
-                    0.0
-                };
-                let adapter = dapt.then_some((config.rank, config.drop_adapter_rate));
-                Block::new(c, config.num_heads, dp, adapter, device)
-            })
-            .collect();
+        let adapter = dapt.then_some((config.rank, config.drop_adapter_rate));
+        let blocks = super::block::stack(
+            c,
+            config.num_heads,
+            config.depth,
+            config.drop_path_rate,
+            adapter,
+            device,
+        );
         let f = config.feature_dim();
         let hidden = 4 * c;
         let [h1, h2] = config.head_dims;
         Ok(Self {
-            cls_token: dapt.then(|| param(trunc_normal(c, device))),
-            cls_pos: dapt.then(|| param(trunc_normal(c, device))),
+            cls_token: dapt.then(|| param(trunc_normal([1, 1, c], 0.02, device))),
+            cls_pos: dapt.then(|| param(trunc_normal([1, 1, c], 0.02, device))),
             encoder: PatchEncoder::new(c, device),
             pos_embed: PosEmbed::new(c, device),
             blocks,

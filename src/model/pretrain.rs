@@ -366,18 +366,6 @@ pub struct PretrainOutput {
     pub target: Tensor<3>,
 }
 
-fn drop_rates(rate: f64, depth: usize) -> Vec<f64> {
-    (0..depth)
-        .map(|i| {
-            if depth > 1 {
-                rate * i as f64 / (depth - 1) as f64
-            } else {
-                0.0
-            }
-        })
-        .collect()
-}
-
 /// The official initialisation (§6), drawn on the host from our own [`Rng`] so a seed gives
 /// the same model on every backend and no other thread's use of the device RNG can change
 /// it: encoder Linear/Conv1d trunc-normal(0.02) with zero bias, decoder Linear
@@ -518,14 +506,15 @@ impl PointMae {
     pub fn new(config: &MaeConfig, seed: u64, device: &Device) -> Result<Self, ModelError> {
         config.validate()?;
         let c = config.trans_dim;
-        let enc_blocks = drop_rates(config.drop_path_rate, config.depth)
+        let enc_blocks = crate::model::block::drop_path_rates(config.drop_path_rate, config.depth)
             .into_iter()
             .map(|dp| Block::new(c, config.num_heads, dp, None, device))
             .collect();
-        let dec_blocks = drop_rates(config.drop_path_rate, config.decoder_depth)
-            .into_iter()
-            .map(|dp| Block::new(c, config.decoder_num_heads, dp, None, device))
-            .collect();
+        let dec_blocks =
+            crate::model::block::drop_path_rates(config.drop_path_rate, config.decoder_depth)
+                .into_iter()
+                .map(|dp| Block::new(c, config.decoder_num_heads, dp, None, device))
+                .collect();
         let model = Self {
             mae_encoder: MaeEncoder {
                 encoder: PatchEncoder::new(c, device),
