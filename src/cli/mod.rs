@@ -9,6 +9,7 @@ pub mod output;
 pub mod partseg;
 pub mod predict;
 pub mod pretrain;
+pub mod recipe;
 pub mod train;
 pub mod view;
 

@@ -61,14 +61,6 @@ pub struct PretrainArgs {
     pub files: Vec<PathBuf>,
 }
 
-fn yaml_f64(v: &serde_yaml::Value, path: &[&str]) -> Option<f64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(*p)?;
-    }
-    cur.as_f64()
-}
-
 /// A config from `--config`: a run's config.json, or an official YAML whose recipe keys we
 /// honour (optimizer lr / weight_decay, scheduler epochs / initial_epochs, total_bs).
 pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<PretrainConfig> {
@@ -86,21 +78,13 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<PretrainConfig
         model,
         ..PretrainConfig::default()
     };
-    if let Some(lr) = yaml_f64(&root, &["optimizer", "kwargs", "lr"]) {
-        cfg.optim.lr = lr;
-    }
-    if let Some(wd) = yaml_f64(&root, &["optimizer", "kwargs", "weight_decay"]) {
-        cfg.optim.weight_decay = wd;
-    }
-    if let Some(e) = yaml_f64(&root, &["scheduler", "kwargs", "epochs"]) {
-        cfg.epochs = e as usize;
-    }
-    if let Some(w) = yaml_f64(&root, &["scheduler", "kwargs", "initial_epochs"]) {
-        cfg.warmup_epochs = w as usize;
-    }
-    if let Some(b) = yaml_f64(&root, &["total_bs"]) {
-        cfg.batch = b as usize;
-    }
+    // no gradient clipping in the pre-training loop, whatever the file says
+    let r = super::recipe::OfficialRecipe::from_yaml(&root);
+    cfg.optim.lr = r.lr.unwrap_or(cfg.optim.lr);
+    cfg.optim.weight_decay = r.weight_decay.unwrap_or(cfg.optim.weight_decay);
+    cfg.epochs = r.epochs.unwrap_or(cfg.epochs);
+    cfg.warmup_epochs = r.warmup_epochs.unwrap_or(cfg.warmup_epochs);
+    cfg.batch = r.batch.unwrap_or(cfg.batch);
     Ok(cfg)
 }
 

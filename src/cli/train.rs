@@ -92,14 +92,6 @@ pub fn demo_config() -> TrainConfig {
     }
 }
 
-fn yaml_f64(v: &serde_yaml::Value, path: &[&str]) -> Option<f64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(*p)?;
-    }
-    cur.as_f64()
-}
-
 /// A config from `--config`: our JSON, or an official YAML whose recipe keys we honour.
 pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
@@ -121,24 +113,13 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
         model,
         ..TrainConfig::default()
     };
-    if let Some(lr) = yaml_f64(&root, &["optimizer", "kwargs", "lr"]) {
-        cfg.optim.lr = lr;
-    }
-    if let Some(wd) = yaml_f64(&root, &["optimizer", "kwargs", "weight_decay"]) {
-        cfg.optim.weight_decay = wd;
-    }
-    if let Some(e) = yaml_f64(&root, &["scheduler", "kwargs", "epochs"]) {
-        cfg.epochs = e as usize;
-    }
-    if let Some(w) = yaml_f64(&root, &["scheduler", "kwargs", "initial_epochs"]) {
-        cfg.warmup_epochs = w as usize;
-    }
-    if let Some(b) = yaml_f64(&root, &["total_bs"]) {
-        cfg.batch = b as usize;
-    }
-    if let Some(c) = yaml_f64(&root, &["grad_norm_clip"]) {
-        cfg.optim.grad_clip = Some(c);
-    }
+    let r = super::recipe::OfficialRecipe::from_yaml(&root);
+    cfg.optim.lr = r.lr.unwrap_or(cfg.optim.lr);
+    cfg.optim.weight_decay = r.weight_decay.unwrap_or(cfg.optim.weight_decay);
+    cfg.epochs = r.epochs.unwrap_or(cfg.epochs);
+    cfg.warmup_epochs = r.warmup_epochs.unwrap_or(cfg.warmup_epochs);
+    cfg.batch = r.batch.unwrap_or(cfg.batch);
+    cfg.optim.grad_clip = r.grad_clip.or(cfg.optim.grad_clip);
     // the dataset block decides the official input normalisation (§2.1)
     let base = format!("{:?}", root.get("dataset"));
     if base.contains("ModelNet") {
