@@ -55,6 +55,44 @@ impl Pool {
     }
 }
 
+/// Width checks shared by every transformer configuration.
+pub(crate) fn check_width(trans_dim: usize, num_heads: usize) -> Result<(), ModelError> {
+    if trans_dim == 0 || num_heads == 0 || !trans_dim.is_multiple_of(num_heads) {
+        return Err(ModelError::Config(format!(
+            "trans_dim {trans_dim} must be a positive multiple of num_heads {num_heads}"
+        )));
+    }
+    Ok(())
+}
+
+/// DAPT rank, grouping and rate checks shared by every transformer configuration.
+pub(crate) fn check_dapt_and_rates(
+    kind: ModelKind,
+    rank: usize,
+    (npoints, group_size): (usize, usize),
+    drop_path_rate: f64,
+    drop_adapter_rate: f64,
+) -> Result<(), ModelError> {
+    let err = |m: String| Err(ModelError::Config(m));
+    if kind == ModelKind::Dapt && rank == 0 {
+        return err("rank must be positive".into());
+    }
+    if npoints < group_size {
+        return err(format!(
+            "npoints {npoints} is smaller than group_size {group_size}"
+        ));
+    }
+    for (name, r) in [
+        ("drop_path_rate", drop_path_rate),
+        ("drop_adapter_rate", drop_adapter_rate),
+    ] {
+        if !(0.0..1.0).contains(&r) {
+            return err(format!("{name} {r} must be in [0, 1)"));
+        }
+    }
+    Ok(())
+}
+
 /// Every architectural hyper-parameter of the classification models.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -153,15 +191,7 @@ impl ModelConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = |m: String| Err(ModelError::Config(m));
-        if self.trans_dim == 0
-            || self.num_heads == 0
-            || !self.trans_dim.is_multiple_of(self.num_heads)
-        {
-            return err(format!(
-                "trans_dim {} must be a positive multiple of num_heads {}",
-                self.trans_dim, self.num_heads
-            ));
-        }
+        check_width(self.trans_dim, self.num_heads)?;
         if self.encoder_dims != self.trans_dim {
             return err(format!(
                 "encoder_dims {} must equal trans_dim {} (the official models feed patch tokens straight into the blocks)",
@@ -171,23 +201,13 @@ impl ModelConfig {
         if self.depth == 0 || self.group_size == 0 || self.num_group == 0 || self.cls_dim == 0 {
             return err("depth, group_size, num_group and cls_dim must be positive".into());
         }
-        if self.kind == ModelKind::Dapt && self.rank == 0 {
-            return err("rank must be positive".into());
-        }
-        if self.npoints < self.group_size {
-            return err(format!(
-                "npoints {} is smaller than group_size {}",
-                self.npoints, self.group_size
-            ));
-        }
-        for (name, r) in [
-            ("drop_path_rate", self.drop_path_rate),
-            ("drop_adapter_rate", self.drop_adapter_rate),
-        ] {
-            if !(0.0..1.0).contains(&r) {
-                return err(format!("{name} {r} must be in [0, 1)"));
-            }
-        }
+        check_dapt_and_rates(
+            self.kind,
+            self.rank,
+            (self.npoints, self.group_size),
+            self.drop_path_rate,
+            self.drop_adapter_rate,
+        )?;
         if self.kind == ModelKind::Dapt && self.head_in_dim() == 0 {
             return err(
                 "the head has no input: enable class_token, prompt_token or patch_token".into(),

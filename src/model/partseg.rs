@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use super::ModelError;
 use super::block::Block;
 use super::checkpoint::{LoadMode, LoadReport, StateDict, load_into};
-use super::config::ModelKind;
+use super::config::{ModelKind, check_dapt_and_rates, check_width};
 use super::encoder::{PatchEncoder, PosEmbed};
 use super::grouping::{Groups, group};
 use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param, trunc_normal};
@@ -151,15 +151,7 @@ impl PartSegConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = |m: String| Err(ModelError::Config(m));
-        if self.trans_dim == 0
-            || self.num_heads == 0
-            || !self.trans_dim.is_multiple_of(self.num_heads)
-        {
-            return err(format!(
-                "trans_dim {} must be a positive multiple of num_heads {}",
-                self.trans_dim, self.num_heads
-            ));
-        }
+        check_width(self.trans_dim, self.num_heads)?;
         if self.depth == 0 || self.group_size == 0 || self.num_group == 0 {
             return err("depth, group_size and num_group must be positive".into());
         }
@@ -175,23 +167,13 @@ impl PartSegConfig {
         if self.prop_dim == 0 || self.head_dims.contains(&0) {
             return err("prop_dim and head_dims must be positive".into());
         }
-        if self.kind == ModelKind::Dapt && self.rank == 0 {
-            return err("rank must be positive".into());
-        }
-        if self.npoints < self.group_size {
-            return err(format!(
-                "npoints {} is smaller than group_size {}",
-                self.npoints, self.group_size
-            ));
-        }
-        for (name, r) in [
-            ("drop_path_rate", self.drop_path_rate),
-            ("drop_adapter_rate", self.drop_adapter_rate),
-        ] {
-            if !(0.0..1.0).contains(&r) {
-                return err(format!("{name} {r} must be in [0, 1)"));
-            }
-        }
+        check_dapt_and_rates(
+            self.kind,
+            self.rank,
+            (self.npoints, self.group_size),
+            self.drop_path_rate,
+            self.drop_adapter_rate,
+        )?;
         Ok(())
     }
 }
