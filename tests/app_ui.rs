@@ -624,3 +624,182 @@ fn world_unit_point_sizes_grow_when_the_camera_comes_closer() {
         "pixels: {px_far} -> {px_near} pixels"
     );
 }
+
+/// TEST DOUBLE: the geometry analyzer plus per-point "part predictions" equal to the truth
+/// except that part 3 is predicted as part 2 (so errors are a known quarter of the points).
+struct PartsDouble;
+
+impl Analyzer for PartsDouble {
+    fn name(&self) -> String {
+        "parts test double".into()
+    }
+
+    fn analyze(&self, cloud: &PointCloud) -> Result<CloudAnalysis, String> {
+        let mut a = GeometryAnalyzer.analyze(cloud)?;
+        let labels = cloud.labels.as_ref().ok_or("no labels")?;
+        a.part_pred = Some(
+            labels
+                .iter()
+                .map(|&l| if l == 3 { 2 } else { l as usize })
+                .collect(),
+        );
+        Ok(a)
+    }
+}
+
+/// The scene tree (ux.md #13): truth, prediction and errors as copies side by side, kNN
+/// groups and centres as overlays, each with its own toggle.
+#[test]
+fn scene_tree_lays_truth_prediction_and_errors_side_by_side() {
+    let n = 3000;
+    let mut app = StudioApp::new(AppOptions {
+        analyzer: Some(Arc::new(PartsDouble)),
+        ..Default::default()
+    });
+    app.add_cloud("trefoil.ply".into(), trefoil(n));
+    let (mut h, rs) = harness_with_state(app);
+    settle(&mut h);
+    for label in [
+        "points (colour: height)",
+        "ground truth",
+        "prediction",
+        "errors",
+        "patch centres (64)",
+        "kNN groups (64 x 93)",
+    ] {
+        assert!(has_label(&h, label), "scene tree row `{label}`");
+    }
+    // the renderer sees the data when a frame is rendered
+    h.render().expect("render");
+    assert_eq!(uploads(&rs).1 as usize, n, "one copy by default");
+
+    // switch the copies on through the tree, as a user would
+    for label in ["ground truth", "prediction", "errors"] {
+        h.get_by_label(label).click();
+        h.run_steps(2);
+    }
+    h.run_steps(2);
+    let img = h.render().expect("render");
+    assert_eq!(uploads(&rs).1 as usize, 4 * n, "four copies drawn");
+    maybe_save(&img, "viewer_scene_layers.png");
+    for title in ["ground truth (part)", "prediction (part)", "error"] {
+        assert!(has_label(&h, title), "legend `{title}`");
+    }
+    // four separate copies in a row; the red "wrong" quarter only in the last one (the
+    // prediction copy, which never predicts part 3, has no red at all)
+    let runs = lit_column_runs(&img, 350, 905);
+    assert_eq!(runs.len(), 4, "copies side by side: {runs:?}");
+    let wrong = [220u8, 50, 50, 255];
+    let red_in = |(x0, x1): (u32, u32)| {
+        let (y0, y1) = (img.height() / 4, img.height() * 3 / 4);
+        (x0..x1)
+            .flat_map(|x| (y0..y1).map(move |y| (x, y)))
+            .filter(|&(x, y)| {
+                let p = img.get_pixel(x, y).0;
+                (0..3).all(|k| (p[k] as i32 - wrong[k] as i32).abs() <= 12)
+            })
+            .count()
+    };
+    assert!(red_in(runs[3]) > 100, "errors copy shows wrong points");
+    assert_eq!(red_in(runs[2]), 0, "the prediction copy has no part 3");
+    // hovering the second copy reads out the cloud's point, named by layer
+    let lines = h.state().describe_point(n + 5).join("\n");
+    assert!(
+        lines.contains("point 5") && lines.contains("layer: ground truth"),
+        "{lines}"
+    );
+
+    // the points layer off: three copies; kNN groups draw lines over the first copy
+    h.get_by_label("points (colour: height)").click();
+    h.run_steps(3);
+    let before = h.render().expect("render");
+    assert_eq!(uploads(&rs).1 as usize, 3 * n);
+    h.get_by_label("kNN groups (64 x 93)").click();
+    h.run_steps(3);
+    let after = h.render().expect("render");
+    let changed = before
+        .pixels()
+        .zip(after.pixels())
+        .filter(|(a, b)| (0..3).any(|k| (a.0[k] as i32 - b.0[k] as i32).abs() > 20))
+        .count();
+    assert!(
+        changed > 1_000,
+        "kNN group lines drawn: {changed} pixels changed"
+    );
+    assert!(h.state().settings.layers.groups);
+}
+
+/// Column ranges `[x0, x1)` between `from` and `to` where the middle half of the image has
+/// non-background pixels, merged across gaps narrower than 4 columns.
+fn lit_column_runs(img: &image::RgbaImage, from: u32, to: u32) -> Vec<(u32, u32)> {
+    let (y0, y1) = (img.height() * 45 / 100, img.height() * 3 / 4);
+    let lit: Vec<bool> = (from..to)
+        .map(|x| count_non_background(img, x, y0, x + 1, y1) > 0)
+        .collect();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for (i, &on) in lit.iter().enumerate() {
+        let x = from + i as u32;
+        if !on {
+            continue;
+        }
+        match runs.last_mut() {
+            Some(r) if x - r.1 < 4 => r.1 = x + 1,
+            _ => runs.push((x, x + 1)),
+        }
+    }
+    runs
+}
+
+/// Transparent screenshots (ux.md #16): the view alone, background alpha 0, points opaque.
+#[test]
+fn transparent_screenshots_have_an_alpha_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = StudioApp::new(AppOptions {
+        screenshot_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    app.add_cloud("sphere.ply".into(), sphere(2000));
+    let mut h = harness(app);
+    h.state_mut().settings.screenshot_transparent = true;
+    h.run_steps(2);
+    h.key_press(egui::Key::P);
+    h.run_steps(8);
+    let pngs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(pngs.len(), 1, "one screenshot written: {pngs:?}");
+    let img = image::open(&pngs[0]).unwrap().to_rgba8();
+    assert!(
+        (img.width() as f32) < SIZE[0] * 0.8,
+        "view only: {}",
+        img.width()
+    );
+    let total = (img.width() * img.height()) as usize;
+    let clear = img.pixels().filter(|p| p.0[3] == 0).count();
+    let opaque: Vec<[u8; 4]> = img
+        .pixels()
+        .filter(|p| p.0[3] == 255)
+        .map(|p| p.0)
+        .collect();
+    let partial = total - clear - opaque.len();
+    assert!(clear > total / 2, "{clear} of {total} background pixels");
+    assert!(img.get_pixel(2, 2).0[3] == 0, "corner is transparent");
+    // the points keep their colours (viridis by height) at full opacity
+    let palette: Vec<[u8; 4]> = (0..=64)
+        .map(|i| dapt::render::Colormap::Viridis.sample_u8(i as f32 / 64.0))
+        .collect();
+    let viridis = opaque
+        .iter()
+        .filter(|p| {
+            palette
+                .iter()
+                .any(|c| (0..3).all(|k| (p[k] as i32 - c[k] as i32).abs() <= 8))
+        })
+        .count();
+    assert!(viridis > 2_000, "{viridis} opaque viridis pixels");
+    // the translucent legend box and antialiased edges keep partial alpha
+    assert!(partial > 500, "{partial} partially transparent pixels");
+    assert!(has_label(&h, "screenshot saved to"));
+}

@@ -266,3 +266,34 @@ fn view_only_screenshots_crop_the_panels_away() {
         .count();
     assert!(n > 10_000, "{n}");
 }
+
+/// `--transparent`: the real binary captures the view over black and white and writes the
+/// matte (alpha 0 background, opaque points).
+#[test]
+fn transparent_screenshots_from_the_binary() {
+    let (_xvfb, display) = start_xvfb();
+    let dir = tempfile::tempdir().unwrap();
+    let ply = dir.path().join("sphere.ply");
+    write_ply(&ply);
+    let png = dir.path().join("figure.png");
+    let stderr = run_dapt(
+        display,
+        dir.path(),
+        &[
+            "view".as_ref(),
+            ply.as_os_str(),
+            "--transparent".as_ref(),
+            "--layers".as_ref(),
+            "points".as_ref(),
+            "--screenshot".as_ref(),
+            png.as_os_str(),
+        ],
+    );
+    assert!(png.exists(), "no screenshot written; stderr: {stderr}");
+    let img = image::open(&png).unwrap().to_rgba8();
+    let total = (img.width() * img.height()) as usize;
+    let clear = img.pixels().filter(|p| p.0[3] == 0).count();
+    let opaque = img.pixels().filter(|p| p.0[3] == 255).count();
+    assert!(clear > total / 3, "{clear} of {total} transparent");
+    assert!(opaque > 5_000, "{opaque} opaque pixels (the points)");
+}

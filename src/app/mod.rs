@@ -11,12 +11,14 @@ pub mod file_dialog;
 pub mod keymap;
 pub mod loader;
 pub mod model_hook;
+pub mod scene;
+mod screenshot;
 pub mod training;
 mod view3d;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,8 @@ use serde::{Deserialize, Serialize};
 pub use analysis::{Analyzer, BlockSelect, CloudAnalysis, PointReduction, ScaleData};
 pub use colouring::{ColourBy, ColourSettings, Legend, RangeMode};
 pub use keymap::{Action, KEYMAP, KeyBinding};
+pub use scene::{LayerKind, LayerSettings};
+pub use screenshot::difference_matte;
 pub use training::{
     PlotSettings, RunPanel, RunSettings, RunStatus, TrainingHandle, TrainingLauncher,
 };
@@ -59,6 +63,10 @@ pub struct AppOptions {
     pub show_centers: bool,
     /// Start with view-only screenshots (the 3D view without panels).
     pub screenshot_view_only: bool,
+    /// Start with transparent-background screenshots.
+    pub screenshot_transparent: bool,
+    /// Start with these layers shown instead of the saved ones.
+    pub layers: Option<LayerSettings>,
 }
 
 /// UI settings that survive restarts; `#[serde(default)]` so old files still load.
@@ -81,6 +89,10 @@ pub struct UiSettings {
     pub point_size_world: bool,
     /// The world-space point radius used when `point_size_world` is on.
     pub point_radius_world: f32,
+    /// The scene tree's layer visibility.
+    pub layers: LayerSettings,
+    /// Screenshots of the 3D view with a transparent background (implies view-only).
+    pub screenshot_transparent: bool,
 }
 
 impl Default for UiSettings {
@@ -98,6 +110,8 @@ impl Default for UiSettings {
             screenshot_view_only: false,
             point_size_world: false,
             point_radius_world: 0.01,
+            layers: LayerSettings::default(),
+            screenshot_transparent: false,
         }
     }
 }
@@ -169,6 +183,7 @@ struct ColourKey {
     source: (u64, u64),
     analysis_done: bool,
     settings: ColourSettings,
+    layers: LayerSettings,
     up: UpAxis,
 }
 
@@ -202,16 +217,19 @@ pub struct StudioApp {
     point_data: PointData,
     generation: u64,
     colouring: Option<colouring::Colouring>,
+    /// The drawn layers; `point_data` holds their concatenated positions and colours.
+    scene: scene::Scene,
+    /// What the drawn positions were built from (cloud and layer layout).
+    positions_key: Option<((u64, u64), Vec<LayerKind>)>,
+    /// The direction of the row of copies (the camera's right axis when it was laid out).
+    copy_axis: [f32; 3],
+    /// Frame the whole scene after the next colouring (set by a camera reset).
+    frame_after_colouring: bool,
     /// The snapshot cloud shown while following training.
     training_view: Option<TrainingView>,
     // hover picking
     hover: view3d::HoverState,
-    // screenshots
-    screenshot_slot: Arc<Mutex<Option<Arc<egui::ColorImage>>>>,
-    screenshot_target: Option<PathBuf>,
-    screenshot_requested: bool,
-    exit_after_screenshot: bool,
-    screenshot_dir: Option<PathBuf>,
+    screenshots: screenshot::Screenshots,
     pub frame: u64,
     /// Where the 3D view was drawn last frame (UI points), for view-only screenshots.
     view_rect: Option<egui::Rect>,
@@ -248,13 +266,13 @@ impl StudioApp {
             point_data: PointData::default(),
             generation: 0,
             colouring: None,
+            scene: scene::Scene::default(),
+            positions_key: None,
+            copy_axis: [1.0, 0.0, 0.0],
+            frame_after_colouring: false,
             training_view: None,
             hover: Default::default(),
-            screenshot_slot: Arc::new(Mutex::new(None)),
-            exit_after_screenshot: options.screenshot.is_some(),
-            screenshot_target: options.screenshot,
-            screenshot_requested: false,
-            screenshot_dir: options.screenshot_dir,
+            screenshots: screenshot::Screenshots::new(options.screenshot, options.screenshot_dir),
             frame: 0,
             view_rect: None,
             max_frames: options.max_frames,
@@ -267,6 +285,12 @@ impl StudioApp {
         }
         if options.screenshot_view_only {
             app.settings.screenshot_view_only = true;
+        }
+        if options.screenshot_transparent {
+            app.settings.screenshot_transparent = true;
+        }
+        if let Some(layers) = options.layers {
+            app.settings.layers = layers;
         }
         app.camera.up = app.settings.up;
         for f in options.files {
@@ -354,12 +378,35 @@ impl StudioApp {
         self.current = Some((cur + delta).rem_euclid(n) as usize);
     }
 
+    /// Default orientation, framing the shown cloud; several shown copies are laid out again
+    /// facing the new view and framed together once coloured.
     pub fn reset_camera(&mut self) {
         self.camera.up = self.settings.up;
-        let positions = self.display_positions();
-        if let Some(p) = positions.filter(|p| !p.is_empty()) {
+        if let Some(p) = self.display_positions().filter(|p| !p.is_empty()) {
             self.camera.reset(&p);
             self.camera_fitted = true;
+            self.copy_axis = self.camera.view_axes().0;
+            self.frame_after_colouring = true;
+            if self.scene.slots.len() > 1 {
+                // rebuild the row along the new right axis
+                self.colour_key = None;
+                self.positions_key = None;
+            }
+        }
+    }
+
+    /// Frames the drawn scene keeping the orientation, leaving room on the right for the
+    /// legends drawn over the view.
+    fn frame_scene(&mut self) {
+        self.camera.fit(&self.point_data.positions);
+        if let Some(rect) = self.view_rect
+            && self.settings.show_legend
+            && rect.width() > 400.0
+        {
+            const LEGEND_W: f32 = 190.0;
+            let w = rect.width();
+            self.camera.zoom(w / (w - LEGEND_W));
+            self.camera.pan(-LEGEND_W * 0.5, 0.0, rect.height());
         }
     }
 
@@ -398,50 +445,6 @@ impl StudioApp {
             Action::ColourByPrediction => s.colours.colour_by = ColourBy::Prediction,
             Action::ColourByError => s.colours.colour_by = ColourBy::Error,
             Action::ColourByScale => s.colours.colour_by = ColourBy::Scale,
-        }
-    }
-
-    /// Asks the integration for a screenshot; saved to `path` or to a timestamped file.
-    pub fn request_screenshot(&mut self, ctx: &egui::Context, path: Option<PathBuf>) {
-        let slot = self.screenshot_slot.clone();
-        let repaint = ctx.clone();
-        ctx.request_screenshot(move |image| {
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(image);
-            }
-            repaint.request_repaint();
-        });
-        self.screenshot_target = path;
-        self.screenshot_requested = true;
-    }
-
-    fn poll_screenshot(&mut self, ctx: &egui::Context) {
-        let image = self.screenshot_slot.lock().ok().and_then(|mut s| s.take());
-        let Some(image) = image else { return };
-        self.screenshot_requested = false;
-        let image = match self.view_rect {
-            Some(rect) if self.settings.screenshot_view_only => {
-                Arc::new(image.region(&rect, Some(ctx.pixels_per_point())))
-            }
-            _ => image,
-        };
-        let path = self.screenshot_target.take().unwrap_or_else(|| {
-            let name = timestamped_png_name();
-            match &self.screenshot_dir {
-                Some(dir) => dir.join(name),
-                None => name,
-            }
-        });
-        match save_png(&image, &path) {
-            Ok(()) => self
-                .messages
-                .push(format!("screenshot saved to {}", absolute(&path).display())),
-            Err(e) => self
-                .messages
-                .push(format!("could not save screenshot {}: {e}", path.display())),
-        }
-        if self.exit_after_screenshot {
-            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
 
@@ -501,6 +504,8 @@ impl StudioApp {
                 self.point_data = PointData::default();
                 self.colouring = None;
                 self.colour_key = None;
+                self.scene = scene::Scene::default();
+                self.positions_key = None;
                 return;
             };
             (
@@ -515,6 +520,7 @@ impl StudioApp {
             source,
             analysis_done: analysis.is_some(),
             settings: self.settings.colours.clone(),
+            layers: self.settings.layers.clone(),
             up: self.settings.up,
         };
         if self.colour_key.as_ref() == Some(&key) {
@@ -531,20 +537,41 @@ impl StudioApp {
             up: self.settings.up,
             class_names: &names,
         };
-        let result = colouring::colour(&inputs, &mut self.settings.colours);
+        let (mut scene, main) = scene::compose(
+            &inputs,
+            &positions,
+            &self.settings.layers,
+            &mut self.settings.colours,
+            self.copy_axis,
+        );
         self.generation += 1;
-        let positions_changed = self.colour_key.as_ref().map(|k| k.source) != Some(source);
-        if positions_changed {
-            self.point_data.positions = positions;
+        let positions_key = (source, scene::layout_of(&scene));
+        // a camera reset asked for the scene to be framed once it is built
+        let mut refit = std::mem::take(&mut self.frame_after_colouring) && scene.slots.len() > 1;
+        if self.positions_key.as_ref() != Some(&positions_key) {
+            // copies shown or hidden on the same cloud: lay the row out facing the viewer and
+            // frame it. New data (another cloud, a training snapshot) never moves the camera
+            // and keeps the row where it was (ux.md #5).
+            if self.positions_key.as_ref().is_some_and(|k| k.0 == source) && scene.slots.len() > 1 {
+                self.copy_axis = self.camera.view_axes().0;
+                scene.place(&positions, self.copy_axis);
+                refit = true;
+            }
+            self.point_data.positions = scene.positions.clone();
             self.point_data.positions_generation = self.generation;
+            self.positions_key = Some(positions_key);
         }
-        self.point_data.colors = Arc::new(result.colors.clone());
+        self.point_data.colors = Arc::new(scene.colors.clone());
         self.point_data.colors_generation = self.generation;
-        self.colouring = Some(result);
+        self.colouring = Some(main);
+        self.scene = scene;
         self.colour_key = Some(ColourKey {
             settings: self.settings.colours.clone(),
             ..key
         });
+        if refit {
+            self.frame_scene();
+        }
     }
 
     /// The whole UI; eframe's `App::ui` and the kittest harness both call this.
@@ -565,6 +592,7 @@ impl StudioApp {
             self.camera.up = self.settings.up;
         }
         self.update_colours();
+        self.start_pending_screenshot(&ctx);
 
         egui::Panel::left("side_panel")
             .resizable(true)
@@ -584,15 +612,6 @@ impl StudioApp {
         self.poll_screenshot(&ctx);
         if self.run.is_active() || !self.analyses_settled() {
             ctx.request_repaint_after(Duration::from_millis(100));
-        }
-        if let Some(target) = self.screenshot_target.clone()
-            && self.exit_after_screenshot
-        {
-            // let a few frames settle (fonts, first upload) before capturing
-            if !self.screenshot_requested && self.frame >= 5 && self.analyses_settled() {
-                self.request_screenshot(&ctx, Some(target));
-            }
-            ctx.request_repaint();
         }
         if let Some(max) = self.max_frames {
             if self.frame >= max {
@@ -685,6 +704,9 @@ impl StudioApp {
                     };
                 }
             });
+        egui::CollapsingHeader::new("Scene")
+            .default_open(true)
+            .show(ui, |ui| self.scene_ui(ui));
         let shown = egui::CollapsingHeader::new("Data set")
             .default_open(false)
             .show(ui, |ui| self.dataset.ui(ui))
@@ -839,17 +861,18 @@ impl StudioApp {
             .on_hover_text(
                 "crop P screenshots to the 3D view (with its legend), without the panels",
             );
+        ui.checkbox(
+            &mut s.screenshot_transparent,
+            "screenshots (P): transparent background",
+        )
+        .on_hover_text("the 3D view alone, background alpha 0 (for figures)");
         if let Some(note) = self.colouring.as_ref().and_then(|c| c.note.clone()) {
             ui.weak(note);
         }
     }
 
     fn scales_ui(&mut self, ui: &mut egui::Ui) {
-        let scales = if self.following_training() {
-            self.training_view.as_ref().map(|t| t.3.clone())
-        } else {
-            self.current_cloud().and_then(|c| c.scales.clone())
-        };
+        let scales = self.shown_scales().cloned();
         let s = &mut self.settings;
         let blocks = scales.as_ref().map_or(0, |s| s.num_blocks());
         egui::ComboBox::from_label("Block")
@@ -872,7 +895,6 @@ impl StudioApp {
                     ui.selectable_value(&mut s.colours.reduction, r, r.label());
                 }
             });
-        ui.checkbox(&mut s.show_centers, "show patch centres");
         if ui.button("colour by patch membership").clicked() {
             s.colours.colour_by = ColourBy::Patch;
         }
@@ -969,61 +991,12 @@ pub fn run_app(mut options: AppOptions) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("the app window failed: {e}"))
 }
 
-fn timestamped_png_name() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    PathBuf::from(format!("dapt-{}.png", utc_timestamp(secs)))
-}
-
-/// `YYYYMMDD-HHMMSS` (UTC) of a Unix time, without a date crate.
-fn utc_timestamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // civil-from-days (Howard Hinnant's algorithm)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// Writes an egui image as PNG.
-pub fn save_png(image: &egui::ColorImage, path: &Path) -> Result<(), String> {
-    let [w, h] = image.size;
-    let bytes: Vec<u8> = image
-        .pixels
-        .iter()
-        .flat_map(|c| c.to_srgba_unmultiplied())
-        .collect();
-    let img = image::RgbaImage::from_raw(w as u32, h as u32, bytes)
-        .ok_or_else(|| "image size mismatch".to_string())?;
-    img.save(path).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_and_settings_round_trip() {
-        assert_eq!(utc_timestamp(0), "19700101-000000");
-        assert_eq!(utc_timestamp(1_795_876_496), "20261128-143456");
+    fn settings_round_trip() {
         // old or partial settings files still load (serde default)
         let s: UiSettings = serde_json::from_str(r#"{"point_radius": 4.0}"#).unwrap();
         assert_eq!(s.point_radius, 4.0);

@@ -15,8 +15,8 @@ use crate::render::{Camera, FrameParams, PointsCallback};
 /// Background of the 3D view (sRGB 0..1); tests look for pixels that differ from it.
 pub const VIEW_BACKGROUND: [f32; 3] = [0.09, 0.09, 0.1];
 
-pub fn background_color32() -> Color32 {
-    let c = colormap::to_u8(VIEW_BACKGROUND);
+fn to_color32(rgb: [f32; 3]) -> Color32 {
+    let c = colormap::to_u8(rgb);
     Color32::from_rgb(c[0], c[1], c[2])
 }
 
@@ -38,7 +38,8 @@ impl StudioApp {
         let response = ui.allocate_rect(rect, Sense::click_and_drag());
         self.view_rect = Some(rect);
         let painter = ui.painter_at(rect);
-        painter.rect_filled(rect, 0.0, background_color32());
+        let background = self.screenshots.background(VIEW_BACKGROUND);
+        painter.rect_filled(rect, 0.0, to_color32(background));
         self.camera_input(ui, &response, rect);
 
         let positions = self.point_data.positions.clone();
@@ -58,7 +59,7 @@ impl StudioApp {
                 } else {
                     0.0
                 },
-                background: VIEW_BACKGROUND,
+                background,
             };
             painter.add(egui_wgpu::Callback::new_paint_callback(
                 rect,
@@ -68,24 +69,39 @@ impl StudioApp {
                 },
             ));
         } else {
+            let hint = if self.current_cloud().is_some() || self.following_training() {
+                "every layer is hidden: switch one on under Scene in the side panel"
+            } else {
+                "drop point-cloud files here, or use Open... in the side panel"
+            };
             painter.text(
                 rect.center(),
                 Align2::CENTER_CENTER,
-                "drop point-cloud files here, or use Open... in the side panel",
+                hint,
                 egui::FontId::proportional(16.0),
                 Color32::from_gray(160),
             );
         }
 
+        if self.settings.layers.groups {
+            self.groups_overlay(&painter, rect);
+        }
         if self.settings.show_centers {
             self.centers_overlay(&painter, rect);
         }
+        self.captions_overlay(&painter, rect);
         self.hover_pick(ui, &response, rect);
         if self.settings.show_legend {
             self.legend_overlay(ui.ctx(), rect);
         }
-        self.messages_overlay(ui.ctx(), rect);
-        self.status_overlay(&painter, rect);
+        // figures (view-only or transparent captures) leave out the status line and messages
+        if !self
+            .screenshots
+            .capturing_figure(self.settings.screenshot_view_only)
+        {
+            self.messages_overlay(ui.ctx(), rect);
+            self.status_overlay(&painter, rect);
+        }
     }
 
     fn camera_input(&mut self, ui: &egui::Ui, response: &egui::Response, rect: Rect) {
@@ -146,7 +162,7 @@ impl StudioApp {
         // scripted screenshots (`--screenshot`) must not show a tooltip where the pointer rests
         let pointer = response
             .hover_pos()
-            .filter(|_| !response.dragged() && !self.exit_after_screenshot);
+            .filter(|_| !response.dragged() && self.screenshots.scripted.is_none());
         let Some(pointer) = pointer else {
             self.hover.hovered = None;
             self.hover.last_pointer = None;
@@ -187,14 +203,26 @@ impl StudioApp {
     }
 
     /// The hover read-out of point `i`.
-    pub fn describe_point(&self, i: usize) -> Vec<String> {
-        let Some(p) = self.point_data.positions.get(i) else {
+    pub fn describe_point(&self, drawn: usize) -> Vec<String> {
+        let Some((slot, i)) = self.scene.locate(drawn) else {
             return Vec::new();
         };
+        let Some(p) = self.point_data.positions.get(drawn) else {
+            return Vec::new();
+        };
+        let o = slot.offset;
         let mut out = vec![
             format!("point {i}"),
-            format!("x {:.4}  y {:.4}  z {:.4}", p[0], p[1], p[2]),
+            format!(
+                "x {:.4}  y {:.4}  z {:.4}",
+                p[0] - o[0],
+                p[1] - o[1],
+                p[2] - o[2]
+            ),
         ];
+        if self.scene.slots.len() > 1 {
+            out.push(format!("layer: {}", slot.kind.label()));
+        }
         let following = self.following_training();
         let cloud = (!following).then(|| self.current_cloud()).flatten();
         let analysis = cloud.and_then(|c| c.analysis());
@@ -227,22 +255,95 @@ impl StudioApp {
                 out.push(format!("patch {}{more}", shown.join(", ")));
             }
         }
-        if let Some(c) = &self.colouring
-            && let (Some(v), Legend::Colorbar { title, .. }) =
-                (c.values.as_ref().and_then(|v| v.get(i)), &c.legend)
+        let c = &slot.colouring;
+        if let (Some(v), Legend::Colorbar { title, .. }) =
+            (c.values.as_ref().and_then(|v| v.get(i)), &c.legend)
         {
             out.push(format!("{title}: {v:.4}"));
         }
         out
     }
 
-    fn centers_overlay(&self, painter: &egui::Painter, rect: Rect) {
-        let scales = if self.following_training() {
+    /// The scales behind the shown cloud (its analysis, or the followed training snapshot).
+    pub(super) fn shown_scales(&self) -> Option<&super::ScaleData> {
+        if self.following_training() {
             self.training_view.as_ref().map(|t| &t.3)
         } else {
             self.current_cloud().and_then(|c| c.scales.as_ref())
+        }
+    }
+
+    /// kNN groups: a thin line from each patch centre to each of its points, one colour per
+    /// patch, on the first shown copy.
+    fn groups_overlay(&self, painter: &egui::Painter, rect: Rect) {
+        let Some(s) = self.shown_scales() else { return };
+        let positions = &self.point_data.positions;
+        let n = self.scene.points_per_copy;
+        if self.scene.slots.is_empty() || n == 0 {
+            return;
+        }
+        let proj = Projector::new(&self.camera, [rect.width(), rect.height()]);
+        // member indices address the first copy, the first `n` drawn positions
+        let o = self.scene.offset_of_first();
+        // bounded work per frame whatever the group count and size
+        const MAX_SEGMENTS: usize = 40_000;
+        let mut drawn = 0;
+        for (g, (c, members)) in s.centers.iter().zip(&s.groups).enumerate() {
+            let Some([cx, cy, _]) = proj.project([c[0] + o[0], c[1] + o[1], c[2] + o[2]]) else {
+                continue;
+            };
+            let col = colormap::to_u8(colormap::categorical(g));
+            let stroke = (
+                1.0,
+                Color32::from_rgba_unmultiplied(col[0], col[1], col[2], 150),
+            );
+            for &m in members {
+                if drawn >= MAX_SEGMENTS {
+                    return;
+                }
+                let Some(p) = positions.get(m).filter(|_| m < n) else {
+                    continue;
+                };
+                if let Some([x, y, _]) = proj.project(*p) {
+                    painter.line_segment([rect.min + vec2(cx, cy), rect.min + vec2(x, y)], stroke);
+                    drawn += 1;
+                }
+            }
+        }
+    }
+
+    /// Names above each copy when several are shown side by side.
+    fn captions_overlay(&self, painter: &egui::Painter, rect: Rect) {
+        if self.scene.slots.len() < 2 {
+            return;
+        }
+        let positions = &self.point_data.positions;
+        let n = self.scene.points_per_copy;
+        let Some((lo, hi)) = crate::render::camera::robust_bounds(&positions[..n], 0.0) else {
+            return;
         };
-        let Some(s) = scales else { return };
+        let up = self.camera.up.index();
+        let proj = Projector::new(&self.camera, [rect.width(), rect.height()]);
+        for slot in &self.scene.slots {
+            let mut top = [0.0; 3];
+            for k in 0..3 {
+                top[k] = 0.5 * (lo[k] + hi[k]) + slot.offset[k];
+            }
+            top[up] = hi[up] + 0.08 * (hi[up] - lo[up]);
+            if let Some([x, y, _]) = proj.project(top) {
+                painter.text(
+                    rect.min + vec2(x, y),
+                    Align2::CENTER_BOTTOM,
+                    slot.kind.label(),
+                    egui::FontId::proportional(15.0),
+                    Color32::from_gray(225),
+                );
+            }
+        }
+    }
+
+    fn centers_overlay(&self, painter: &egui::Painter, rect: Rect) {
+        let Some(s) = self.shown_scales() else { return };
         let values = s.patch_values(self.settings.colours.block);
         let range = match self.colouring.as_ref().map(|c| &c.legend) {
             Some(Legend::Colorbar { range, .. })
@@ -254,8 +355,9 @@ impl StudioApp {
         };
         let proj = Projector::new(&self.camera, [rect.width(), rect.height()]);
         let r = (self.settings.point_radius * 2.2).max(4.0);
+        let o = self.scene.offset_of_first();
         for (k, c) in s.centers.iter().enumerate() {
-            let Some([x, y, _]) = proj.project(*c) else {
+            let Some([x, y, _]) = proj.project([c[0] + o[0], c[1] + o[1], c[2] + o[2]]) else {
                 continue;
             };
             let fill = values.get(k).map_or(Color32::GRAY, |&v| {
@@ -271,11 +373,14 @@ impl StudioApp {
     }
 
     fn legend_overlay(&self, ctx: &egui::Context, rect: Rect) {
-        let Some(colouring) = &self.colouring else {
-            return;
-        };
-        let legend = colouring.legend.clone();
-        if legend == Legend::None {
+        // one box per distinct legend of the shown copies, left-to-right order top-down
+        let mut legends: Vec<Legend> = Vec::new();
+        for l in self.scene.slots.iter().map(|s| &s.colouring.legend) {
+            if *l != Legend::None && !legends.contains(l) {
+                legends.push(l.clone());
+            }
+        }
+        if legends.is_empty() {
             return;
         }
         egui::Area::new(egui::Id::unique("view_legend"))
@@ -284,43 +389,9 @@ impl StudioApp {
             .order(egui::Order::Middle)
             .interactable(false)
             .show(ctx, |ui| {
-                egui::Frame::popup(ui.style())
-                    .fill(Color32::from_black_alpha(170))
-                    .show(ui, |ui| {
-                        ui.set_min_width(150.0);
-                        match legend {
-                            Legend::None => {}
-                            Legend::Colorbar {
-                                title,
-                                colormap,
-                                range,
-                                mode,
-                            } => {
-                                ui.strong(title);
-                                colorbar_ui(ui, colormap, range);
-                                ui.small(format!("range: {}", mode.label()));
-                            }
-                            Legend::Classes { title, entries } => {
-                                ui.strong(title);
-                                const MAX_ROWS: usize = 24;
-                                for e in entries.iter().take(MAX_ROWS) {
-                                    ui.horizontal(|ui| {
-                                        let (r, _) = ui
-                                            .allocate_exact_size(vec2(12.0, 12.0), Sense::hover());
-                                        ui.painter().rect_filled(
-                                            r,
-                                            2.0,
-                                            Color32::from_rgb(e.color[0], e.color[1], e.color[2]),
-                                        );
-                                        ui.label(format!("{} ({})", e.name, e.count));
-                                    });
-                                }
-                                if entries.len() > MAX_ROWS {
-                                    ui.small(format!("... {} more", entries.len() - MAX_ROWS));
-                                }
-                            }
-                        }
-                    });
+                for legend in legends {
+                    legend_box(ui, legend);
+                }
             });
     }
 
@@ -383,6 +454,45 @@ impl StudioApp {
             Color32::from_gray(190),
         );
     }
+}
+
+fn legend_box(ui: &mut egui::Ui, legend: Legend) {
+    egui::Frame::popup(ui.style())
+        .fill(Color32::from_black_alpha(170))
+        .show(ui, |ui| {
+            ui.set_min_width(150.0);
+            match legend {
+                Legend::None => {}
+                Legend::Colorbar {
+                    title,
+                    colormap,
+                    range,
+                    mode,
+                } => {
+                    ui.strong(title);
+                    colorbar_ui(ui, colormap, range);
+                    ui.small(format!("range: {}", mode.label()));
+                }
+                Legend::Classes { title, entries } => {
+                    ui.strong(title);
+                    const MAX_ROWS: usize = 24;
+                    for e in entries.iter().take(MAX_ROWS) {
+                        ui.horizontal(|ui| {
+                            let (r, _) = ui.allocate_exact_size(vec2(12.0, 12.0), Sense::hover());
+                            ui.painter().rect_filled(
+                                r,
+                                2.0,
+                                Color32::from_rgb(e.color[0], e.color[1], e.color[2]),
+                            );
+                            ui.label(format!("{} ({})", e.name, e.count));
+                        });
+                    }
+                    if entries.len() > MAX_ROWS {
+                        ui.small(format!("... {} more", entries.len() - MAX_ROWS));
+                    }
+                }
+            }
+        });
 }
 
 /// A vertical colour bar with the range's ends and middle written next to it.

@@ -29,9 +29,40 @@ pub struct ViewArgs {
     /// Screenshots (`P` and --screenshot) of the 3D view only, without the panels.
     #[arg(long)]
     pub view_only: bool,
+    /// Screenshots of the 3D view with a transparent background (implies --view-only).
+    #[arg(long)]
+    pub transparent: bool,
+    /// Layers to show, comma separated: points, truth, prediction, errors, centres, groups
+    /// (copies of the cloud coloured by truth, prediction and errors sit side by side).
+    #[arg(long, value_name = "LIST")]
+    pub layers: Option<String>,
+}
+
+/// `--layers points,truth,...` as layer settings and whether the centres are shown.
+pub fn parse_layers(list: &str) -> anyhow::Result<(app::LayerSettings, bool)> {
+    let mut layers = app::LayerSettings {
+        points: false,
+        ..Default::default()
+    };
+    let mut centres = false;
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name.to_ascii_lowercase().as_str() {
+            "points" => layers.points = true,
+            "truth" | "gt" | "ground-truth" => layers.truth = true,
+            "prediction" | "pred" => layers.prediction = true,
+            "errors" | "error" => layers.errors = true,
+            "centres" | "centers" => centres = true,
+            "groups" | "knn" => layers.groups = true,
+            other => anyhow::bail!(
+                "--layers: unknown layer `{other}` (points, truth, prediction, errors, centres, groups)"
+            ),
+        }
+    }
+    Ok((layers, centres))
 }
 
 pub fn run(args: ViewArgs) -> anyhow::Result<()> {
+    let layers = args.layers.as_deref().map(parse_layers).transpose()?;
     let mut startup_message = None;
     let analyzer = match &args.checkpoint {
         None => None,
@@ -65,7 +96,24 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
         wgpu_setup: None,
         startup_message,
         colour_by: args.colour_by,
-        show_centers: args.show_centres,
+        show_centers: args.show_centres || layers.as_ref().is_some_and(|l| l.1),
         screenshot_view_only: args.view_only,
+        screenshot_transparent: args.transparent,
+        layers: layers.map(|l| l.0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_lists() {
+        let (l, c) = parse_layers("truth, prediction,centres").unwrap();
+        assert!(!l.points && l.truth && l.prediction && !l.errors && !l.groups && c);
+        let (l, c) = parse_layers("points,groups").unwrap();
+        assert!(l.points && l.groups && !c);
+        let e = parse_layers("points,normals").unwrap_err().to_string();
+        assert!(e.contains("`normals`"), "{e}");
+    }
 }

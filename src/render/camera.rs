@@ -21,6 +21,14 @@ pub enum UpAxis {
 impl UpAxis {
     pub const ALL: [UpAxis; 2] = [UpAxis::PlusY, UpAxis::PlusZ];
 
+    /// The coordinate that points up (1 for y, 2 for z).
+    pub fn index(self) -> usize {
+        match self {
+            UpAxis::PlusY => 1,
+            UpAxis::PlusZ => 2,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             UpAxis::PlusY => "+Y up",
