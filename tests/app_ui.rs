@@ -803,3 +803,78 @@ fn transparent_screenshots_have_an_alpha_background() {
     assert!(partial > 500, "{partial} partially transparent pixels");
     assert!(has_label(&h, "screenshot saved to"));
 }
+
+/// Frame times with a million points (run by hand: `cargo test --test app_ui frame_times --
+/// --ignored --nocapture`); prints medians, asserts nothing about time. "UI" is the app's
+/// own per-frame work plus egui on the CPU; "render" adds drawing on the wgpu device and
+/// reading the frame back (the kittest harness's readback, which a window does not pay).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn frame_times_with_a_million_points() {
+    let n = 1_000_000;
+    let mut app = StudioApp::new(AppOptions {
+        analyzer: Some(Arc::new(GeometryAnalyzer)),
+        ..Default::default()
+    });
+    app.add_cloud("big".into(), sphere(n));
+    let (mut h, _rs) = harness_with_state(app);
+    settle(&mut h);
+    h.render().expect("render");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let mut ui = Vec::new();
+    let mut render = Vec::new();
+    for _ in 0..15 {
+        h.state_mut().camera.orbit(12.0, 2.0);
+        ui.push(time(&mut || {
+            h.step();
+        }));
+        render.push(time(&mut || {
+            h.render().expect("render");
+        }));
+    }
+    let mut recolour = Vec::new();
+    for k in 0..6 {
+        h.state_mut().settings.colours.colour_by = if k % 2 == 0 {
+            ColourBy::Scale
+        } else {
+            ColourBy::Height
+        };
+        recolour.push(time(&mut || {
+            h.step();
+        }));
+    }
+    let mut pick = Vec::new();
+    for k in 0..8 {
+        let at = egui::vec2(300.0 + 10.0 * k as f32, 300.0);
+        pick.push(time(&mut || {
+            std::hint::black_box(h.state().pick(at, egui::vec2(750.0, 700.0)));
+        }));
+    }
+    let mut layers = Vec::new();
+    for k in 0..4 {
+        h.state_mut().settings.layers.truth = k % 2 == 0;
+        layers.push(time(&mut || {
+            h.step();
+        }));
+    }
+    let first_pick = pick.remove(0);
+    eprintln!(
+        "1M points, median ms: UI frame (orbit) {:.1}, render + readback {:.1}, recolour \
+         frame (height <-> dynamic scale) {:.1}, hover pick {:.1} after a camera move, then \
+         {:.3}, truth copy on/off {:.1}",
+        median(ui),
+        median(render),
+        median(recolour),
+        first_pick,
+        median(pick),
+        median(layers)
+    );
+}

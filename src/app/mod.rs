@@ -11,6 +11,7 @@ pub mod file_dialog;
 pub mod keymap;
 pub mod loader;
 pub mod model_hook;
+mod pick;
 pub mod scene;
 mod screenshot;
 pub mod training;
@@ -229,6 +230,8 @@ pub struct StudioApp {
     training_view: Option<TrainingView>,
     // hover picking
     hover: view3d::HoverState,
+    /// Screen buckets of the projected points, rebuilt when the camera or data change.
+    pick_grid: std::cell::RefCell<Option<pick::PickGrid>>,
     screenshots: screenshot::Screenshots,
     pub frame: u64,
     /// Where the 3D view was drawn last frame (UI points), for view-only screenshots.
@@ -272,6 +275,7 @@ impl StudioApp {
             frame_after_colouring: false,
             training_view: None,
             hover: Default::default(),
+            pick_grid: Default::default(),
             screenshots: screenshot::Screenshots::new(options.screenshot, options.screenshot_dir),
             frame: 0,
             view_rect: None,

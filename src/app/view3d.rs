@@ -142,20 +142,23 @@ impl StudioApp {
 
     /// Index of the front-most point within a few pixels of `at` (view-relative points).
     pub fn pick(&self, at: Vec2, size: Vec2) -> Option<usize> {
-        let proj = Projector::new(&self.camera, [size.x, size.y]);
         let r = (self.settings.point_radius + 2.0).max(5.0);
-        let r2 = r * r;
-        let mut best: Option<(f32, usize)> = None;
-        for (i, p) in self.point_data.positions.iter().enumerate() {
-            let Some([x, y, depth]) = proj.project(*p) else {
-                continue;
-            };
-            let d2 = (x - at.x).powi(2) + (y - at.y).powi(2);
-            if d2 <= r2 && best.is_none_or(|b| depth < b.0) {
-                best = Some((depth, i));
-            }
+        let size = [size.x, size.y];
+        let generation = self.point_data.positions_generation;
+        let mut grid = self.pick_grid.borrow_mut();
+        if !grid
+            .as_ref()
+            .is_some_and(|g| g.matches(&self.camera, generation, size, r))
+        {
+            *grid = Some(super::pick::PickGrid::build(
+                &self.camera,
+                generation,
+                &self.point_data.positions,
+                size,
+                r,
+            ));
         }
-        best.map(|b| b.1)
+        grid.as_ref().and_then(|g| g.pick([at.x, at.y]))
     }
 
     fn hover_pick(&mut self, ui: &egui::Ui, response: &egui::Response, rect: Rect) {
