@@ -106,10 +106,51 @@ fn the_run_panel_launcher_trains_through_the_engine() {
         EngineLauncher
             .start(&RunSettings {
                 mode: "lora".into(),
-                ..s
+                ..s.clone()
             })
             .is_err()
     );
+
+    // the finished run opens in the panel, and its best checkpoint becomes the viewer's model
+    let run_dir = dir.path().join("run");
+    let run = dapt::app::run_history::read_run(&run_dir).unwrap();
+    assert!(run.finished(), "{}", run.summary());
+    assert_eq!(run.points.len(), 2, "one train and one test line");
+    let mut panel = dapt::app::RunPanel::default();
+    panel.open_run(&run_dir);
+    assert_eq!((panel.train_loss.len(), panel.test_acc.len()), (1, 1));
+    assert_eq!(
+        panel.settings.resume, None,
+        "a finished run is not offered for resume"
+    );
+
+    let mut app = dapt::app::StudioApp::new(dapt::app::AppOptions::default());
+    app.add_cloud(
+        "ring".into(),
+        PointCloud::from_positions(
+            (0..300)
+                .map(|i| {
+                    let t = i as f32 * 0.05;
+                    [t.cos(), t.sin(), 0.1 * (3.0 * t).sin()]
+                })
+                .collect(),
+        ),
+    );
+    app.load_model(run.best_checkpoint.clone().unwrap());
+    let mut h = egui_kittest::Harness::builder()
+        .with_size([900.0, 600.0])
+        .build_ui_state(|ui, app: &mut dapt::app::StudioApp| app.ui_root(ui), app);
+    let t0 = std::time::Instant::now();
+    while h.state().model_loading() || !h.state().analyses_settled() {
+        assert!(t0.elapsed().as_secs() < 60, "model never loaded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
+    assert!(h.state().has_analyzer(), "{:?}", h.state().messages);
+    let analysis = h.state().clouds[0]
+        .analysis()
+        .expect("the open cloud was analysed");
+    assert_eq!(analysis.probabilities.len(), 10, "the synthetic classes");
 }
 
 #[test]

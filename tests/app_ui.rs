@@ -878,3 +878,69 @@ fn frame_times_with_a_million_points() {
         median(layers)
     );
 }
+
+/// Opening a run directory shows its curves; a broken best checkpoint becomes a message, not
+/// a crash, and never blocks the UI (the load runs on a worker thread).
+#[test]
+fn run_panel_opens_a_run_and_reports_a_broken_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    let line = |epoch: usize, split: &str, loss: f64, acc: f64| {
+        format!(
+            r#"{{"epoch":{epoch},"split":"{split}","wall_secs":1.0,"lr":0.001,"loss":{loss},"overall_accuracy":{acc},"mean_class_accuracy":{acc}}}"#
+        )
+    };
+    let metrics: Vec<String> = (0..3)
+        .flat_map(|e| {
+            [
+                line(e, "train", 2.0 - 0.5 * e as f64, 0.2 * e as f64),
+                line(e, "test", 2.1 - 0.5 * e as f64, 0.15 * e as f64),
+            ]
+        })
+        .collect();
+    std::fs::write(run.join("metrics.jsonl"), metrics.join("\n")).unwrap();
+    std::fs::write(
+        run.join("checkpoints/state.json"),
+        r#"{"epochs_done":3,"best_overall_accuracy":0.3}"#,
+    )
+    .unwrap();
+    std::fs::write(run.join("config.json"), r#"{"epochs":3}"#).unwrap();
+    std::fs::write(
+        run.join("checkpoints/best.safetensors"),
+        b"not a checkpoint",
+    )
+    .unwrap();
+
+    let mut h = harness(app_with_sphere(None));
+    h.state_mut().tab = SideTab::Run;
+    h.run_steps(2);
+    h.state_mut().run.open_path = dir.path().join("missing").display().to_string();
+    h.get_by_label("Open run").click();
+    h.run_steps(2);
+    assert!(has_label(&h, "could not open the run"));
+
+    h.state_mut().run.open_path = run.display().to_string();
+    h.get_by_label("Open run").click();
+    h.run_steps(2);
+    assert_eq!(h.state().run.train_loss.len(), 3);
+    assert_eq!(h.state().run.test_acc.len(), 3);
+    assert!(has_label(&h, "3 of 3 epochs, best accuracy 30.00 %"));
+
+    h.get_by_label("Inspect best checkpoint in the viewer")
+        .click();
+    let t0 = Instant::now();
+    h.run_steps(1);
+    while h.state().model_loading() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "load never ended");
+        std::thread::sleep(Duration::from_millis(10));
+        h.step();
+    }
+    h.run_steps(2);
+    assert!(!h.state().has_analyzer());
+    assert!(
+        has_label(&h, "could not load the model"),
+        "{:?}",
+        h.state().messages
+    );
+}

@@ -12,6 +12,7 @@ pub mod keymap;
 pub mod loader;
 pub mod model_hook;
 mod pick;
+pub mod run_history;
 pub mod scene;
 mod screenshot;
 pub mod training;
@@ -237,6 +238,8 @@ pub struct StudioApp {
     /// Where the 3D view was drawn last frame (UI points), for view-only screenshots.
     view_rect: Option<egui::Rect>,
     max_frames: Option<u64>,
+    /// A checkpoint being loaded as the model, and where the result arrives.
+    model_loading: Option<(PathBuf, Receiver<Result<Arc<dyn Analyzer>, String>>)>,
 }
 
 impl StudioApp {
@@ -280,6 +283,7 @@ impl StudioApp {
             frame: 0,
             view_rect: None,
             max_frames: options.max_frames,
+            model_loading: None,
         };
         if let Some(c) = options.colour_by {
             app.settings.colours.colour_by = c;
@@ -331,22 +335,7 @@ impl StudioApp {
         let id = self.next_id;
         self.next_id += 1;
         let cloud = Arc::new(cloud);
-        let analysis = match &self.analyzer {
-            None => AnalysisState::None,
-            Some(a) => {
-                let (a, c, tx) = (a.clone(), cloud.clone(), self.analysis_tx.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("dapt-analyze".into())
-                    .spawn(move || {
-                        let result = a.analyze(&c);
-                        let _ = tx.send((id, result));
-                    });
-                match spawned {
-                    Ok(_) => AnalysisState::Pending,
-                    Err(e) => AnalysisState::Failed(format!("could not start analysis: {e}")),
-                }
-            }
-        };
+        let analysis = self.spawn_analysis(id, &cloud);
         self.clouds.push(OpenCloud {
             id,
             name,
@@ -358,6 +347,87 @@ impl StudioApp {
         self.current = Some(self.clouds.len() - 1);
         if !self.camera_fitted {
             self.reset_camera();
+        }
+    }
+
+    /// Runs the analyzer on `cloud` on a worker thread; the result arrives tagged with `id`.
+    fn spawn_analysis(&self, id: u64, cloud: &Arc<PointCloud>) -> AnalysisState {
+        let Some(a) = &self.analyzer else {
+            return AnalysisState::None;
+        };
+        let (a, c, tx) = (a.clone(), cloud.clone(), self.analysis_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name("dapt-analyze".into())
+            .spawn(move || {
+                let result = a.analyze(&c);
+                let _ = tx.send((id, result));
+            });
+        match spawned {
+            Ok(_) => AnalysisState::Pending,
+            Err(e) => AnalysisState::Failed(format!("could not start analysis: {e}")),
+        }
+    }
+
+    /// Loads a checkpoint as the model on a worker thread; once loaded it replaces the current
+    /// model and every open cloud is analysed again. Failures become a message.
+    pub fn load_model(&mut self, checkpoint: PathBuf) {
+        let (tx, rx) = channel();
+        let path = checkpoint.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dapt-load-model".into())
+            .spawn(move || {
+                let r =
+                    model_hook::analyzer_from_checkpoint(&path, None).map_err(|e| format!("{e:#}"));
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(_) => {
+                self.model_loading = Some((checkpoint, rx));
+            }
+            Err(e) => self.messages.push(format!("could not load the model: {e}")),
+        }
+    }
+
+    /// True while a model is being loaded.
+    pub fn model_loading(&self) -> bool {
+        self.model_loading.is_some()
+    }
+
+    fn poll_model_load(&mut self) {
+        let Some((path, rx)) = &self.model_loading else {
+            return;
+        };
+        let result = match rx.try_recv() {
+            Ok(r) => r,
+            Err(std::sync::mpsc::TryRecvError::Empty) => return,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Err("the loading thread ended unexpectedly".into())
+            }
+        };
+        let path = path.clone();
+        self.model_loading = None;
+        match result {
+            Err(e) => self
+                .messages
+                .push(format!("could not load the model {}: {e}", path.display())),
+            Ok(a) => {
+                self.messages.push(format!("model loaded: {}", a.name()));
+                self.analyzer = Some(a);
+                let clouds: Vec<(u64, Arc<PointCloud>)> = self
+                    .clouds
+                    .iter()
+                    .map(|c| (c.id, c.cloud.clone()))
+                    .collect();
+                for (id, cloud) in clouds {
+                    let state = self.spawn_analysis(id, &cloud);
+                    if let Some(c) = self.clouds.iter_mut().find(|c| c.id == id) {
+                        c.analysis = state;
+                        c.scales = None;
+                    }
+                }
+                // recolour with the new results as they arrive
+                self.colour_key = None;
+            }
         }
     }
 
@@ -583,6 +653,7 @@ impl StudioApp {
         let ctx = ui.ctx().clone();
         self.frame += 1;
         self.poll_analyses();
+        self.poll_model_load();
         self.run.drain(Duration::from_millis(4));
         self.update_training_view();
         self.handle_dropped_files(&ctx);
@@ -614,7 +685,7 @@ impl StudioApp {
         }
 
         self.poll_screenshot(&ctx);
-        if self.run.is_active() || !self.analyses_settled() {
+        if self.run.is_active() || !self.analyses_settled() || self.model_loading.is_some() {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
         if let Some(max) = self.max_frames {
@@ -661,6 +732,10 @@ impl StudioApp {
                     &mut self.settings.follow_training,
                 );
                 self.settings.run = self.run.settings.clone();
+                if let Some(ckpt) = self.run.inspect_request.take() {
+                    self.load_model(ckpt);
+                    self.tab = SideTab::Viewer;
+                }
             }
         }
     }
@@ -740,6 +815,12 @@ impl StudioApp {
     }
 
     fn prediction_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some((path, _)) = &self.model_loading {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("loading {} ...", path.display()));
+            });
+        }
         let Some(analyzer) = &self.analyzer else {
             ui.label("no model loaded");
             ui.weak("start with --checkpoint to see predictions and dynamic scales");

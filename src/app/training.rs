@@ -120,6 +120,12 @@ pub struct RunPanel {
     pub scales_generation: u64,
     pub log: Vec<String>,
     pub error: Option<String>,
+    /// The directory of the running, last or opened run.
+    pub run_dir: Option<PathBuf>,
+    /// What the "open run" field holds.
+    pub open_path: String,
+    /// A checkpoint the user asked to inspect in the viewer; the app takes it.
+    pub inspect_request: Option<PathBuf>,
 }
 
 impl Default for RunPanel {
@@ -150,6 +156,48 @@ impl RunPanel {
             scales_generation: 0,
             log: Vec::new(),
             error: None,
+            run_dir: None,
+            open_path: String::new(),
+            inspect_request: None,
+        }
+    }
+
+    /// Shows a finished or interrupted run from its directory: its epoch curves and state.
+    /// An interrupted run becomes the one Start resumes.
+    pub fn open_run(&mut self, dir: &std::path::Path) {
+        if self.is_active() {
+            self.error = Some("stop the current run before opening another".into());
+            return;
+        }
+        match super::run_history::read_run(dir) {
+            Err(e) => self.error = Some(format!("could not open the run: {e}")),
+            Ok(run) => {
+                let settings = self.settings.clone();
+                *self = Self::new(settings);
+                for p in &run.points {
+                    let x = p.epoch as f64 + 1.0;
+                    let (loss, acc) = if p.test {
+                        (&mut self.test_loss, &mut self.test_acc)
+                    } else {
+                        (&mut self.train_loss, &mut self.train_acc)
+                    };
+                    loss.push([x, p.loss]);
+                    if let Some(a) = p.accuracy {
+                        acc.push([x, a]);
+                    }
+                }
+                for s in &run.skipped {
+                    self.log.push(format!("metrics.jsonl {s}: skipped"));
+                }
+                self.total_epochs = run.total_epochs.unwrap_or(0);
+                if !run.finished() && run.epochs_done.is_some() {
+                    self.settings.resume = Some(run.dir.clone());
+                }
+                self.log.push(run.summary());
+                self.status = RunStatus::Finished(run.summary());
+                self.open_path = run.dir.display().to_string();
+                self.run_dir = Some(run.dir);
+            }
         }
     }
 
@@ -225,6 +273,7 @@ impl RunPanel {
                     "started in {}: {trainable_params} of {total_params} parameters trainable",
                     run_dir.display()
                 ));
+                self.run_dir = Some(run_dir);
             }
             TrainEvent::Step {
                 epoch,
@@ -342,6 +391,36 @@ impl RunPanel {
         });
         if launcher.is_none() {
             ui.weak("no training engine connected");
+        }
+        ui.add_enabled_ui(!running, |ui| {
+            ui.horizontal(|ui| {
+                let l = ui.label("run directory");
+                ui.add(egui::TextEdit::singleline(&mut self.open_path).desired_width(150.0))
+                    .labelled_by(l.id);
+                if ui
+                    .button("Open run")
+                    .on_hover_text("show the curves of a run written by dapt train or this panel")
+                    .clicked()
+                {
+                    let dir = PathBuf::from(self.open_path.trim());
+                    self.open_run(&dir);
+                }
+            });
+        });
+        let best = self
+            .run_dir
+            .as_ref()
+            .map(|d| d.join("checkpoints/best.safetensors"))
+            .filter(|b| b.is_file());
+        if ui
+            .add_enabled(
+                best.is_some(),
+                egui::Button::new("Inspect best checkpoint in the viewer"),
+            )
+            .on_hover_text("load the run's best model: predictions and dynamic scales")
+            .clicked()
+        {
+            self.inspect_request = best;
         }
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
