@@ -190,6 +190,7 @@ struct ColourKey {
 }
 
 type AnalysisResult = (u64, Result<CloudAnalysis, String>);
+type LoadedModel = Result<Arc<dyn Analyzer>, String>;
 
 /// (scales generation, cloud, its positions, its scales) of the latest training snapshot.
 type TrainingView = (u64, Arc<PointCloud>, Arc<Vec<[f32; 3]>>, ScaleData);
@@ -239,7 +240,7 @@ pub struct StudioApp {
     view_rect: Option<egui::Rect>,
     max_frames: Option<u64>,
     /// A checkpoint being loaded as the model, and where the result arrives.
-    model_loading: Option<(PathBuf, Receiver<Result<Arc<dyn Analyzer>, String>>)>,
+    model_loading: Option<(PathBuf, Receiver<LoadedModel>)>,
 }
 
 impl StudioApp {
