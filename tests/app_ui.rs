@@ -181,13 +181,17 @@ fn uploads(rs: &egui_wgpu::RenderState) -> (u64, u32) {
     (p.uploads, p.point_count())
 }
 
-fn app_with_sphere(analyzer: Option<Arc<dyn Analyzer>>) -> StudioApp {
+fn app_with(analyzer: Option<Arc<dyn Analyzer>>, name: &str, cloud: PointCloud) -> StudioApp {
     let mut app = StudioApp::new(AppOptions {
         analyzer,
         ..Default::default()
     });
-    app.add_cloud("sphere.ply".into(), sphere(3000));
+    app.add_cloud(name.into(), cloud);
     app
+}
+
+fn app_with_sphere(analyzer: Option<Arc<dyn Analyzer>>) -> StudioApp {
+    app_with(analyzer, "sphere.ply", sphere(3000))
 }
 
 /// Steps until the worker-thread analyses are back (bounded).
@@ -652,11 +656,7 @@ impl Analyzer for PartsDouble {
 #[test]
 fn scene_tree_lays_truth_prediction_and_errors_side_by_side() {
     let n = 3000;
-    let mut app = StudioApp::new(AppOptions {
-        analyzer: Some(Arc::new(PartsDouble)),
-        ..Default::default()
-    });
-    app.add_cloud("trefoil.ply".into(), trefoil(n));
+    let app = app_with(Some(Arc::new(PartsDouble)), "trefoil.ply", trefoil(n));
     let (mut h, rs) = harness_with_state(app);
     settle(&mut h);
     for label in [
@@ -812,11 +812,7 @@ fn transparent_screenshots_have_an_alpha_background() {
 #[ignore = "a measurement, not a check"]
 fn frame_times_with_a_million_points() {
     let n = 1_000_000;
-    let mut app = StudioApp::new(AppOptions {
-        analyzer: Some(Arc::new(GeometryAnalyzer)),
-        ..Default::default()
-    });
-    app.add_cloud("big".into(), sphere(n));
+    let app = app_with(Some(Arc::new(GeometryAnalyzer)), "big", sphere(n));
     let (mut h, _rs) = harness_with_state(app);
     settle(&mut h);
     h.render().expect("render");
