@@ -219,7 +219,7 @@ pub struct StudioApp {
     colour_key: Option<ColourKey>,
     point_data: PointData,
     generation: u64,
-    colouring: Option<colouring::Colouring>,
+    colouring: Option<Arc<colouring::Colouring>>,
     /// The drawn layers; `point_data` holds their concatenated positions and colours.
     scene: scene::Scene,
     /// What the drawn positions were built from (cloud and layer layout).
@@ -636,7 +636,7 @@ impl StudioApp {
             self.point_data.positions_generation = self.generation;
             self.positions_key = Some(positions_key);
         }
-        self.point_data.colors = Arc::new(scene.colors.clone());
+        self.point_data.colors = Arc::new(std::mem::take(&mut scene.colors));
         self.point_data.colors_generation = self.generation;
         self.colouring = Some(main);
         self.scene = scene;

@@ -102,7 +102,8 @@ pub struct Slot {
     pub kind: LayerKind,
     /// Added to every position of the copy.
     pub offset: Vec3,
-    pub colouring: Colouring,
+    /// Shared with the app's main colouring for the points layer (no copy).
+    pub colouring: Arc<Colouring>,
 }
 
 /// The layers of the shown cloud, ready to draw: copies concatenated in slot order.
@@ -112,6 +113,7 @@ pub struct Scene {
     /// Points per copy.
     pub points_per_copy: usize,
     pub positions: Arc<Vec<Vec3>>,
+    /// The copies' colours; the app moves them into its draw data.
     pub colors: Vec<[u8; 4]>,
     /// Layers that are switched on but cannot be drawn for this cloud, with the reason.
     pub unavailable: Vec<(LayerKind, String)>,
@@ -158,16 +160,18 @@ impl Scene {
 }
 
 /// Colours every visible layer and lays the copies out in a row along `along` (a unit
-/// vector; the app passes the camera's horizontal right axis, so the row faces the viewer). `settings` is the user's colouring
-/// (the points layer may update its locked range); copies use their own fixed colour-by.
+/// vector; the app passes the camera's horizontal right axis, so the row faces the viewer).
+/// `settings` is the user's colouring (the points layer may update its locked range); copies
+/// use their own fixed colour-by. Returns the scene and the points layer's colouring, which
+/// exists even when that layer is hidden (the colour panel shows its range).
 pub fn compose(
     inputs: &ColourInputs,
     positions: &Arc<Vec<Vec3>>,
     layers: &LayerSettings,
     settings: &mut ColourSettings,
     along: Vec3,
-) -> (Scene, Colouring) {
-    let main = colouring::colour(inputs, settings);
+) -> (Scene, Arc<Colouring>) {
+    let main = Arc::new(colouring::colour(inputs, settings));
     let n = positions.len();
     let mut scene = Scene {
         points_per_copy: n,
@@ -187,7 +191,7 @@ pub fn compose(
                     scene.unavailable.push((kind, note.clone()));
                     continue;
                 }
-                c
+                Arc::new(c)
             }
         };
         scene.slots.push(Slot {
