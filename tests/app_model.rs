@@ -141,7 +141,7 @@ fn the_run_panel_launcher_trains_through_the_engine() {
         .with_size([900.0, 600.0])
         .build_ui_state(|ui, app: &mut dapt::app::StudioApp| app.ui_root(ui), app);
     let t0 = std::time::Instant::now();
-    while h.state().model_loading() || !h.state().analyses_settled() {
+    while h.state().background_busy() || !h.state().analyses_settled() {
         assert!(t0.elapsed().as_secs() < 60, "model never loaded");
         std::thread::sleep(std::time::Duration::from_millis(20));
         h.step();

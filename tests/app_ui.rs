@@ -927,7 +927,7 @@ fn run_panel_opens_a_run_and_reports_a_broken_checkpoint() {
         .click();
     let t0 = Instant::now();
     h.run_steps(1);
-    while h.state().model_loading() {
+    while h.state().background_busy() {
         assert!(t0.elapsed() < Duration::from_secs(20), "load never ended");
         std::thread::sleep(Duration::from_millis(10));
         h.step();

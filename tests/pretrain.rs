@@ -560,3 +560,60 @@ fn cli_arguments_and_the_official_yaml_build_the_recipe() {
     };
     assert!(dapt::cli::pretrain::build_config(&args).is_err());
 }
+
+/// The app's run panel opens a pre-training run and reconstructs the shown cloud on a worker
+/// thread: a new cloud with the visible, predicted and masked-truth patches (labels 0, 1, 2).
+#[test]
+fn the_app_reconstructs_the_shown_cloud_from_a_pretraining_run() {
+    use dapt::app::{AppOptions, StudioApp};
+    use egui_kittest::kittest::Queryable;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("pt");
+    dapt::train::pretrain::run(
+        run_cfg(&run_dir),
+        None,
+        None,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    let ring: Vec<[f32; 3]> = (0..300)
+        .map(|i| {
+            let t = i as f32 * 0.021;
+            [3.0 * t.cos(), 3.0 * t.sin(), 0.5 * (5.0 * t).sin()]
+        })
+        .collect();
+    let mut app = StudioApp::new(AppOptions::default());
+    app.add_cloud("ring".into(), dapt::data::PointCloud::from_positions(ring));
+    app.run.open_run(&run_dir);
+    app.tab = dapt::app::SideTab::Run;
+    let mut h = egui_kittest::Harness::builder()
+        .with_size([900.0, 700.0])
+        .build_ui_state(|ui, app: &mut StudioApp| app.ui_root(ui), app);
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("Inspect best checkpoint in the viewer")
+            .is_none(),
+        "a pre-training run offers reconstruction, not classification"
+    );
+    h.get_by_label("Reconstruct the shown cloud").click();
+    h.run_steps(1);
+    let t0 = std::time::Instant::now();
+    while h.state().background_busy() {
+        assert!(t0.elapsed().as_secs() < 60, "reconstruction never finished");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        h.step();
+    }
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.clouds.len(), 2, "{:?}", app.messages);
+    let rec = &app.clouds[1];
+    assert_eq!(rec.name, "[reconstruction] ring");
+    let labels = rec.cloud.labels.as_ref().unwrap();
+    let count = |l: i64| labels.iter().filter(|&&x| x == l).count();
+    // 8 patches of 8 points; int(0.6 * 8) = 4 masked (predicted and true), 4 visible
+    assert_eq!((count(0), count(1), count(2)), (32, 32, 32));
+    assert!(rec.cloud.colors.is_some());
+    assert_eq!(app.settings.colours.colour_by, dapt::app::ColourBy::Rgb);
+}

@@ -190,7 +190,19 @@ struct ColourKey {
 }
 
 type AnalysisResult = (u64, Result<CloudAnalysis, String>);
-type LoadedModel = Result<Arc<dyn Analyzer>, String>;
+/// What a background job delivers to the UI thread.
+enum JobOutput {
+    Model(PathBuf, Result<Arc<dyn Analyzer>, String>),
+    /// (name of the reconstructed cloud, its reconstruction)
+    Reconstruction(String, Result<PointCloud, String>),
+}
+
+/// A job the UI does not wait for: loading a model, reconstructing a cloud.
+struct BackgroundJob {
+    /// What is shown while it runs, e.g. "loading best.safetensors".
+    label: String,
+    rx: Receiver<JobOutput>,
+}
 
 /// (scales generation, cloud, its positions, its scales) of the latest training snapshot.
 type TrainingView = (u64, Arc<PointCloud>, Arc<Vec<[f32; 3]>>, ScaleData);
@@ -239,8 +251,8 @@ pub struct StudioApp {
     /// Where the 3D view was drawn last frame (UI points), for view-only screenshots.
     view_rect: Option<egui::Rect>,
     max_frames: Option<u64>,
-    /// A checkpoint being loaded as the model, and where the result arrives.
-    model_loading: Option<(PathBuf, Receiver<LoadedModel>)>,
+    /// The running background job, one at a time.
+    background: Option<BackgroundJob>,
 }
 
 impl StudioApp {
@@ -284,7 +296,7 @@ impl StudioApp {
             frame: 0,
             view_rect: None,
             max_frames: options.max_frames,
-            model_loading: None,
+            background: None,
         };
         if let Some(c) = options.colour_by {
             app.settings.colours.colour_by = c;
@@ -369,67 +381,115 @@ impl StudioApp {
         }
     }
 
+    /// Runs `job` on a worker thread; its output is taken by [`Self::poll_background`].
+    fn spawn_job(&mut self, label: String, job: impl FnOnce() -> JobOutput + Send + 'static) {
+        if let Some(running) = &self.background {
+            self.messages.push(format!(
+                "{label}: wait until {} has finished",
+                running.label
+            ));
+            return;
+        }
+        let (tx, rx) = channel();
+        let spawned = std::thread::Builder::new()
+            .name("dapt-job".into())
+            .spawn(move || {
+                let _ = tx.send(job());
+            });
+        match spawned {
+            Ok(_) => self.background = Some(BackgroundJob { label, rx }),
+            Err(e) => self.messages.push(format!("could not start {label}: {e}")),
+        }
+    }
+
     /// Loads a checkpoint as the model on a worker thread; once loaded it replaces the current
     /// model and every open cloud is analysed again. Failures become a message.
     pub fn load_model(&mut self, checkpoint: PathBuf) {
-        let (tx, rx) = channel();
-        let path = checkpoint.clone();
-        let spawned = std::thread::Builder::new()
-            .name("dapt-load-model".into())
-            .spawn(move || {
-                let r =
-                    model_hook::analyzer_from_checkpoint(&path, None).map_err(|e| format!("{e:#}"));
-                let _ = tx.send(r);
-            });
-        match spawned {
-            Ok(_) => {
-                self.model_loading = Some((checkpoint, rx));
-            }
-            Err(e) => self.messages.push(format!("could not load the model: {e}")),
-        }
+        let label = format!("loading {}", checkpoint.display());
+        self.spawn_job(label, move || {
+            let r = model_hook::analyzer_from_checkpoint(&checkpoint, None)
+                .map_err(|e| format!("{e:#}"));
+            JobOutput::Model(checkpoint, r)
+        });
     }
 
-    /// True while a model is being loaded.
-    pub fn model_loading(&self) -> bool {
-        self.model_loading.is_some()
-    }
-
-    fn poll_model_load(&mut self) {
-        let Some((path, rx)) = &self.model_loading else {
+    /// Reconstructs the shown cloud with a pre-training run's best model on a worker thread
+    /// and opens the result: visible patches grey, predicted red, masked truth blue.
+    pub fn reconstruct_current(&mut self, run_dir: PathBuf) {
+        let Some(c) = self.current_cloud() else {
+            self.messages.push("open a cloud to reconstruct".into());
             return;
         };
-        let result = match rx.try_recv() {
-            Ok(r) => r,
+        let (name, cloud) = (c.name.clone(), c.cloud.clone());
+        self.spawn_job(format!("reconstructing {name}"), move || {
+            let device = crate::backend::select(crate::backend::BackendChoice::Auto).device;
+            let r = crate::train::reconstruct::Reconstructor::open(&run_dir, &device, 0)
+                .and_then(|mut r| r.reconstruct(&cloud.positions))
+                .map_err(|e| e.to_string());
+            JobOutput::Reconstruction(name, r)
+        });
+    }
+
+    /// True while a background job (model load, reconstruction) runs.
+    pub fn background_busy(&self) -> bool {
+        self.background.is_some()
+    }
+
+    fn poll_background(&mut self) {
+        let Some(job) = &self.background else {
+            return;
+        };
+        let output = match job.rx.try_recv() {
+            Ok(o) => o,
             Err(std::sync::mpsc::TryRecvError::Empty) => return,
             Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                Err("the loading thread ended unexpectedly".into())
+                let label = job.label.clone();
+                self.background = None;
+                self.messages
+                    .push(format!("{label}: the worker thread ended unexpectedly"));
+                return;
             }
         };
-        let path = path.clone();
-        self.model_loading = None;
-        match result {
-            Err(e) => self
+        self.background = None;
+        match output {
+            JobOutput::Model(path, Err(e)) => self
                 .messages
                 .push(format!("could not load the model {}: {e}", path.display())),
-            Ok(a) => {
-                self.messages.push(format!("model loaded: {}", a.name()));
-                self.analyzer = Some(a);
-                let clouds: Vec<(u64, Arc<PointCloud>)> = self
-                    .clouds
-                    .iter()
-                    .map(|c| (c.id, c.cloud.clone()))
-                    .collect();
-                for (id, cloud) in clouds {
-                    let state = self.spawn_analysis(id, &cloud);
-                    if let Some(c) = self.clouds.iter_mut().find(|c| c.id == id) {
-                        c.analysis = state;
-                        c.scales = None;
-                    }
-                }
-                // recolour with the new results as they arrive
-                self.colour_key = None;
+            JobOutput::Model(_, Ok(a)) => self.set_analyzer(a),
+            JobOutput::Reconstruction(name, Err(e)) => self
+                .messages
+                .push(format!("could not reconstruct {name}: {e}")),
+            JobOutput::Reconstruction(name, Ok(cloud)) => {
+                self.add_cloud(format!("[reconstruction] {name}"), cloud);
+                self.settings.colours.colour_by = ColourBy::Rgb;
+                self.messages.push(format!(
+                    "reconstruction of {name}: grey {}, red {}, blue {}",
+                    crate::train::reconstruct::PART_NAMES[0],
+                    crate::train::reconstruct::PART_NAMES[1],
+                    crate::train::reconstruct::PART_NAMES[2]
+                ));
             }
         }
+    }
+
+    /// Makes `a` the model and analyses every open cloud again.
+    fn set_analyzer(&mut self, a: Arc<dyn Analyzer>) {
+        self.messages.push(format!("model loaded: {}", a.name()));
+        self.analyzer = Some(a);
+        let clouds: Vec<(u64, Arc<PointCloud>)> = self
+            .clouds
+            .iter()
+            .map(|c| (c.id, c.cloud.clone()))
+            .collect();
+        for (id, cloud) in clouds {
+            let state = self.spawn_analysis(id, &cloud);
+            if let Some(c) = self.clouds.iter_mut().find(|c| c.id == id) {
+                c.analysis = state;
+                c.scales = None;
+            }
+        }
+        // recolour with the new results as they arrive
+        self.colour_key = None;
     }
 
     pub fn current_cloud(&self) -> Option<&OpenCloud> {
@@ -654,7 +714,7 @@ impl StudioApp {
         let ctx = ui.ctx().clone();
         self.frame += 1;
         self.poll_analyses();
-        self.poll_model_load();
+        self.poll_background();
         self.run.drain(Duration::from_millis(4));
         self.update_training_view();
         self.handle_dropped_files(&ctx);
@@ -686,7 +746,7 @@ impl StudioApp {
         }
 
         self.poll_screenshot(&ctx);
-        if self.run.is_active() || !self.analyses_settled() || self.model_loading.is_some() {
+        if self.run.is_active() || !self.analyses_settled() || self.background.is_some() {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
         if let Some(max) = self.max_frames {
@@ -735,6 +795,10 @@ impl StudioApp {
                 self.settings.run = self.run.settings.clone();
                 if let Some(ckpt) = self.run.inspect_request.take() {
                     self.load_model(ckpt);
+                    self.tab = SideTab::Viewer;
+                }
+                if let Some(dir) = self.run.reconstruct_request.take() {
+                    self.reconstruct_current(dir);
                     self.tab = SideTab::Viewer;
                 }
             }
@@ -816,10 +880,10 @@ impl StudioApp {
     }
 
     fn prediction_ui(&mut self, ui: &mut egui::Ui) {
-        if let Some((path, _)) = &self.model_loading {
+        if let Some(job) = &self.background {
             ui.horizontal(|ui| {
                 ui.spinner();
-                ui.label(format!("loading {} ...", path.display()));
+                ui.label(format!("{} ...", job.label));
             });
         }
         let Some(analyzer) = &self.analyzer else {

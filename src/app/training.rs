@@ -126,6 +126,8 @@ pub struct RunPanel {
     pub open_path: String,
     /// A checkpoint the user asked to inspect in the viewer; the app takes it.
     pub inspect_request: Option<PathBuf>,
+    /// A pre-training run whose model should reconstruct the shown cloud; the app takes it.
+    pub reconstruct_request: Option<PathBuf>,
 }
 
 impl Default for RunPanel {
@@ -159,6 +161,7 @@ impl RunPanel {
             run_dir: None,
             open_path: String::new(),
             inspect_request: None,
+            reconstruct_request: None,
         }
     }
 
@@ -407,20 +410,37 @@ impl RunPanel {
                 }
             });
         });
-        let best = self
+        // a pre-training run (it exports a backbone) reconstructs instead of classifying
+        let pretrain_run = self
             .run_dir
-            .as_ref()
-            .map(|d| d.join("checkpoints/best.safetensors"))
-            .filter(|b| b.is_file());
-        if ui
-            .add_enabled(
-                best.is_some(),
-                egui::Button::new("Inspect best checkpoint in the viewer"),
-            )
-            .on_hover_text("load the run's best model: predictions and dynamic scales")
-            .clicked()
-        {
-            self.inspect_request = best;
+            .clone()
+            .filter(|d| d.join("backbone.safetensors").is_file());
+        if let Some(dir) = pretrain_run {
+            if ui
+                .button("Reconstruct the shown cloud")
+                .on_hover_text(
+                    "mask 60% of its patches and show what the pre-trained model predicts",
+                )
+                .clicked()
+            {
+                self.reconstruct_request = Some(dir);
+            }
+        } else {
+            let best = self
+                .run_dir
+                .as_ref()
+                .map(|d| d.join("checkpoints/best.safetensors"))
+                .filter(|b| b.is_file());
+            if ui
+                .add_enabled(
+                    best.is_some(),
+                    egui::Button::new("Inspect best checkpoint in the viewer"),
+                )
+                .on_hover_text("load the run's best model: predictions and dynamic scales")
+                .clicked()
+            {
+                self.inspect_request = best;
+            }
         }
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);

@@ -179,52 +179,32 @@ fn report(rx: Receiver<TrainEvent>, json: bool) {
 
 /// `--reconstruct RUN_DIR FILES...`: the official `vis=True` views as coloured PLY files.
 fn reconstruct(run_dir: &std::path::Path, args: &PretrainArgs) -> anyhow::Result<()> {
-    use crate::data::{PointCloud, ReadOptions, Rng, read_cloud, write_ply};
+    use crate::data::{ReadOptions, read_cloud, write_ply};
+    use anyhow::Context;
     anyhow::ensure!(
         !args.files.is_empty(),
         "--reconstruct needs point-cloud files to reconstruct"
     );
-    let cfg = read_config(run_dir)?;
     let selected = crate::backend::select(args.backend.unwrap_or_default());
-    let ckpt = run_dir.join("checkpoints/best.safetensors");
-    let mut model = crate::train::pretrain::load_checkpoint(&cfg.model, &ckpt, &selected.device)?;
+    let mut rec = crate::train::reconstruct::Reconstructor::open(
+        run_dir,
+        &selected.device,
+        args.seed.unwrap_or(0),
+    )?;
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&out_dir)?;
-    let mut rng = Rng::new(args.seed.unwrap_or(0));
     let mut failures = 0;
     for file in &args.files {
         let mut one = || -> anyhow::Result<PathBuf> {
             let cloud = read_cloud(file, &ReadOptions::default())?;
-            let mut pts = cloud.positions;
-            crate::data::transform::pc_normalize(&mut pts);
-            let n = cfg.model.npoints;
-            let pts = crate::train::batch::test_points(&pts, n.min(pts.len()));
-            anyhow::ensure!(
-                pts.len() == n,
-                "{}: {} points, the model needs {n}",
-                file.display(),
-                pts.len()
-            );
-            let r = model.reconstruct(&pts, &selected.device, &mut rng)?;
-            let mut positions = r.visible.clone();
-            let mut labels = vec![0i64; r.visible.len()];
-            positions.extend(&r.predicted);
-            labels.extend(std::iter::repeat_n(1, r.predicted.len()));
-            positions.extend(&r.ground_truth);
-            labels.extend(std::iter::repeat_n(2, r.ground_truth.len()));
-            const COLOURS: [[f32; 3]; 3] = [[0.6, 0.6, 0.6], [0.9, 0.3, 0.2], [0.2, 0.5, 0.9]];
-            let colors = labels.iter().map(|&l| COLOURS[l as usize]).collect();
+            let cloud = rec
+                .reconstruct(&cloud.positions)
+                .with_context(|| format!("{}", file.display()))?;
             let stem = file
                 .file_stem()
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_else(|| "cloud".into());
             let path = out_dir.join(format!("{stem}.reconstruction.ply"));
-            let cloud = PointCloud {
-                positions,
-                colors: Some(colors),
-                labels: Some(labels),
-                ..PointCloud::default()
-            };
             write_ply(&path, &cloud, true)?;
             Ok(path)
         };

@@ -13,6 +13,7 @@ pub mod miou;
 pub mod optim;
 pub mod partseg;
 pub mod pretrain;
+pub mod reconstruct;
 pub mod run_dir;
 pub mod schedule;
 
