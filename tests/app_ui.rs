@@ -558,8 +558,15 @@ fn hovering_a_point_shows_its_values() {
     assert!(has_label(&h, "ground truth: "), "tooltip with the label");
 }
 
-#[test]
-fn p_saves_a_png_and_says_where() {
+/// An app showing a sphere, `P` pressed (with a transparent background or not); returns the
+/// harness, the screenshot folder (kept alive) and the PNGs in it.
+fn press_p(
+    transparent: bool,
+) -> (
+    Harness<'static, StudioApp>,
+    tempfile::TempDir,
+    Vec<std::path::PathBuf>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut app = StudioApp::new(AppOptions {
         screenshot_dir: Some(dir.path().to_path_buf()),
@@ -567,15 +574,23 @@ fn p_saves_a_png_and_says_where() {
     });
     app.add_cloud("sphere.ply".into(), sphere(2000));
     let mut h = harness(app);
+    h.state_mut().settings.screenshot_transparent = transparent;
     h.run_steps(2);
     h.key_press(egui::Key::P);
-    h.run_steps(4);
-    let pngs: Vec<_> = std::fs::read_dir(dir.path())
+    // a transparent background takes two captures in consecutive frames
+    h.run_steps(8);
+    let pngs = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();
+    (h, dir, pngs)
+}
+
+#[test]
+fn p_saves_a_png_and_says_where() {
+    let (h, _dir, pngs) = press_p(false);
     assert_eq!(pngs.len(), 1, "one screenshot written");
     let name = pngs[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(
@@ -753,22 +768,7 @@ fn lit_column_runs(img: &image::RgbaImage, from: u32, to: u32) -> Vec<(u32, u32)
 /// Transparent screenshots (ux.md #16): the view alone, background alpha 0, points opaque.
 #[test]
 fn transparent_screenshots_have_an_alpha_background() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut app = StudioApp::new(AppOptions {
-        screenshot_dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    });
-    app.add_cloud("sphere.ply".into(), sphere(2000));
-    let mut h = harness(app);
-    h.state_mut().settings.screenshot_transparent = true;
-    h.run_steps(2);
-    h.key_press(egui::Key::P);
-    h.run_steps(8);
-    let pngs: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let (h, _dir, pngs) = press_p(true);
     assert_eq!(pngs.len(), 1, "one screenshot written: {pngs:?}");
     let img = image::open(&pngs[0]).unwrap().to_rgba8();
     assert!(
