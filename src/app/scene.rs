@@ -117,6 +117,8 @@ pub struct Scene {
     pub colors: Vec<[u8; 4]>,
     /// Layers that are switched on but cannot be drawn for this cloud, with the reason.
     pub unavailable: Vec<(LayerKind, String)>,
+    /// The cloud's bounding box (one copy, no offset), for captions above the copies.
+    pub bounds: Option<(Vec3, Vec3)>,
 }
 
 impl Scene {
@@ -136,6 +138,7 @@ impl Scene {
     /// Lays the copies out in a row along the unit vector `along`, the first at the cloud's
     /// own place, and rebuilds the drawn positions.
     pub fn place(&mut self, positions: &Arc<Vec<Vec3>>, along: Vec3) {
+        self.bounds = robust_bounds(positions, 0.0);
         let step = copy_spacing(positions, along);
         for (k, s) in self.slots.iter_mut().enumerate() {
             s.offset = along.map(|a| a * k as f32 * step);

@@ -320,9 +320,8 @@ impl StudioApp {
         if self.scene.slots.len() < 2 {
             return;
         }
-        let positions = &self.point_data.positions;
-        let n = self.scene.points_per_copy;
-        let Some((lo, hi)) = crate::render::camera::robust_bounds(&positions[..n], 0.0) else {
+        // computed once per layout, not per frame (a sort of up to 100k values per axis)
+        let Some((lo, hi)) = self.scene.bounds else {
             return;
         };
         let up = self.camera.up.index();
