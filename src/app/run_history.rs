@@ -21,6 +21,8 @@ pub struct OpenedRun {
     pub total_epochs: Option<usize>,
     pub best_accuracy: Option<f64>,
     pub best_checkpoint: Option<PathBuf>,
+    /// A pre-training run (it exports `backbone.safetensors`).
+    pub pretrain: bool,
     /// Lines that could not be read (a run killed mid-write leaves a partial last line).
     pub skipped: Vec<String>,
 }
@@ -95,6 +97,7 @@ pub fn read_run(dir: &Path) -> Result<OpenedRun, String> {
             .as_ref()
             .and_then(|s| s.get("best_overall_accuracy")?.as_f64()),
         best_checkpoint: best.is_file().then_some(best),
+        pretrain: dir.join("backbone.safetensors").is_file(),
         points,
         skipped,
     })
@@ -156,6 +159,7 @@ mod tests {
                 .contains("1 of 3 epochs, best accuracy 40.00 %")
         );
         assert!(run.best_checkpoint.is_none());
+        assert!(!run.pretrain);
 
         // pre-training lines have no accuracy
         std::fs::write(

@@ -122,6 +122,10 @@ pub struct RunPanel {
     pub error: Option<String>,
     /// The directory of the running, last or opened run.
     pub run_dir: Option<PathBuf>,
+    /// Its best checkpoint once one exists (from the run's events, or found when opened).
+    best_checkpoint: Option<PathBuf>,
+    /// Whether the opened run is a pre-training run (it reconstructs instead of classifying).
+    pretrain_run: bool,
     /// What the "open run" field holds.
     pub open_path: String,
     /// A checkpoint the user asked to inspect in the viewer; the app takes it.
@@ -159,6 +163,8 @@ impl RunPanel {
             log: Vec::new(),
             error: None,
             run_dir: None,
+            best_checkpoint: None,
+            pretrain_run: false,
             open_path: String::new(),
             inspect_request: None,
             reconstruct_request: None,
@@ -199,6 +205,8 @@ impl RunPanel {
                 self.log.push(run.summary());
                 self.status = RunStatus::Finished(run.summary());
                 self.open_path = run.dir.display().to_string();
+                self.best_checkpoint = run.best_checkpoint;
+                self.pretrain_run = run.pretrain;
                 self.run_dir = Some(run.dir);
             }
         }
@@ -314,6 +322,9 @@ impl RunPanel {
             TrainEvent::CheckpointSaved { kind, path } => {
                 self.log
                     .push(format!("{kind:?} checkpoint saved: {}", path.display()));
+                if kind == crate::train::CheckpointKind::Best {
+                    self.best_checkpoint = Some(path);
+                }
             }
             TrainEvent::Stopped { epoch } => {
                 self.status = RunStatus::Stopped;
@@ -410,37 +421,31 @@ impl RunPanel {
                 }
             });
         });
-        // a pre-training run (it exports a backbone) reconstructs instead of classifying
-        let pretrain_run = self
-            .run_dir
-            .clone()
-            .filter(|d| d.join("backbone.safetensors").is_file());
-        if let Some(dir) = pretrain_run {
-            if ui
-                .button("Reconstruct the shown cloud")
-                .on_hover_text(
-                    "mask 60% of its patches and show what the pre-trained model predicts",
-                )
-                .clicked()
-            {
-                self.reconstruct_request = Some(dir);
-            }
-        } else {
-            let best = self
-                .run_dir
-                .as_ref()
-                .map(|d| d.join("checkpoints/best.safetensors"))
-                .filter(|b| b.is_file());
+        // decided from the run's events and files when it started or was opened, not by
+        // looking at the disk every frame
+        let best = self.best_checkpoint.clone();
+        if self.pretrain_run {
             if ui
                 .add_enabled(
                     best.is_some(),
-                    egui::Button::new("Inspect best checkpoint in the viewer"),
+                    egui::Button::new("Reconstruct the shown cloud"),
                 )
-                .on_hover_text("load the run's best model: predictions and dynamic scales")
+                .on_hover_text(
+                    "mask patches as in pre-training and show what the pre-trained model predicts",
+                )
                 .clicked()
             {
-                self.inspect_request = best;
+                self.reconstruct_request = self.run_dir.clone();
             }
+        } else if ui
+            .add_enabled(
+                best.is_some(),
+                egui::Button::new("Inspect best checkpoint in the viewer"),
+            )
+            .on_hover_text("load the run's best model: predictions and dynamic scales")
+            .clicked()
+        {
+            self.inspect_request = best;
         }
         if let Some(e) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, e);
