@@ -240,6 +240,51 @@ fn train_json_then_eval_and_predict_with_the_native_checkpoint() {
 }
 
 #[test]
+fn shots_trains_on_k_shapes_per_class_and_says_when_a_class_has_fewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    // 4 shapes per class, batch 8: 5 steps per epoch on the whole split, 2 on 2 shots
+    let out = dapt(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&run),
+        "--shots",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["event"], "started");
+    assert_eq!(lines[0]["steps_per_epoch"], 2, "{}", lines[0]);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["shots"], 2);
+
+    let out = dapt(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&dir.path().join("too-many")),
+        "--shots",
+        "5",
+    ]);
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("synthetic:seed=1") && e.contains("class 'sphere' has 4 training shape(s)"),
+        "{e}"
+    );
+}
+
+#[test]
 fn bench_prints_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());

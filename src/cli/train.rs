@@ -59,6 +59,10 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Few-shot: train on K labelled shapes per class, drawn with the seed (the test split
+    /// stays whole). Classification only.
+    #[arg(long, value_name = "K")]
+    pub shots: Option<usize>,
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
     /// Token-scale snapshot of a fixed test cloud every N steps (0: once per epoch).
@@ -132,6 +136,9 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if args.task == CliTask::Partseg {
+        if args.shots.is_some() {
+            anyhow::bail!("--shots draws K shapes per class; it is for classification only");
+        }
         return super::partseg::train(args);
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -173,6 +180,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         if let Some(v) = args.seed {
             cfg.seed = v;
+        }
+        if args.shots.is_some() {
+            cfg.shots = args.shots;
         }
         if let Some(v) = args.backend {
             cfg.backend = v;

@@ -72,6 +72,9 @@ pub struct TrainConfig {
     pub snapshot_every: usize,
     /// Apply `pc_normalize` to inputs (`None`: the data set's official choice).
     pub normalize: Option<bool>,
+    /// Few-shot: train on this many labelled shapes per class, drawn with `seed` (`None`:
+    /// the whole training split). The test split is always whole.
+    pub shots: Option<usize>,
     pub out: PathBuf,
 }
 
@@ -94,6 +97,7 @@ impl Default for TrainConfig {
             point_all: None,
             snapshot_every: 0,
             normalize: None,
+            shots: None,
             out: PathBuf::from("runs/latest"),
         }
     }

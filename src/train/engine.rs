@@ -59,6 +59,10 @@ pub struct Prepared {
 pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainError> {
     let spec = DataSpec::parse(&cfg.data)?;
     let mut ds = spec.open()?;
+    if let Some(k) = cfg.shots {
+        ds.keep_shots(k, cfg.seed)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", cfg.data)))?;
+    }
     // The synthetic generator already normalises each cloud; recording `true` for it makes
     // predictions on users' files (any scale, any offset) go through the same normalisation.
     let synthetic = matches!(spec, DataSpec::Synthetic(_));

@@ -1,0 +1,153 @@
+//! Few-shot training splits: K labelled shapes per class out of a data set's training split.
+//!
+//! This is how a user with many unlabelled scans and a handful of labels works (pre-train on
+//! everything, fine-tune on the few), and how a pre-trained backbone's value shows: the fewer
+//! the labels, the more the backbone's features have to carry. The shapes are drawn with a
+//! seed so that runs compared against each other (pre-trained vs random backbone, DAPT vs
+//! full fine-tuning) see the same K shapes, and different seeds see different draws.
+
+use super::{Dataset, Rng};
+
+/// Why a few-shot split cannot be drawn.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShotsError {
+    #[error("--shots must be at least 1")]
+    Zero,
+    #[error(
+        "class '{class}' has {have} training shape(s), fewer than the {want} shots asked for \
+         (use at most {have} shots, or add shapes to that class)"
+    )]
+    TooFew {
+        class: String,
+        have: usize,
+        want: usize,
+    },
+}
+
+/// Domain-separation constant: the draw must not repeat the stream the run's seed also feeds
+/// into augmentation and initialisation.
+const SHOTS_STREAM: u64 = 0x5805_7a11_d0c5_0001;
+
+impl Dataset {
+    /// Keeps `k` training shapes of every class, drawn with `seed`, in their original order.
+    /// The test split is untouched. Fails, changing nothing, when a class has fewer than `k`.
+    pub fn keep_shots(&mut self, k: usize, seed: u64) -> Result<(), ShotsError> {
+        if k == 0 {
+            return Err(ShotsError::Zero);
+        }
+        let classes = self.num_classes().max(
+            self.train
+                .iter()
+                .map(|s| s.label + 1)
+                .max()
+                .unwrap_or_default(),
+        );
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+        for (i, s) in self.train.iter().enumerate() {
+            by_class[s.label].push(i);
+        }
+        let mut rng = Rng::new(seed ^ SHOTS_STREAM);
+        let mut keep = Vec::with_capacity(k * classes);
+        for (label, members) in by_class.iter().enumerate() {
+            if members.len() < k {
+                return Err(ShotsError::TooFew {
+                    class: self
+                        .class_names
+                        .get(label)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{label}")),
+                    have: members.len(),
+                    want: k,
+                });
+            }
+            keep.extend(
+                rng.choose_distinct(members.len(), k)
+                    .into_iter()
+                    .map(|j| members[j]),
+            );
+        }
+        keep.sort_unstable();
+        let mut kept = Vec::with_capacity(keep.len());
+        let mut next = keep.iter().peekable();
+        for (i, s) in std::mem::take(&mut self.train).into_iter().enumerate() {
+            if next.next_if(|&&j| j == i).is_some() {
+                kept.push(s);
+            }
+        }
+        self.train = kept;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::SyntheticConfig;
+
+    fn set() -> Dataset {
+        Dataset::synthetic(&SyntheticConfig {
+            train_per_class: 6,
+            test_per_class: 2,
+            points: 64,
+            ..SyntheticConfig::default()
+        })
+    }
+
+    fn train_points(d: &Dataset) -> Vec<(usize, Vec<[f32; 3]>)> {
+        d.train
+            .iter()
+            .map(|s| match &s.source {
+                crate::data::SampleSource::Memory(c) => (s.label, c.positions.clone()),
+                crate::data::SampleSource::File(_) => unreachable!("synthetic is in memory"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keeps_k_per_class_and_the_whole_test_split() {
+        let mut d = set();
+        let all = train_points(&d);
+        d.keep_shots(2, 7).unwrap();
+        assert_eq!(d.train.len(), 2 * d.num_classes());
+        assert_eq!(d.test.len(), 2 * d.num_classes());
+        for c in 0..d.num_classes() {
+            assert_eq!(d.train.iter().filter(|s| s.label == c).count(), 2);
+        }
+        // kept shapes are shapes of the original split, still in its order
+        let kept = train_points(&d);
+        let positions: Vec<usize> = kept
+            .iter()
+            .map(|k| all.iter().position(|a| a == k).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    }
+
+    #[test]
+    fn the_seed_decides_the_draw() {
+        let draw = |seed| {
+            let mut d = set();
+            d.keep_shots(3, seed).unwrap();
+            train_points(&d)
+        };
+        assert_eq!(draw(1), draw(1));
+        assert_ne!(draw(1), draw(2));
+    }
+
+    #[test]
+    fn too_few_names_the_class_and_changes_nothing() {
+        let mut d = set();
+        let before = d.train.len();
+        let e = d.keep_shots(7, 0).unwrap_err();
+        assert_eq!(
+            e,
+            ShotsError::TooFew {
+                class: "sphere".into(),
+                have: 6,
+                want: 7
+            }
+        );
+        assert!(e.to_string().contains("'sphere' has 6"), "{e}");
+        assert_eq!(d.train.len(), before);
+        assert_eq!(d.keep_shots(0, 0), Err(ShotsError::Zero));
+    }
+}
