@@ -17,7 +17,13 @@
 # seeds; only `--init` differs. Reported: best and final held-out accuracy per seed, and the
 # mean over seeds.
 #
-#   PRE_EPOCHS (30)  FT_EPOCHS (30)  SEEDS ("0 1 2")  WORK (/tmp/dapt-furniture)
+# Few-shot (SHOTS=K): both arms fine-tune on the same K labelled shapes per class (`dapt train
+# --shots K`, drawn with the seed: every seed is a different draw); the test split is whole.
+# The ModelNet40 subset has classes with fewer than 5 training shapes, so with SHOTS the
+# default DATASETS is the furniture only.
+#
+#   PRE_EPOCHS (30)  FT_EPOCHS (30)  SEEDS ("0 1 2")  SHOTS (unset: every training shape)
+#   DATASETS ("furniture modelnet")  WORK (/tmp/dapt-furniture)
 #   DAPT (target/debug/dapt; build it with `cargo build`)  BACKBONE (reuse a backbone file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +32,8 @@ WORK=${WORK:-/tmp/dapt-furniture}
 PRE_EPOCHS=${PRE_EPOCHS:-30}
 FT_EPOCHS=${FT_EPOCHS:-30}
 SEEDS=${SEEDS:-"0 1 2"}
+SHOTS=${SHOTS:-}
+if [ -n "$SHOTS" ]; then DATASETS=${DATASETS:-furniture}; else DATASETS=${DATASETS:-"furniture modelnet"}; fi
 DAPT=${DAPT:-target/debug/dapt}
 [ -x "$DAPT" ] || { echo "no $DAPT: run \`cargo build\` first" >&2; exit 1; }
 [ -f "$SHARED/sweethome3d-furniture/labels.csv" ] || { echo "no $SHARED/sweethome3d-furniture/labels.csv" >&2; exit 1; }
@@ -88,15 +96,17 @@ else
     backbone=$WORK/pretrain-run/backbone.safetensors
 fi
 
-# 4. fine-tuning, both arms, every seed (runs in $WORK/ft<epochs>)
-RUNS=$WORK/ft$FT_EPOCHS
+# 4. fine-tuning, both arms, every seed (runs in $WORK/ft<epochs>[-k<shots>])
+RUNS=$WORK/ft$FT_EPOCHS${SHOTS:+-k$SHOTS}
+shots=()
+[ -n "$SHOTS" ] && shots=(--shots "$SHOTS")
 mkdir -p "$RUNS"
 summarise() { # run.jsonl -> "best final"
     python3 -c 'import json,sys
 s=[json.loads(l) for l in open(sys.argv[1]) if "\"summary\"" in l][-1]["summary"]
 print("%.2f %.2f" % (100*s["best_overall_accuracy"], 100*(s["last"] or {}).get("overall_accuracy", 0)))' "$1"
 }
-for data in furniture modelnet; do
+for data in $DATASETS; do
     case $data in
         furniture) spec="folder:$WORK/finetune-furniture" ;;
         modelnet) spec="modelnet40:$SHARED/modelnet40-nrs3d-subset" ;;
@@ -109,7 +119,7 @@ for data in furniture modelnet; do
             rm -rf "$out"
             start=$(date +%s)
             "$DAPT" train --data "$spec" "${init[@]}" --epochs "$FT_EPOCHS" --seed "$seed" \
-                --out "$out" --json > "$out.jsonl"
+                "${shots[@]}" --out "$out" --json > "$out.jsonl"
             echo "$data $arm seed $seed: best/final held-out accuracy $(summarise "$out.jsonl") % ($(( $(date +%s) - start )) s)"
         done
     done

@@ -243,45 +243,58 @@ fn train_json_then_eval_and_predict_with_the_native_checkpoint() {
 fn shots_trains_on_k_shapes_per_class_and_says_when_a_class_has_fewer() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
-    let run = dir.path().join("run");
+    let train = |shots: &str, out: &str| {
+        let run = dir.path().join(out);
+        let out = dapt(&[
+            "train",
+            "--config",
+            &s(&cfg),
+            "--out",
+            &s(&run),
+            "--shots",
+            shots,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (run, json_lines(&out))
+    };
     // 4 shapes per class, batch 8: 5 steps per epoch on the whole split, 2 on 2 shots
-    let out = dapt(&[
-        "train",
-        "--config",
-        &s(&cfg),
-        "--out",
-        &s(&run),
-        "--shots",
-        "2",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = json_lines(&out);
-    assert_eq!(lines[0]["event"], "started");
-    assert_eq!(lines[0]["steps_per_epoch"], 2, "{}", lines[0]);
+    let (run, lines) = train("2", "two");
+    let started = lines.iter().find(|l| l["event"] == "started").unwrap();
+    assert_eq!(started["steps_per_epoch"], 2, "{started}");
+    assert!(!lines.iter().any(|l| l["event"] == "note"));
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["shots"], 2);
 
+    // more shots than a class has: the class is used whole, and a note says which
+    let (_, lines) = train("5", "five");
+    let started = lines.iter().find(|l| l["event"] == "started").unwrap();
+    assert_eq!(started["steps_per_epoch"], 5, "{started}");
+    let note = lines.iter().find(|l| l["event"] == "note").unwrap();
+    let m = note["message"].as_str().unwrap();
+    assert!(
+        m.contains("--shots 5: 10 class(es)") && m.contains("sphere (4)"),
+        "{m}"
+    );
+
+    let zero = dir.path().join("zero");
     let out = dapt(&[
         "train",
         "--config",
         &s(&cfg),
         "--out",
-        &s(&dir.path().join("too-many")),
+        &s(&zero),
         "--shots",
-        "5",
+        "0",
     ]);
     assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        e.contains("synthetic:seed=1") && e.contains("class 'sphere' has 4 training shape(s)"),
-        "{e}"
-    );
+    assert!(e.contains("--shots must be at least 1"), "{e}");
 }
 
 #[test]

@@ -59,8 +59,8 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Few-shot: train on K labelled shapes per class, drawn with the seed (the test split
-    /// stays whole). Classification only.
+    /// Few-shot: train on K labelled shapes per class, drawn with the seed (a class with
+    /// fewer is used whole, and a note says so; the test split stays whole). Classification only.
     #[arg(long, value_name = "K")]
     pub shots: Option<usize>,
     #[arg(long, value_enum)]

@@ -21,5 +21,5 @@ pub use error::{DataError, Result};
 pub use io::{ReadOptions, SUPPORTED_EXTENSIONS, read_cloud};
 pub use ply::write_ply;
 pub use rng::Rng;
-pub use shots::ShotsError;
+pub use shots::{ShortClass, ShotsError};
 pub use synthetic::SyntheticConfig;

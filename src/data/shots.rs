@@ -13,15 +13,13 @@ use super::{Dataset, Rng};
 pub enum ShotsError {
     #[error("--shots must be at least 1")]
     Zero,
-    #[error(
-        "class '{class}' has {have} training shape(s), fewer than the {want} shots asked for \
-         (use at most {have} shots, or add shapes to that class)"
-    )]
-    TooFew {
-        class: String,
-        have: usize,
-        want: usize,
-    },
+}
+
+/// A class that has fewer training shapes than the shots asked for; it is used whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortClass {
+    pub name: String,
+    pub shapes: usize,
 }
 
 /// Domain-separation constant: the draw must not repeat the stream the run's seed also feeds
@@ -29,9 +27,11 @@ pub enum ShotsError {
 const SHOTS_STREAM: u64 = 0x5805_7a11_d0c5_0001;
 
 impl Dataset {
-    /// Keeps `k` training shapes of every class, drawn with `seed`, in their original order.
-    /// The test split is untouched. Fails, changing nothing, when a class has fewer than `k`.
-    pub fn keep_shots(&mut self, k: usize, seed: u64) -> Result<(), ShotsError> {
+    /// Keeps at most `k` training shapes of every class, drawn with `seed`, in their original
+    /// order; the test split is untouched. Real data sets are unbalanced (a class with 4
+    /// shapes next to one with 50), so a class with fewer than `k` is kept whole rather than
+    /// refused; those classes are returned so the caller can say so.
+    pub fn keep_shots(&mut self, k: usize, seed: u64) -> Result<Vec<ShortClass>, ShotsError> {
         if k == 0 {
             return Err(ShotsError::Zero);
         }
@@ -48,16 +48,16 @@ impl Dataset {
         }
         let mut rng = Rng::new(seed ^ SHOTS_STREAM);
         let mut keep = Vec::with_capacity(k * classes);
+        let mut short = Vec::new();
         for (label, members) in by_class.iter().enumerate() {
             if members.len() < k {
-                return Err(ShotsError::TooFew {
-                    class: self
+                short.push(ShortClass {
+                    name: self
                         .class_names
                         .get(label)
                         .cloned()
                         .unwrap_or_else(|| format!("#{label}")),
-                    have: members.len(),
-                    want: k,
+                    shapes: members.len(),
                 });
             }
             keep.extend(
@@ -75,7 +75,7 @@ impl Dataset {
             }
         }
         self.train = kept;
-        Ok(())
+        Ok(short)
     }
 }
 
@@ -134,20 +134,26 @@ mod tests {
     }
 
     #[test]
-    fn too_few_names_the_class_and_changes_nothing() {
+    fn a_class_with_fewer_shapes_is_kept_whole_and_reported() {
         let mut d = set();
-        let before = d.train.len();
-        let e = d.keep_shots(7, 0).unwrap_err();
-        assert_eq!(
-            e,
-            ShotsError::TooFew {
-                class: "sphere".into(),
-                have: 6,
-                want: 7
+        // sphere loses 4 of its 6 shapes; then K = 3 leaves it short
+        d.train.retain({
+            let mut spheres = 0;
+            move |s| {
+                spheres += usize::from(s.label == 0);
+                s.label != 0 || spheres <= 2
             }
+        });
+        let short = d.keep_shots(3, 0).unwrap();
+        assert_eq!(
+            short,
+            vec![ShortClass {
+                name: "sphere".into(),
+                shapes: 2
+            }]
         );
-        assert!(e.to_string().contains("'sphere' has 6"), "{e}");
-        assert_eq!(d.train.len(), before);
+        assert_eq!(d.train.iter().filter(|s| s.label == 0).count(), 2);
+        assert_eq!(d.train.len(), 2 + 3 * (d.num_classes() - 1));
         assert_eq!(d.keep_shots(0, 0), Err(ShotsError::Zero));
     }
 }

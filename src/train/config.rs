@@ -72,8 +72,8 @@ pub struct TrainConfig {
     pub snapshot_every: usize,
     /// Apply `pc_normalize` to inputs (`None`: the data set's official choice).
     pub normalize: Option<bool>,
-    /// Few-shot: train on this many labelled shapes per class, drawn with `seed` (`None`:
-    /// the whole training split). The test split is always whole.
+    /// Few-shot: train on at most this many labelled shapes per class, drawn with `seed`
+    /// (`None`: the whole training split). The test split is always whole.
     pub shots: Option<usize>,
     pub out: PathBuf,
 }

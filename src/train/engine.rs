@@ -22,7 +22,7 @@ use super::optim::AdamW;
 use super::run_dir::{RunDir, RunState};
 use super::schedule::CosineSchedule;
 use crate::backend;
-use crate::data::{DataSpec, ReadOptions, Rng};
+use crate::data::{DataSpec, ReadOptions, Rng, ShortClass};
 use crate::model::Classifier;
 use crate::model::checkpoint::{LoadMode, load_into, read_state_dict};
 use crate::model::classifier::cross_entropy;
@@ -53,16 +53,20 @@ pub struct Prepared {
     pub test: Vec<Item>,
     pub normalize: bool,
     pub padded: usize,
+    /// `--shots`: classes with fewer training shapes than asked for, used whole.
+    pub short_classes: Vec<ShortClass>,
 }
 
 /// Loads and samples a data set for `npoints`-point models.
 pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainError> {
     let spec = DataSpec::parse(&cfg.data)?;
     let mut ds = spec.open()?;
-    if let Some(k) = cfg.shots {
-        ds.keep_shots(k, cfg.seed)
-            .map_err(|e| TrainError::Config(format!("{}: {e}", cfg.data)))?;
-    }
+    let short_classes = match cfg.shots {
+        Some(k) => ds
+            .keep_shots(k, cfg.seed)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", cfg.data)))?,
+        None => Vec::new(),
+    };
     // The synthetic generator already normalises each cloud; recording `true` for it makes
     // predictions on users' files (any scale, any offset) go through the same normalisation.
     let synthetic = matches!(spec, DataSpec::Synthetic(_));
@@ -106,6 +110,7 @@ pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainE
         test,
         normalize,
         padded,
+        short_classes,
     })
 }
 
@@ -268,6 +273,23 @@ fn run_inner(
     }
     if cfg.normalize.is_none() {
         cfg.normalize = Some(data.normalize);
+    }
+    if let (Some(k), false) = (cfg.shots, data.short_classes.is_empty()) {
+        let list: Vec<String> = data
+            .short_classes
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.shapes))
+            .collect();
+        send(
+            events,
+            TrainEvent::Note {
+                message: format!(
+                    "--shots {k}: {} class(es) have fewer training shapes and are used whole: {}",
+                    list.len(),
+                    list.join(", ")
+                ),
+            },
+        );
     }
     let (mut model, note) = build_model_reporting(cfg, &device)?;
     if let Some(message) = note.filter(|_| state.is_none()) {
