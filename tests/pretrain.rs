@@ -432,6 +432,9 @@ fn transfer_benchmark() {
     };
     let pre_epochs = env("PRETRAIN_EPOCHS", 20);
     let ft_epochs = env("FINETUNE_EPOCHS", 15);
+    // 0: every training cloud; K: `--shots K`, the same K clouds per class in both arms
+    let shots = env("FINETUNE_SHOTS", 0);
+    let ft_batch = env("FINETUNE_BATCH", 32);
     let seeds: Vec<u64> = std::env::var("FINETUNE_SEEDS")
         .unwrap_or_else(|_| "0".into())
         .split(',')
@@ -477,6 +480,8 @@ fn transfer_benchmark() {
     let finetune = |init: Option<std::path::PathBuf>, seed: u64, tag: &str| {
         let mut cfg = dapt::cli::train::demo_config();
         cfg.epochs = ft_epochs;
+        cfg.shots = (shots > 0).then_some(shots);
+        cfg.batch = ft_batch;
         cfg.seed = seed;
         cfg.backend = dapt::backend::BackendChoice::Cpu;
         cfg.init = init;
