@@ -266,7 +266,16 @@ fn shots_trains_on_k_shapes_per_class_and_says_when_a_class_has_fewer() {
     let (run, lines) = train("2", "two");
     let started = lines.iter().find(|l| l["event"] == "started").unwrap();
     assert_eq!(started["steps_per_epoch"], 2, "{started}");
-    assert!(!lines.iter().any(|l| l["event"] == "note"));
+    let notes: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["event"] == "note")
+        .filter_map(|l| l["message"].as_str())
+        .collect();
+    assert!(!notes.iter().any(|m| m.contains("--shots")), "{notes:?}");
+    assert!(
+        notes.iter().any(|m| m.starts_with("no --init")),
+        "{notes:?}"
+    );
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["shots"], 2);
@@ -275,8 +284,12 @@ fn shots_trains_on_k_shapes_per_class_and_says_when_a_class_has_fewer() {
     let (_, lines) = train("5", "five");
     let started = lines.iter().find(|l| l["event"] == "started").unwrap();
     assert_eq!(started["steps_per_epoch"], 5, "{started}");
-    let note = lines.iter().find(|l| l["event"] == "note").unwrap();
-    let m = note["message"].as_str().unwrap();
+    let m = lines
+        .iter()
+        .filter(|l| l["event"] == "note")
+        .filter_map(|l| l["message"].as_str())
+        .find(|m| m.starts_with("--shots"))
+        .unwrap();
     assert!(
         m.contains("--shots 5: 10 class(es)") && m.contains("sphere (4)"),
         "{m}"
