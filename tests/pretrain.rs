@@ -180,6 +180,7 @@ fn tiny_config() -> MaeConfig {
         group_size: 8,
         num_group: 8,
         mask_ratio: 0.6,
+        mask_type: Default::default(),
         drop_path_rate: 0.1,
         npoints: 128,
     }
@@ -288,6 +289,60 @@ fn run_cfg(out: &std::path::Path) -> dapt::train::pretrain::PretrainConfig {
         backend: dapt::backend::BackendChoice::Cpu,
         out: out.to_path_buf(),
         ..Default::default()
+    }
+}
+
+/// `mask_type: block` end to end: a run trains on it and records it, and the reconstruction of
+/// its best checkpoint hides one contiguous hole (the masked centres are the ones nearest to
+/// one of them).
+#[test]
+fn block_masking_pretrains_and_reconstructs_one_hole() {
+    use dapt::model::pretrain::MaskType;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = run_cfg(&dir.path().join("block"));
+    cfg.model.mask_type = MaskType::Block;
+    cfg.epochs = 1;
+    let s = dapt::train::pretrain::run(cfg, None, None, Arc::new(AtomicBool::new(false))).unwrap();
+    assert!(s.best_loss.is_finite() && s.best_loss > 0.0);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.run_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["model"]["mask_type"], "block");
+
+    let device = Device::flex();
+    let mut model = PointMae::new(
+        &MaeConfig {
+            mask_type: MaskType::Block,
+            num_group: 16,
+            ..tiny_config()
+        },
+        1,
+        &device,
+    )
+    .unwrap();
+    let ring: Vec<[f32; 3]> = (0..128)
+        .map(|i| {
+            let t = i as f32 * std::f32::consts::TAU / 128.0;
+            [t.cos(), t.sin(), 0.2 * (3.0 * t).sin()]
+        })
+        .collect();
+    for seed in 0..4 {
+        let rec = model
+            .reconstruct(&ring, &device, &mut dapt::data::Rng::new(seed))
+            .unwrap();
+        assert_eq!(rec.masked_centers.len(), 9, "int(0.6 * 16)");
+        let d2 = |a: [f32; 3], b: [f32; 3]| (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f32>();
+        let one_hole = rec.masked_centers.iter().any(|&c| {
+            let far = rec
+                .masked_centers
+                .iter()
+                .map(|&m| d2(c, m))
+                .fold(0.0, f32::max);
+            rec.visible_centers.iter().all(|&v| d2(c, v) >= far)
+        });
+        assert!(one_hole, "seed {seed}: masked centres are not one block");
     }
 }
 
@@ -515,6 +570,7 @@ fn transfer_benchmark() {
     );
     assert!(with > without);
 }
+
 #[test]
 fn cli_arguments_and_the_official_yaml_build_the_recipe() {
     use clap::Parser;
@@ -539,6 +595,8 @@ fn cli_arguments_and_the_official_yaml_build_the_recipe() {
         yaml.to_str().unwrap(),
         "--mask-ratio",
         "0.75",
+        "--mask-type",
+        "block",
         "--epochs",
         "40",
         "--data",
@@ -550,6 +608,11 @@ fn cli_arguments_and_the_official_yaml_build_the_recipe() {
     };
     let cfg = dapt::cli::pretrain::build_config(&args).unwrap();
     assert_eq!(cfg.model.num_mask(), 48, "int(0.75 * 64)");
+    assert_eq!(
+        cfg.model.mask_type,
+        dapt::model::pretrain::MaskType::Block,
+        "--mask-type overrides the YAML's 'rand'"
+    );
     assert_eq!(cfg.model.decoder_depth, 4);
     assert_eq!((cfg.epochs, cfg.warmup_epochs, cfg.batch), (40, 10, 128));
     assert_eq!(cfg.optim.grad_clip, None, "no clipping in pre-training");

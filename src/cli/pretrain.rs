@@ -31,6 +31,10 @@ pub struct PretrainArgs {
     /// Fraction of patches masked per cloud (official 0.6).
     #[arg(long)]
     pub mask_ratio: Option<f64>,
+    /// `rand` (official: patches drawn uniformly) or `block` (the patches nearest to one
+    /// random centre).
+    #[arg(long, value_enum)]
+    pub mask_type: Option<crate::model::pretrain::MaskType>,
     #[arg(long)]
     pub batch: Option<usize>,
     #[arg(long)]
@@ -106,6 +110,9 @@ pub fn build_config(args: &PretrainArgs) -> anyhow::Result<PretrainConfig> {
     }
     if let Some(v) = args.mask_ratio {
         cfg.model.mask_ratio = v;
+    }
+    if let Some(v) = args.mask_type {
+        cfg.model.mask_type = v;
     }
     if let Some(v) = args.batch {
         cfg.batch = v;

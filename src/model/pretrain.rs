@@ -36,6 +36,26 @@ use super::layers::{ForwardCtx, LayerNorm, host_vec, linear, param};
 use super::names::{RawTensor, Reader, Trainable, named_params, official_name};
 use crate::data::Rng;
 
+/// How the masked patches of a cloud are chosen (the official `mask_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskType {
+    /// Patches drawn uniformly without replacement (the official recipe's `rand`).
+    #[default]
+    Rand,
+    /// The patches nearest to one random patch centre: one contiguous hole per cloud.
+    Block,
+}
+
+impl MaskType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaskType::Rand => "rand",
+            MaskType::Block => "block",
+        }
+    }
+}
+
 /// Architecture of the pre-training model (the official `model:` block of `pretrain.yaml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MaeConfig {
@@ -49,6 +69,9 @@ pub struct MaeConfig {
     pub num_group: usize,
     /// Fraction of patches masked per cloud; exactly `int(mask_ratio * num_group)` are.
     pub mask_ratio: f64,
+    /// Absent from run configurations written before block masking existed: `rand`.
+    #[serde(default)]
+    pub mask_type: MaskType,
     /// Encoder drop-path maximum (linspace over blocks); the decoder uses the same rate.
     pub drop_path_rate: f64,
     /// Points per cloud fed to the model.
@@ -67,6 +90,7 @@ impl MaeConfig {
             group_size: 32,
             num_group: 64,
             mask_ratio: 0.6,
+            mask_type: MaskType::Rand,
             drop_path_rate: 0.1,
             npoints: 1024,
         }
@@ -85,6 +109,7 @@ impl MaeConfig {
             group_size: m.group_size,
             num_group: m.num_group,
             mask_ratio: 0.6,
+            mask_type: MaskType::Rand,
             drop_path_rate: 0.1,
             npoints: m.npoints,
         }
@@ -186,13 +211,18 @@ impl MaeConfig {
                     .ok_or_else(|| ModelError::Config(format!("{k} is not a number"))),
             }
         };
-        if let Some(t) = tc.get("mask_type").and_then(|v| v.as_str())
-            && t != "rand"
-        {
-            return Err(ModelError::Config(format!(
-                "mask_type {t:?} is not supported (only 'rand', the one the official recipe uses)"
-            )));
-        }
+        let mask_type = match tc.get("mask_type") {
+            None => MaskType::Rand,
+            Some(v) => match v.as_str() {
+                Some("rand") => MaskType::Rand,
+                Some("block") => MaskType::Block,
+                _ => {
+                    return Err(ModelError::Config(format!(
+                        "mask_type {v:?} is not one of 'rand', 'block'"
+                    )));
+                }
+            },
+        };
         let trans_dim = int(tc, "trans_dim")?;
         if let Some(e) = tc.get("encoder_dims").and_then(|v| v.as_u64())
             && e as usize != trans_dim
@@ -215,6 +245,7 @@ impl MaeConfig {
             group_size: int(model, "group_size")?,
             num_group: int(model, "num_group")?,
             mask_ratio: float("mask_ratio", 0.6)?,
+            mask_type,
             drop_path_rate: float("drop_path_rate", 0.1)?,
             npoints: root
                 .get("npoints")
@@ -257,6 +288,47 @@ impl PatchMask {
             batch,
             num_group,
             flags,
+        }
+    }
+
+    /// For each cloud, the `num_mask` patches whose centres are nearest to one patch centre
+    /// drawn uniformly (that patch included): the official `_mask_center_block`.
+    /// `centers` is `[batch][num_group]` flattened, as [`Groups::centers`].
+    pub fn block(
+        centers: &[[f32; 3]],
+        batch: usize,
+        num_group: usize,
+        num_mask: usize,
+        rng: &mut Rng,
+    ) -> Self {
+        let mut flags = vec![false; batch * num_group];
+        for (cloud, row) in centers.chunks(num_group).take(batch).enumerate() {
+            let seed = row[rng.below(row.len())];
+            let d2 = |c: &[f32; 3]| (0..3).map(|i| (c[i] - seed[i]).powi(2)).sum::<f32>();
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&i, &j| d2(&row[i]).total_cmp(&d2(&row[j])));
+            for &g in order.iter().take(num_mask) {
+                flags[cloud * num_group + g] = true;
+            }
+        }
+        Self {
+            batch,
+            num_group,
+            flags,
+        }
+    }
+
+    /// A mask of `kind` for grouped clouds.
+    pub fn draw(kind: MaskType, groups: &Groups, num_mask: usize, rng: &mut Rng) -> Self {
+        match kind {
+            MaskType::Rand => Self::random(groups.batch, groups.num_group, num_mask, rng),
+            MaskType::Block => Self::block(
+                &groups.centers,
+                groups.batch,
+                groups.num_group,
+                num_mask,
+                rng,
+            ),
         }
     }
 
@@ -538,6 +610,44 @@ impl PointMae {
         }))
     }
 
+    /// Groups raw clouds (`[b, n, 3]` flattened) for this model.
+    pub fn group(&self, points: &[[f32; 3]], b: usize, n: usize) -> Result<Groups, ModelError> {
+        group(points, b, n, self.config.num_group, self.config.group_size)
+    }
+
+    /// This model's mask (`mask_type`, `mask_ratio`) for grouped clouds.
+    pub fn draw_mask(&self, groups: &Groups, rng: &mut Rng) -> PatchMask {
+        PatchMask::draw(self.config.mask_type, groups, self.config.num_mask(), rng)
+    }
+
+    /// Groups `b` clouds of `n` points, draws this model's mask from `rng` (after grouping:
+    /// block masks need the centres) and runs the network; `training` selects
+    /// drop path (from `rng` too) and BatchNorm batch statistics.
+    pub fn forward_drawn(
+        &mut self,
+        points: &[[f32; 3]],
+        b: usize,
+        n: usize,
+        device: &Device,
+        rng: &mut Rng,
+        training: bool,
+    ) -> Result<(PretrainOutput, Groups, PatchMask), ModelError> {
+        let groups = self.group(points, b, n)?;
+        let mask = self.draw_mask(&groups, rng);
+        let mut ctx = if training {
+            ForwardCtx::train(rng)
+        } else {
+            ForwardCtx::eval()
+        };
+        let out = self.forward_groups(
+            groups.neighborhoods_tensor(device),
+            groups.centers_tensor(device),
+            &mask,
+            &mut ctx,
+        )?;
+        Ok((out, groups, mask))
+    }
+
     /// Groups raw clouds (`[b, n, 3]` flattened) and runs the network with `mask`.
     pub fn forward_points(
         &mut self,
@@ -548,7 +658,7 @@ impl PointMae {
         device: &Device,
         ctx: &mut ForwardCtx,
     ) -> Result<(PretrainOutput, Groups), ModelError> {
-        let groups = group(points, b, n, self.config.num_group, self.config.group_size)?;
+        let groups = self.group(points, b, n)?;
         let out = self.forward_groups(
             groups.neighborhoods_tensor(device),
             groups.centers_tensor(device),
@@ -631,10 +741,8 @@ impl PointMae {
         device: &Device,
         rng: &mut Rng,
     ) -> Result<Reconstruction, ModelError> {
-        let mask = PatchMask::random(1, self.config.num_group, self.config.num_mask(), rng);
-        let mut ctx = ForwardCtx::eval();
-        let (out, groups) =
-            self.forward_points(points, 1, points.len(), &mask, device, &mut ctx)?;
+        let (out, groups, mask) =
+            self.forward_drawn(points, 1, points.len(), device, rng, false)?;
         reconstructions(&out, &groups, &mask)
             .into_iter()
             .next()
@@ -856,6 +964,63 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn block_masks_are_the_patches_nearest_one_centre() {
+        let mut rng = Rng::new(3);
+        let (batch, g, nm) = (6, 40, 24);
+        let centers: Vec<[f32; 3]> = (0..batch * g)
+            .map(|_| [rng.normal(), rng.normal(), rng.normal()])
+            .collect();
+        let m = PatchMask::block(&centers, batch, g, nm, &mut rng);
+        let d2 = |a: [f32; 3], b: [f32; 3]| (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f32>();
+        for b in 0..batch {
+            let row = &centers[b * g..(b + 1) * g];
+            let (masked, visible) = (m.masked(b), m.visible(b));
+            assert_eq!((masked.len(), visible.len()), (nm, g - nm));
+            // some masked centre (the drawn one) has every masked patch nearer than every
+            // visible one
+            let hole = masked.iter().any(|&c| {
+                let far = masked
+                    .iter()
+                    .map(|&i| d2(row[c], row[i]))
+                    .fold(0.0, f32::max);
+                visible.iter().all(|&i| d2(row[c], row[i]) >= far)
+            });
+            assert!(hole, "cloud {b}: the masked patches are not one block");
+        }
+        let rows: HashSet<Vec<bool>> = m.flags.chunks(g).map(|r| r.to_vec()).collect();
+        assert!(rows.len() > 1, "every cloud got the same mask");
+        // a random mask of the same clouds is almost surely not a block
+        let r = PatchMask::random(batch, g, nm, &mut rng);
+        assert_ne!(r.flags, m.flags);
+    }
+
+    #[test]
+    fn the_yaml_mask_type_is_read_and_an_unknown_one_refused() {
+        let yaml = |t: &str| {
+            format!(
+                "model: {{NAME: Point_MAE, group_size: 16, num_group: 32, transformer_config: \
+                 {{mask_ratio: 0.6, mask_type: '{t}', trans_dim: 96, depth: 2, num_heads: 4, \
+                 decoder_depth: 1}}}}\nnpoints: 512\n"
+            )
+        };
+        assert_eq!(
+            MaeConfig::from_yaml_str(&yaml("block")).unwrap().mask_type,
+            MaskType::Block
+        );
+        assert_eq!(
+            MaeConfig::from_yaml_str(&yaml("rand")).unwrap().mask_type,
+            MaskType::Rand
+        );
+        let e = MaeConfig::from_yaml_str(&yaml("tube")).unwrap_err();
+        assert!(e.to_string().contains("'rand', 'block'"), "{e}");
+        // configs saved before mask types existed read as `rand`
+        let mut v = serde_json::to_value(MaeConfig::small()).unwrap();
+        v.as_object_mut().unwrap().remove("mask_type");
+        let old: MaeConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(old.mask_type, MaskType::Rand);
     }
 
     #[test]

@@ -28,9 +28,8 @@ use super::schedule::CosineSchedule;
 use crate::backend::{self, BackendChoice};
 use crate::data::{DataSpec, ReadOptions, Rng};
 use crate::model::checkpoint::{atomic_write, read_state_dict, write_native, write_pytorch};
-use crate::model::layers::ForwardCtx;
 use crate::model::names::{count_params, named_params};
-use crate::model::pretrain::{MaeConfig, PatchMask, PointMae, load_pretrain};
+use crate::model::pretrain::{MaeConfig, PointMae, load_pretrain};
 
 /// Tag in `config.json` and checkpoint metadata telling pre-training runs apart.
 pub const KIND: &str = "pretrain";
@@ -202,10 +201,7 @@ pub fn pretrain_step(
     rng: &mut Rng,
     ad: &Device,
 ) -> Result<(PointMae, f64), TrainError> {
-    let cfg = model.config.clone();
-    let mask = PatchMask::random(b, cfg.num_group, cfg.num_mask(), rng);
-    let mut ctx = ForwardCtx::train(rng);
-    let (out, _) = model.forward_points(points, b, cfg.npoints, &mask, ad, &mut ctx)?;
+    let (out, _, _) = model.forward_drawn(points, b, model.config.npoints, ad, rng, true)?;
     let loss_v = out.loss.clone().into_scalar::<f32>() as f64;
     if !loss_v.is_finite() {
         return Ok((model, loss_v));
@@ -224,16 +220,14 @@ pub fn held_out_loss(
     seed: u64,
     device: &Device,
 ) -> Result<f64, TrainError> {
-    let cfg = model.config.clone();
     let mut rng = Rng::new(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut sum = 0.0;
     let mut count = 0usize;
     for chunk in clouds.chunks(batch.max(1)) {
         let b = chunk.len();
         let pts: Vec<[f32; 3]> = chunk.iter().flatten().copied().collect();
-        let mask = PatchMask::random(b, cfg.num_group, cfg.num_mask(), &mut rng);
-        let mut ctx = ForwardCtx::eval();
-        let (out, _) = model.forward_points(&pts, b, cfg.npoints, &mask, device, &mut ctx)?;
+        let (out, _, _) =
+            model.forward_drawn(&pts, b, model.config.npoints, device, &mut rng, false)?;
         // the loss is a mean over the batch's masked points: weight batches by size
         sum += out.loss.into_scalar::<f32>() as f64 * b as f64;
         count += b;
