@@ -82,6 +82,7 @@ fn the_run_panel_launcher_trains_through_the_engine() {
         epochs: 1,
         lr: 1e-3,
         batch: 8,
+        shots: Some(1),
         out: Some(dir.path().join("run")),
         ..RunSettings::default()
     };
@@ -97,6 +98,13 @@ fn the_run_panel_launcher_trains_through_the_engine() {
         }
     }
     assert_eq!(saw, (true, true, true));
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        saved["shots"], 1,
+        "the panel's few-shot setting reaches the run"
+    );
     assert!(
         dir.path()
             .join("run/checkpoints/best.safetensors")

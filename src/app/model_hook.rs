@@ -271,6 +271,7 @@ impl TrainingLauncher for EngineLauncher {
             init: s.init.clone(),
             epochs: s.epochs.max(1),
             batch: s.batch.max(1),
+            shots: s.shots.map(|k| k.max(1)),
             out: s.out.clone().unwrap_or_else(|| PathBuf::from("runs/app")),
             ..demo
         };

@@ -26,6 +26,8 @@ pub struct RunSettings {
     pub epochs: usize,
     pub lr: f64,
     pub batch: usize,
+    /// Few-shot: at most this many labelled shapes per class (`None`: all).
+    pub shots: Option<usize>,
     /// Run directory.
     pub out: Option<PathBuf>,
     /// Checkpoint to resume from.
@@ -41,6 +43,7 @@ impl Default for RunSettings {
             epochs: 300,
             lr: 5e-4,
             batch: 32,
+            shots: None,
             out: None,
             resume: None,
         }
@@ -507,6 +510,23 @@ impl RunPanel {
                 let l = ui.label("batch");
                 ui.add(egui::DragValue::new(&mut s.batch).range(1..=4096))
                     .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("shots per class");
+                ui.horizontal(|ui| {
+                    let mut few = s.shots.is_some();
+                    ui.checkbox(&mut few, "").labelled_by(l.id).on_hover_text(
+                        "Few-shot: train on at most this many labelled shapes per class, \
+                             drawn with the seed; the test split stays whole",
+                    );
+                    if few != s.shots.is_some() {
+                        s.shots = few.then_some(10);
+                    }
+                    if let Some(k) = &mut s.shots {
+                        ui.add(egui::DragValue::new(k).range(1..=100_000));
+                    } else {
+                        ui.weak("all");
+                    }
+                });
                 ui.end_row();
                 path_row(ui, "out", &mut s.out);
                 path_row(ui, "resume", &mut s.resume);
