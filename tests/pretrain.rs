@@ -468,10 +468,15 @@ fn resumed_pretraining_matches_an_uninterrupted_run() {
 /// seeds. `PRETRAIN_EPOCHS` / `FINETUNE_EPOCHS` set the budgets, `FINETUNE_SEEDS` (comma
 /// separated) the fine-tuning seeds, `BACKBONE` reuses an earlier run's backbone file.
 ///
+/// `FINETUNE_SHOTS` (K labelled clouds per class, the same in both arms) and `FINETUNE_BATCH`
+/// make it a few-shot measurement.
+///
 /// Measured on 2 CPU cores (debug build, 100 test clouds, best test accuracy): pre-trained 20
 /// epochs on the 400 training clouds (labels unused, 431 s), DAPT 10 epochs, seeds 0, 1, 2:
-/// 54 / 55 / 45% against 51 / 55 / 41% from a random backbone (means 51.3 vs 49.0%). The README
-/// has the real-data benchmark (`benches/transfer_furniture.sh`) and what the two show.
+/// 54 / 55 / 45% against 51 / 55 / 41% from a random backbone (means 51.3 vs 49.0%). With 4
+/// shots, batch 8, 60 epochs, seeds 0-3: 54 / 59 / 50 / 43% against 43 / 38 / 41 / 38% (means
+/// 51.5 vs 40.0%; last epoch 42.5 vs 38.0%). The README has the real-data benchmark
+/// (`benches/transfer_furniture.sh`) and what the two show.
 #[test]
 #[ignore = "minutes of CPU time; a measurement, not a check"]
 fn transfer_benchmark() {
