@@ -47,7 +47,7 @@ impl Dataset {
             by_class[s.label].push(i);
         }
         let mut rng = Rng::new(seed ^ SHOTS_STREAM);
-        let mut keep = Vec::with_capacity(k * classes);
+        let mut keep = vec![false; self.train.len()];
         let mut short = Vec::new();
         for (label, members) in by_class.iter().enumerate() {
             if members.len() < k {
@@ -60,21 +60,12 @@ impl Dataset {
                     shapes: members.len(),
                 });
             }
-            keep.extend(
-                rng.choose_distinct(members.len(), k)
-                    .into_iter()
-                    .map(|j| members[j]),
-            );
-        }
-        keep.sort_unstable();
-        let mut kept = Vec::with_capacity(keep.len());
-        let mut next = keep.iter().peekable();
-        for (i, s) in std::mem::take(&mut self.train).into_iter().enumerate() {
-            if next.next_if(|&&j| j == i).is_some() {
-                kept.push(s);
+            for j in rng.choose_distinct(members.len(), k) {
+                keep[members[j]] = true;
             }
         }
-        self.train = kept;
+        let mut keep = keep.into_iter();
+        self.train.retain(|_| keep.next().unwrap_or(false));
         Ok(short)
     }
 }

@@ -47,15 +47,6 @@ pub enum MaskType {
     Block,
 }
 
-impl MaskType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MaskType::Rand => "rand",
-            MaskType::Block => "block",
-        }
-    }
-}
-
 /// Architecture of the pre-training model (the official `model:` block of `pretrain.yaml`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MaeConfig {
