@@ -22,14 +22,14 @@
 # The ModelNet40 subset has classes with fewer than 5 training shapes, so with SHOTS the
 # default DATASETS is the furniture only.
 #
-#   PRE_EPOCHS (30)  FT_EPOCHS (30)  SEEDS ("0 1 2")  SHOTS (unset: every training shape)
+#   PRE_EPOCHS (120: 30 was too little to transfer, see the README)  FT_EPOCHS (30)  SEEDS ("0 1 2")  SHOTS (unset: every training shape)
 #   DATASETS ("furniture modelnet")  WORK (/tmp/dapt-furniture)
 #   DAPT (target/debug/dapt; build it with `cargo build`)  BACKBONE (reuse a backbone file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-$(cd .. && pwd)/shared/data}
 WORK=${WORK:-/tmp/dapt-furniture}
-PRE_EPOCHS=${PRE_EPOCHS:-30}
+PRE_EPOCHS=${PRE_EPOCHS:-120}
 FT_EPOCHS=${FT_EPOCHS:-30}
 SEEDS=${SEEDS:-"0 1 2"}
 SHOTS=${SHOTS:-}
