@@ -22,7 +22,8 @@
 # The ModelNet40 subset has classes with fewer than 5 training shapes, so with SHOTS the
 # default DATASETS is the furniture only.
 #
-#   PRE_EPOCHS (120: 30 was too little to transfer, see the README)  FT_EPOCHS (30)  SEEDS ("0 1 2")  SHOTS (unset: every training shape)
+#   PRE_EPOCHS (120: 30 was too little to transfer, see the README)  FT_EPOCHS (30)
+#   SEEDS ("0 1 2")  SHOTS (unset: every training shape)
 #   DATASETS ("furniture modelnet")  WORK (/tmp/dapt-furniture)
 #   DAPT (target/debug/dapt; build it with `cargo build`)  BACKBONE (reuse a backbone file)
 set -euo pipefail
