@@ -680,3 +680,186 @@ fn fuzz_smoke_no_reader_panics() {
         start.elapsed()
     );
 }
+
+/// Vertex properties of the scalar-field files below: a CloudCompare-style float field, a
+/// double, an unsigned byte, a float label, an alpha channel (part of the colour) and a list.
+const SCALAR_PROPS: &str = "property float x\nproperty float y\nproperty float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nproperty uchar alpha\nproperty float scalar_Intensity\nproperty double scalar_curvature\nproperty uchar quality\nproperty float scalar_Label\nproperty list uchar int extra_list\n";
+
+/// (intensity, curvature, quality, label) of each of the three points; every value is
+/// exactly representable in f32, so reading must give it back bit for bit.
+const SCALAR_ROWS: [(f32, f64, u8, f32); 3] = [
+    (0.125, -2.5e-3, 0, 2.0),
+    (1234.5, 0.75, 200, 0.0),
+    (-7.0, 1.0e-6, 255, 5.0),
+];
+
+fn scalar_ply(encoding: &str) -> Vec<u8> {
+    let mut b = ply_header(encoding, 3, SCALAR_PROPS, "").into_bytes();
+    let big = encoding == "binary_big_endian";
+    for (i, &(int, curv, q, lab)) in SCALAR_ROWS.iter().enumerate() {
+        let xyz = [i as f32, 0.5, -1.0];
+        if encoding == "ascii" {
+            let line = format!(
+                "{} {} {} 10 20 30 255 {int} {curv:e} {q} {lab} 2 7 8\n",
+                xyz[0], xyz[1], xyz[2]
+            );
+            b.extend(line.as_bytes());
+            continue;
+        }
+        let f32b = |v: f32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        for v in xyz {
+            b.extend(f32b(v));
+        }
+        b.extend([10, 20, 30, 255]);
+        b.extend(f32b(int));
+        b.extend(if big {
+            curv.to_be_bytes()
+        } else {
+            curv.to_le_bytes()
+        });
+        b.push(q);
+        b.extend(f32b(lab));
+        // the list: 2 items of int
+        b.push(2);
+        for v in [7i32, 8] {
+            b.extend(if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            });
+        }
+    }
+    b
+}
+
+#[test]
+fn ply_float_and_integer_scalar_fields_are_kept_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for enc in ["ascii", "binary_little_endian", "binary_big_endian"] {
+        let p = write(dir.path(), &format!("sf_{enc}.ply"), &scalar_ply(enc));
+        let c = read_cloud(&p, &opts()).unwrap();
+        assert_eq!(c.len(), 3, "{enc}");
+        assert_eq!(c.positions[2], [2.0, 0.5, -1.0], "{enc}");
+        assert!(c.colors.is_some(), "{enc}");
+        // the label property still feeds the labels, not a scalar field
+        assert_eq!(c.labels, Some(vec![2, 0, 5]), "{enc}");
+        // the colour (with its alpha), the label and the list are not scalar fields;
+        // `scalar_` is dropped from the names, file order is kept
+        let names: Vec<&str> = c.scalars.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["Intensity", "curvature", "quality"], "{enc}");
+        let col = |name: &str| c.scalar(name).unwrap().values.clone();
+        let want_int: Vec<f32> = SCALAR_ROWS.iter().map(|r| r.0).collect();
+        let want_curv: Vec<f32> = SCALAR_ROWS.iter().map(|r| r.1 as f32).collect();
+        let want_q: Vec<f32> = SCALAR_ROWS.iter().map(|r| r.2 as f32).collect();
+        assert_eq!(col("Intensity"), want_int, "{enc}");
+        assert_eq!(col("curvature"), want_curv, "{enc}");
+        assert_eq!(col("quality"), want_q, "{enc}");
+        assert!(c.validate().is_ok());
+    }
+}
+
+#[test]
+fn ply_label_with_fractions_becomes_a_scalar_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let props = "property float x\nproperty float y\nproperty float z\nproperty float scalar_Label\n";
+    let s = ply_header("ascii", 2, props, "") + "0 0 0 0.25\n1 0 0 3\n";
+    let p = write(dir.path(), "frac.ply", s.as_bytes());
+    let c = read_cloud(&p, &opts()).unwrap();
+    assert!(c.labels.is_none(), "0.25 is not a label");
+    assert_eq!(c.scalar("Label").unwrap().values, vec![0.25, 3.0]);
+}
+
+#[test]
+fn ply_nan_or_inf_scalar_is_rejected_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let props = "property float x\nproperty float y\nproperty float z\nproperty float scalar_Intensity\n";
+    for (name, bad) in [("nan_sf.ply", "nan"), ("inf_sf.ply", "-inf")] {
+        let s = ply_header("ascii", 2, props, "") + &format!("0 0 0 1\n1 0 0 {bad}\n");
+        let p = write(dir.path(), name, s.as_bytes());
+        let msg = assert_err_names(&p, &opts());
+        assert!(msg.contains("scalar_Intensity"), "{msg}");
+    }
+    // binary: a NaN bit pattern in a float field, and a double too big for f32
+    let mut b = ply_header("binary_little_endian", 1, props, "").into_bytes();
+    for v in [0.0f32, 0.0, 0.0, f32::NAN] {
+        b.extend(v.to_le_bytes());
+    }
+    let p = write(dir.path(), "nan_bin.ply", &b);
+    assert_err_names(&p, &opts());
+    let props_d = "property float x\nproperty float y\nproperty float z\nproperty double big\n";
+    let mut b = ply_header("binary_little_endian", 1, props_d, "").into_bytes();
+    for v in [0.0f32, 0.0, 0.0] {
+        b.extend(v.to_le_bytes());
+    }
+    b.extend(1e300f64.to_le_bytes());
+    let p = write(dir.path(), "huge_sf.ply", &b);
+    let msg = assert_err_names(&p, &opts());
+    assert!(msg.contains("big"), "{msg}");
+    // a NaN label is still an error, not a silent scalar field
+    let props_l = "property float x\nproperty float y\nproperty float z\nproperty float label\n";
+    let s = ply_header("ascii", 1, props_l, "") + "0 0 0 nan\n";
+    let p = write(dir.path(), "nan_label.ply", s.as_bytes());
+    assert_err_names(&p, &opts());
+}
+
+#[test]
+fn ply_scalar_field_counts_are_checked_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    // many scalar properties and a huge vertex count in a tiny file: refused, no allocation
+    let mut props = String::from("property float x\nproperty float y\nproperty float z\n");
+    for k in 0..64 {
+        props += &format!("property double scalar_f{k}\n");
+    }
+    let mut b = ply_header("binary_little_endian", 1 << 40, &props, "").into_bytes();
+    b.extend([0u8; 64]);
+    let p = write(dir.path(), "many_sf.ply", &b);
+    let msg = assert_err_names(&p, &opts());
+    assert!(msg.contains("bytes"), "{msg}");
+}
+
+#[test]
+fn write_ply_round_trips_scalar_fields() {
+    use dapt::data::cloud::ScalarField;
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = PointCloud {
+        positions: vec![[0.1, 0.2, 0.3], [-1.5, 2.25, 1e-4], [3.0, 0.0, -2.0]],
+        labels: Some(vec![1, 0, 4]),
+        scalars: vec![
+            ScalarField::new("Intensity", vec![0.1, 1234.567, -7.25e-8]),
+            ScalarField::new("curvature", vec![f32::MAX, f32::MIN_POSITIVE, 0.0]),
+            ScalarField::new("label", vec![0.5, 1.5, 2.5]),
+        ],
+        ..PointCloud::default()
+    };
+    for binary in [false, true] {
+        let p = dir.path().join(format!("sf_out_{binary}.ply"));
+        write_ply(&p, &cloud, binary).unwrap();
+        let text = std::fs::read(&p).unwrap();
+        let header = String::from_utf8_lossy(&text[..text.len().min(400)]).to_string();
+        assert!(
+            header.contains("property float scalar_Intensity\n"),
+            "{header}"
+        );
+        let back = read_cloud(&p, &opts()).unwrap();
+        assert_eq!(back.positions, cloud.positions);
+        assert_eq!(back.labels, cloud.labels, "binary={binary}");
+        assert_eq!(back.scalars, cloud.scalars, "binary={binary}");
+    }
+    // a name that would break the header is refused, nothing is left behind
+    let mut bad = cloud.clone();
+    bad.scalars[0].name = "two words".into();
+    let p = dir.path().join("bad_name.ply");
+    let e = write_ply(&p, &bad, false).unwrap_err().to_string();
+    assert!(e.contains("two words") && e.contains("bad_name.ply"), "{e}");
+    assert!(!p.exists());
+    // a scalar field of the wrong length is an invalid cloud
+    let mut short = cloud.clone();
+    short.scalars[1].values.pop();
+    assert!(write_ply(&dir.path().join("short.ply"), &short, true).is_err());
+}

@@ -2,10 +2,29 @@
 
 use std::path::PathBuf;
 
+/// One named per-point value (CloudCompare's "scalar field": intensity, curvature,
+/// classification, ...), kept as `f32` whatever type the file stored it in.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScalarField {
+    /// Display name; the PLY reader strips a leading `scalar_` (see `data::ply`).
+    pub name: String,
+    pub values: Vec<f32>,
+}
+
+impl ScalarField {
+    pub fn new(name: impl Into<String>, values: Vec<f32>) -> Self {
+        Self {
+            name: name.into(),
+            values,
+        }
+    }
+}
+
 /// Positions plus optional per-point attributes and an optional class label.
 ///
 /// Invariant (checked by [`PointCloud::validate`]): every optional per-point vector has
-/// exactly `positions.len()` entries, and every coordinate is finite.
+/// exactly `positions.len()` entries (so has every scalar field), and every coordinate and
+/// scalar value is finite.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PointCloud {
     pub positions: Vec<[f32; 3]>,
@@ -14,6 +33,8 @@ pub struct PointCloud {
     pub colors: Option<Vec<[f32; 3]>>,
     /// Per-point labels (part ids for segmentation, or any integer scalar field).
     pub labels: Option<Vec<i64>>,
+    /// Named per-point scalars (one entry per field, in file order), e.g. intensity.
+    pub scalars: Vec<ScalarField>,
     /// Object class index, when the source names one.
     pub class_label: Option<usize>,
     /// Where the cloud came from, for error messages and the app.
@@ -56,6 +77,15 @@ impl PointCloud {
         check("normals", self.normals.as_ref().map(Vec::len))?;
         check("colors", self.colors.as_ref().map(Vec::len))?;
         check("labels", self.labels.as_ref().map(Vec::len))?;
+        for f in &self.scalars {
+            check(&format!("scalar field {}", f.name), Some(f.values.len()))?;
+            if let Some(i) = f.values.iter().position(|v| !v.is_finite()) {
+                return Err(format!(
+                    "scalar field {} is NaN or infinite at point {i}",
+                    f.name
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -70,9 +100,22 @@ impl PointCloud {
                 .labels
                 .as_ref()
                 .map(|l| indices.iter().map(|&i| l[i]).collect()),
+            scalars: self
+                .scalars
+                .iter()
+                .map(|f| ScalarField {
+                    name: f.name.clone(),
+                    values: indices.iter().map(|&i| f.values[i]).collect(),
+                })
+                .collect(),
             class_label: self.class_label,
             source: self.source.clone(),
         }
+    }
+
+    /// The scalar field called `name`, if the cloud has one.
+    pub fn scalar(&self, name: &str) -> Option<&ScalarField> {
+        self.scalars.iter().find(|f| f.name == name)
     }
 
     /// Axis-aligned bounds `(min, max)`; `None` for an empty cloud.

@@ -3,7 +3,15 @@
 //! The header is parsed here rather than by a PLY crate so that every element count is
 //! checked against the bytes that follow `end_header` before anything is allocated: a
 //! 200-byte file that claims 10^12 vertices is a format error, not an out-of-memory abort.
-//! Extra vertex properties, list properties and unknown elements are read past and ignored.
+//!
+//! Vertex properties: `x y z`, `nx ny nz`, `red green blue` (or `diffuse_*`, with `alpha`
+//! dropped) and one label property (`label`, `class` or `scalar_label`, in that order, any
+//! case) map to the cloud's fields. Every other scalar vertex property, float or integer,
+//! becomes a named [`ScalarField`] (CloudCompare's `scalar_Intensity`, curvature, ...); its
+//! display name drops a leading `scalar_`, so `scalar_Intensity` is "Intensity", and the
+//! writer adds the prefix back (`property float scalar_Intensity`). A label property whose
+//! values are not all integers is kept as a scalar field instead of failing the file.
+//! List properties and unknown elements are read past and ignored.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -12,6 +20,7 @@ use std::path::Path;
 use super::error::{DataError, Result};
 use super::io::{ReadOptions, finish};
 use super::mesh::sample_surface;
+use super::cloud::ScalarField;
 use super::{PointCloud, Rng};
 
 /// Longest header accepted; real headers are a few hundred bytes.
@@ -294,7 +303,12 @@ struct VertexMap {
     normal: Option<[usize; 3]>,
     color: Option<([usize; 3], Scalar)>,
     label: Option<usize>,
+    /// (property index, display name) of every other scalar property, in file order.
+    scalars: Vec<(usize, String)>,
 }
+
+/// Property names that hold per-point integer labels, in order of preference.
+const LABEL_NAMES: [&str; 3] = ["label", "class", "scalar_label"];
 
 fn vertex_map(el: &Element, path: &Path) -> Result<VertexMap> {
     let find = |name: &str| {
@@ -313,20 +327,53 @@ fn vertex_map(el: &Element, path: &Path) -> Result<VertexMap> {
             Kind::Scalar(s) => Some((c, s)),
             Kind::List { .. } => None,
         });
-    let label = ["label", "class", "scalar_label"]
-        .iter()
-        .find_map(|n| find(n))
-        .or_else(|| {
-            el.props
-                .iter()
-                .position(|p| p.name.starts_with("scalar_") && matches!(p.kind, Kind::Scalar(_)))
-        });
+    // CloudCompare writes `scalar_Label`; case must not decide whether labels are found
+    let label = LABEL_NAMES.iter().find_map(|n| {
+        el.props
+            .iter()
+            .position(|p| p.name.eq_ignore_ascii_case(n) && matches!(p.kind, Kind::Scalar(_)))
+    });
+    let mut taken: Vec<usize> = xyz.to_vec();
+    taken.extend(normal.into_iter().flatten());
+    if let Some((c, _)) = color {
+        taken.extend(c);
+        // alpha belongs to the colour, which the cloud keeps as RGB only
+        taken.extend(find("alpha").or_else(|| find("diffuse_alpha")));
+    }
+    taken.extend(label);
+    let mut scalars: Vec<(usize, String)> = Vec::new();
+    for (i, p) in el.props.iter().enumerate() {
+        if taken.contains(&i) || !matches!(p.kind, Kind::Scalar(_)) {
+            continue;
+        }
+        let name = display_name(&p.name, &scalars);
+        scalars.push((i, name));
+    }
     Ok(VertexMap {
         xyz,
         normal,
         color,
         label,
+        scalars,
     })
+}
+
+/// `scalar_Intensity` shows as "Intensity"; the full property name is kept when the short
+/// one is empty or already used (a file with both `intensity` and `scalar_intensity`), and
+/// a repeated property name gets a `#k` suffix so every field stays addressable by name.
+fn display_name(prop: &str, so_far: &[(usize, String)]) -> String {
+    let free = |n: &str| !so_far.iter().any(|(_, m)| m == n);
+    let short = prop.strip_prefix("scalar_").filter(|s| !s.is_empty());
+    if let Some(short) = short.filter(|s| free(s)) {
+        return short.to_string();
+    }
+    if free(prop) {
+        return prop.to_string();
+    }
+    (2..)
+        .map(|k| format!("{prop}#{k}"))
+        .find(|n| free(n))
+        .unwrap_or_else(|| prop.to_string())
 }
 
 fn color_value(v: f64, ty: Scalar) -> f32 {
@@ -341,8 +388,8 @@ fn color_value(v: f64, ty: Scalar) -> f32 {
 /// Parses a whole PLY file held in memory. `path` is only used in messages.
 ///
 /// With `opts.sample_ply_faces` and a `face` element, the result is `opts.mesh_samples`
-/// surface points with face normals; per-vertex colours and labels are then dropped,
-/// since a sampled point does not coincide with a vertex.
+/// surface points with face normals; per-vertex colours, labels and scalar fields are then
+/// dropped, since a sampled point does not coincide with a vertex.
 pub fn parse_ply(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<PointCloud> {
     let header = parse_header(bytes, path)?;
     let body = &bytes[header.body_offset..];
@@ -382,7 +429,10 @@ pub fn parse_ply(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<PointC
     let mut positions = Vec::with_capacity(n);
     let mut normals = map.normal.map(|_| Vec::with_capacity(n));
     let mut colors = map.color.map(|_| Vec::with_capacity(n));
-    let mut labels = map.label.map(|_| Vec::with_capacity(n));
+    // raw label values: whether they are labels or a scalar field is known at the end
+    let mut label_values: Option<Vec<f64>> = map.label.map(|_| Vec::with_capacity(n));
+    // the header check above bounds n by the body size, so these allocations are too
+    let mut scalar_values: Vec<Vec<f32>> = map.scalars.iter().map(|_| Vec::with_capacity(n)).collect();
     let mut triangles: Vec<[usize; 3]> = Vec::new();
     let mut reader = Body {
         bytes: body,
@@ -452,12 +502,24 @@ pub fn parse_ply(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<PointC
                 }
                 out.push(idx.map(|k| color_value(values[k], ty)));
             }
-            if let (Some(k), Some(out)) = (map.label, labels.as_mut()) {
+            if let (Some(k), Some(out)) = (map.label, label_values.as_mut()) {
                 let v = values[k];
-                if !v.is_finite() || v.abs() > 9.0e15 {
-                    return Err(ctx(format!("label {v} is not an integer")));
+                if !v.is_finite() {
+                    return Err(ctx(format!("{} is NaN or infinite", el.props[k].name)));
                 }
-                out.push(v.round() as i64);
+                out.push(v);
+            }
+            for ((k, _), out) in map.scalars.iter().zip(scalar_values.iter_mut()) {
+                let v = values[*k];
+                let name = &el.props[*k].name;
+                if !v.is_finite() {
+                    return Err(ctx(format!("{name} is NaN or infinite")));
+                }
+                let f = v as f32;
+                if !f.is_finite() {
+                    return Err(ctx(format!("{name} value {v} is out of the f32 range")));
+                }
+                out.push(f);
             }
         }
     }
@@ -478,12 +540,43 @@ pub fn parse_ply(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<PointC
         };
         return finish(cloud, path);
     }
+    let mut labels = None;
+    let mut named: Vec<(usize, String, Vec<f32>)> = Vec::new();
+    if let (Some(k), Some(raw)) = (map.label, label_values) {
+        // 2^53: beyond it an f64 no longer tells neighbouring integers apart
+        if raw.iter().all(|v| v.fract() == 0.0 && v.abs() <= 9.0e15) {
+            labels = Some(raw.iter().map(|&v| v as i64).collect());
+        } else {
+            let prop = &vertex_el.props[k].name;
+            let values: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(DataError::format(
+                    path,
+                    format!("{prop} has values out of the f32 range"),
+                ));
+            }
+            named.push((k, display_name(prop, &map.scalars), values));
+        }
+    }
+    named.extend(
+        map.scalars
+            .into_iter()
+            .zip(scalar_values)
+            .map(|((k, name), values)| (k, name, values)),
+    );
+    // file order, so the colour menu lists fields as the file declares them
+    named.sort_by_key(|f| f.0);
+    let scalars = named
+        .into_iter()
+        .map(|(_, name, values)| ScalarField { name, values })
+        .collect();
     finish(
         PointCloud {
             positions,
             normals,
             colors,
             labels,
+            scalars,
             ..PointCloud::default()
         },
         path,
@@ -491,10 +584,25 @@ pub fn parse_ply(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<PointC
 }
 
 /// Writes `cloud` as PLY (binary little endian or ascii): x y z as float, normals as
-/// float, colours as uchar, per-point labels as int. The file appears atomically: it is
-/// written to `path.tmp`, synced, then renamed.
+/// float, colours as uchar, per-point labels as int, each scalar field as
+/// `float scalar_<name>` (the reader strips the prefix again). The file appears atomically:
+/// it is written to `path.tmp`, synced, then renamed.
 pub fn write_ply(path: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
     cloud.validate().map_err(|m| DataError::format(path, m))?;
+    // a PLY header is whitespace-separated text: such a name would corrupt it
+    if let Some(f) = cloud
+        .scalars
+        .iter()
+        .find(|f| f.name.is_empty() || !f.name.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return Err(DataError::format(
+            path,
+            format!(
+                "scalar field `{}` cannot be a PLY property name (empty, blank or non-ASCII)",
+                f.name
+            ),
+        ));
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
@@ -529,6 +637,9 @@ fn write_ply_to(tmp: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
     if cloud.labels.is_some() {
         h += "property int label\n";
     }
+    for f in &cloud.scalars {
+        h += &format!("property float scalar_{}\n", f.name);
+    }
     h += "end_header\n";
     w.write_all(h.as_bytes()).map_err(io)?;
     let to_u8 = |c: f32| (c.clamp(0.0, 1.0) * 255.0).round() as u8;
@@ -552,6 +663,9 @@ fn write_ply_to(tmp: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
             if let Some(l) = label {
                 w.write_all(&l.to_le_bytes()).map_err(io)?;
             }
+            for f in &cloud.scalars {
+                w.write_all(&f.values[i].to_le_bytes()).map_err(io)?;
+            }
         } else {
             let mut line: Vec<String> = floats.iter().map(|f| format!("{f}")).collect();
             if let Some(c) = color {
@@ -560,6 +674,8 @@ fn write_ply_to(tmp: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
             if let Some(l) = label {
                 line.push(l.to_string());
             }
+            // `{}` of an f32 is its shortest exact representation: the text round-trips
+            line.extend(cloud.scalars.iter().map(|f| format!("{}", f.values[i])));
             writeln!(w, "{}", line.join(" ")).map_err(io)?;
         }
     }
@@ -601,6 +717,26 @@ mod tests {
             let e = parse_header(bad, p).err().map(|e| e.to_string());
             assert!(e.is_some_and(|m| m.starts_with("h.ply: ")), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn scalar_names_drop_the_prefix_unless_that_collides() {
+        let named = |names: &[&str]| {
+            let mut out: Vec<(usize, String)> = Vec::new();
+            for (i, n) in names.iter().enumerate() {
+                let d = display_name(n, &out);
+                out.push((i, d));
+            }
+            out.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            named(&["scalar_Intensity", "curvature", "scalar_"]),
+            ["Intensity", "curvature", "scalar_"]
+        );
+        assert_eq!(
+            named(&["intensity", "scalar_intensity", "intensity"]),
+            ["intensity", "scalar_intensity", "intensity#2"]
+        );
     }
 
     #[test]
