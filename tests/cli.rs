@@ -44,7 +44,18 @@ fn tiny_config(dir: &Path) -> PathBuf {
 
 #[test]
 fn info_reports_the_official_parameter_counts() {
-    let cfg = fixture_dir("dapt_modelnet_full").join("config.yaml");
+    // the model block of the official cfgs/finetune_modelnet_dapt.yaml
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("finetune_modelnet_dapt.yaml");
+    std::fs::write(
+        &cfg,
+        "model: {\n  NAME: PointTransformer_DAPT,\n  trans_dim: 384,\n  depth: 12,\n  \
+         drop_path_rate: 0.1,\n  drop_rate: 0.,\n  cls_dim: 40,\n  num_heads: 6,\n  \
+         group_size: 32,\n  num_group: 64,\n  encoder_dims: 384,\n  rank: 72,\n  \
+         drop_adapter_rate: 0,\n  class_token: \"use\",\n  prompt_token: \"None\",\n  \
+         patch_token: \"max\",\n}\n\nnpoints: 1024\n",
+    )
+    .unwrap();
     let out = dapt(&["info", "--config", &s(&cfg), "--json"]);
     assert!(
         out.status.success(),

@@ -204,105 +204,6 @@ fn dataspec_prefixes_and_detection_errors() {
 }
 
 #[test]
-fn modelnet40_shared_subset() {
-    let root = shared().join("modelnet40-nrs3d-subset");
-    let spec = DataSpec::parse(root.to_str().unwrap()).unwrap();
-    assert_eq!(spec, DataSpec::ModelNet40(root.clone()));
-    let ds = spec.open().unwrap();
-    assert_eq!(ds.class_names.len(), 40);
-    assert_eq!(ds.train.len(), 127);
-    assert_eq!(ds.test.len(), 29);
-    assert!(ds.normalize);
-    let mut used: Vec<usize> = ds.train.iter().chain(&ds.test).map(|s| s.label).collect();
-    used.sort();
-    used.dedup();
-    assert_eq!(used.len(), 39);
-    let door = ds.class_names.iter().position(|n| n == "door").unwrap();
-    assert!(!used.contains(&door));
-    assert_eq!(ds.class_names[0], "airplane");
-    let s = &ds.test[0];
-    let c = ds.load(s, &ReadOptions::default()).unwrap();
-    assert_eq!(c.len(), 10_000);
-    assert!(c.normals.is_some());
-    assert_eq!(c.class_label, Some(s.label));
-    let (cen, m) = centroid_and_max_norm(&c.positions);
-    assert!(cen.iter().all(|v| v.abs() < 1e-4) && (m - 1.0).abs() < 1e-4);
-    // the split lists of the official release work too
-    let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("modelnet40_normal_resampled");
-    std::fs::create_dir_all(base.join("airplane")).unwrap();
-    std::fs::create_dir_all(base.join("bathtub")).unwrap();
-    std::fs::write(
-        base.join("modelnet40_shape_names.txt"),
-        "airplane\nbathtub\n",
-    )
-    .unwrap();
-    std::fs::write(
-        base.join("modelnet40_train.txt"),
-        "airplane_0001\nbathtub_0001\n",
-    )
-    .unwrap();
-    std::fs::write(base.join("modelnet40_test.txt"), "bathtub_0002\n").unwrap();
-    std::fs::write(
-        base.join("airplane/airplane_0001.txt"),
-        "1,2,3,0,0,1\n2,3,4,0,1,0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        base.join("bathtub/bathtub_0001.txt"),
-        "0,0,0,0,0,1\n1,1,1,0,0,1\n",
-    )
-    .unwrap();
-    std::fs::write(
-        base.join("bathtub/bathtub_0002.txt"),
-        "0,0,0,0,0,1\n2,2,2,0,0,1\n",
-    )
-    .unwrap();
-    let ds = DataSpec::parse(dir.path().to_str().unwrap())
-        .unwrap()
-        .open()
-        .unwrap();
-    assert_eq!((ds.train.len(), ds.test.len()), (2, 1));
-    assert_eq!(ds.test[0].label, 1);
-    let c = ds.load(&ds.train[0], &ReadOptions::default()).unwrap();
-    assert_eq!(c.class_label, Some(0));
-    // a listed shape whose class is unknown is an error naming the list
-    std::fs::write(base.join("modelnet40_test.txt"), "sofa_0002\n").unwrap();
-    let err = DataSpec::ModelNet40(base.clone())
-        .open()
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("modelnet40_test.txt") && err.contains("sofa"),
-        "{err}"
-    );
-}
-
-#[test]
-fn shapenetpart_shared_cap_sample() {
-    let root = shared().join("shapenetpart-cap-tp3d");
-    let spec = DataSpec::parse(root.to_str().unwrap()).unwrap();
-    assert_eq!(spec, DataSpec::ShapeNetPart(root.clone()));
-    let ds = spec.open().unwrap();
-    assert_eq!(ds.train.len() + ds.test.len(), 16);
-    assert_eq!(ds.test.len(), 11);
-    assert_eq!(ds.class_names.len(), 16);
-    assert_eq!(ds.num_parts, Some(50));
-    let cap = ds.class_names.iter().position(|n| n == "Cap").unwrap();
-    assert_eq!(ds.category_parts.as_ref().unwrap()[cap], vec![6, 7]);
-    let mut total = 0;
-    for s in ds.train.iter().chain(&ds.test) {
-        assert_eq!(s.label, cap);
-        let c = ds.load(s, &ReadOptions::default()).unwrap();
-        assert!((2329..=2792).contains(&c.len()));
-        assert!(c.normals.is_some());
-        assert!(c.labels.as_ref().unwrap().iter().all(|&l| l == 6 || l == 7));
-        total += c.len();
-    }
-    assert_eq!(total, 41_071);
-}
-
-#[test]
 fn shapenetpart_official_layout() {
     let dir = tempfile::tempdir().unwrap();
     let r = dir.path();
@@ -512,31 +413,6 @@ fn folder_layouts() {
 }
 
 #[test]
-fn furniture_obj_meshes_via_labels_csv() {
-    let root = shared().join("sweethome3d-furniture/cc0-demo");
-    let ds = DataSpec::parse(&format!("folder:{}", root.display()))
-        .unwrap()
-        .open()
-        .unwrap();
-    assert_eq!(ds.train.len() + ds.test.len(), 25);
-    assert_eq!(ds.class_names.len(), 14);
-    assert!(!ds.test.is_empty());
-    let opts = ReadOptions {
-        mesh_samples: 1024,
-        ..ReadOptions::default()
-    };
-    let c = ds.load(&ds.train[0], &opts).unwrap();
-    assert_eq!(c.len(), 1024);
-    let (cen, m) = centroid_and_max_norm(&c.positions);
-    assert!(cen.iter().all(|v| v.abs() < 1e-3) && (m - 1.0).abs() < 1e-4);
-    assert_eq!(
-        c,
-        ds.load(&ds.train[0], &opts).unwrap(),
-        "sampling is seeded"
-    );
-}
-
-#[test]
 fn transforms() {
     let mut rng = Rng::new(5);
     let mut pts: Vec<[f32; 3]> = (0..500)
@@ -618,4 +494,134 @@ fn transforms() {
     check_aligned(&f);
     assert_eq!(f, resample_fps(&cloud, 130), "padding is deterministic");
     assert!(resample_fps(&PointCloud::default(), 10).is_empty());
+}
+
+/// Tests on shared/ (research samples, the real-size checkpoint): `scripts/test.sh` runs them
+/// when shared/ is present and says in one line when it is not.
+mod shared {
+    use super::*;
+
+    #[test]
+    fn modelnet40_shared_subset() {
+        let root = shared().join("modelnet40-nrs3d-subset");
+        let spec = DataSpec::parse(root.to_str().unwrap()).unwrap();
+        assert_eq!(spec, DataSpec::ModelNet40(root.clone()));
+        let ds = spec.open().unwrap();
+        assert_eq!(ds.class_names.len(), 40);
+        assert_eq!(ds.train.len(), 127);
+        assert_eq!(ds.test.len(), 29);
+        assert!(ds.normalize);
+        let mut used: Vec<usize> = ds.train.iter().chain(&ds.test).map(|s| s.label).collect();
+        used.sort();
+        used.dedup();
+        assert_eq!(used.len(), 39);
+        let door = ds.class_names.iter().position(|n| n == "door").unwrap();
+        assert!(!used.contains(&door));
+        assert_eq!(ds.class_names[0], "airplane");
+        let s = &ds.test[0];
+        let c = ds.load(s, &ReadOptions::default()).unwrap();
+        assert_eq!(c.len(), 10_000);
+        assert!(c.normals.is_some());
+        assert_eq!(c.class_label, Some(s.label));
+        let (cen, m) = centroid_and_max_norm(&c.positions);
+        assert!(cen.iter().all(|v| v.abs() < 1e-4) && (m - 1.0).abs() < 1e-4);
+        // the split lists of the official release work too
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("modelnet40_normal_resampled");
+        std::fs::create_dir_all(base.join("airplane")).unwrap();
+        std::fs::create_dir_all(base.join("bathtub")).unwrap();
+        std::fs::write(
+            base.join("modelnet40_shape_names.txt"),
+            "airplane\nbathtub\n",
+        )
+        .unwrap();
+        std::fs::write(
+            base.join("modelnet40_train.txt"),
+            "airplane_0001\nbathtub_0001\n",
+        )
+        .unwrap();
+        std::fs::write(base.join("modelnet40_test.txt"), "bathtub_0002\n").unwrap();
+        std::fs::write(
+            base.join("airplane/airplane_0001.txt"),
+            "1,2,3,0,0,1\n2,3,4,0,1,0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            base.join("bathtub/bathtub_0001.txt"),
+            "0,0,0,0,0,1\n1,1,1,0,0,1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            base.join("bathtub/bathtub_0002.txt"),
+            "0,0,0,0,0,1\n2,2,2,0,0,1\n",
+        )
+        .unwrap();
+        let ds = DataSpec::parse(dir.path().to_str().unwrap())
+            .unwrap()
+            .open()
+            .unwrap();
+        assert_eq!((ds.train.len(), ds.test.len()), (2, 1));
+        assert_eq!(ds.test[0].label, 1);
+        let c = ds.load(&ds.train[0], &ReadOptions::default()).unwrap();
+        assert_eq!(c.class_label, Some(0));
+        // a listed shape whose class is unknown is an error naming the list
+        std::fs::write(base.join("modelnet40_test.txt"), "sofa_0002\n").unwrap();
+        let err = DataSpec::ModelNet40(base.clone())
+            .open()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("modelnet40_test.txt") && err.contains("sofa"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shapenetpart_shared_cap_sample() {
+        let root = shared().join("shapenetpart-cap-tp3d");
+        let spec = DataSpec::parse(root.to_str().unwrap()).unwrap();
+        assert_eq!(spec, DataSpec::ShapeNetPart(root.clone()));
+        let ds = spec.open().unwrap();
+        assert_eq!(ds.train.len() + ds.test.len(), 16);
+        assert_eq!(ds.test.len(), 11);
+        assert_eq!(ds.class_names.len(), 16);
+        assert_eq!(ds.num_parts, Some(50));
+        let cap = ds.class_names.iter().position(|n| n == "Cap").unwrap();
+        assert_eq!(ds.category_parts.as_ref().unwrap()[cap], vec![6, 7]);
+        let mut total = 0;
+        for s in ds.train.iter().chain(&ds.test) {
+            assert_eq!(s.label, cap);
+            let c = ds.load(s, &ReadOptions::default()).unwrap();
+            assert!((2329..=2792).contains(&c.len()));
+            assert!(c.normals.is_some());
+            assert!(c.labels.as_ref().unwrap().iter().all(|&l| l == 6 || l == 7));
+            total += c.len();
+        }
+        assert_eq!(total, 41_071);
+    }
+
+    #[test]
+    fn furniture_obj_meshes_via_labels_csv() {
+        let root = shared().join("sweethome3d-furniture/cc0-demo");
+        let ds = DataSpec::parse(&format!("folder:{}", root.display()))
+            .unwrap()
+            .open()
+            .unwrap();
+        assert_eq!(ds.train.len() + ds.test.len(), 25);
+        assert_eq!(ds.class_names.len(), 14);
+        assert!(!ds.test.is_empty());
+        let opts = ReadOptions {
+            mesh_samples: 1024,
+            ..ReadOptions::default()
+        };
+        let c = ds.load(&ds.train[0], &opts).unwrap();
+        assert_eq!(c.len(), 1024);
+        let (cen, m) = centroid_and_max_norm(&c.positions);
+        assert!(cen.iter().all(|v| v.abs() < 1e-3) && (m - 1.0).abs() < 1e-4);
+        assert_eq!(
+            c,
+            ds.load(&ds.train[0], &opts).unwrap(),
+            "sampling is seeded"
+        );
+    }
 }

@@ -8,26 +8,13 @@
 //! (`apt-get install mesa-vulkan-drivers`); when no adapter exists they fail, never skip.
 //! Shapes are kept small because lavapipe is slow.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use dapt::data::rng::Rng;
 use dapt::gpu::{GpuContext, GpuError, cpu, fps_gpu, knn_gpu};
-
-/// `shared/` of the project: `$DAPT_SHARED_DIR`, else next to the crate root.
-fn shared_dir() -> PathBuf {
-    let dir = match std::env::var_os("DAPT_SHARED_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"),
-    };
-    assert!(
-        dir.is_dir(),
-        "shared directory {} not found: set DAPT_SHARED_DIR to the project's shared/ folder",
-        dir.display()
-    );
-    dir
-}
 
 /// A fixture tensor: its shape and its values (floats as f32, int64 indices as usize).
 struct Tensor {
@@ -49,7 +36,7 @@ impl Tensor {
 fn fixture() -> &'static HashMap<String, Tensor> {
     static FIXTURE: OnceLock<HashMap<String, Tensor>> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let path = shared_dir().join("fixtures/reference/sampling/io.safetensors");
+        let path = common::fixture_dir("sampling").join("io.safetensors");
         let bytes =
             std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let st = safetensors::SafeTensors::deserialize(&bytes)

@@ -209,91 +209,6 @@ fn baselines(test: &[dapt::train::partseg::SegItem], parts: &[Vec<usize>]) -> (f
     (random.instance_miou(), constant.instance_miou())
 }
 
-/// End to end on real ShapeNetPart shapes (the Cap subset in shared/data: 5 training shapes,
-/// 11 test shapes, parts 6 and 7): train, select the best epoch, reload its checkpoint,
-/// reproduce its score, then extend the run by one epoch through resume.
-#[test]
-fn partseg_learns_shapenetpart_caps_and_resumes() {
-    use dapt::train::partseg::{
-        PartSegTrainConfig, evaluate_seg, load_partseg_checkpoint, prepare_seg_test, run_partseg,
-    };
-    let data = format!(
-        "shapenetpart:{}",
-        shared_dir().join("data/shapenetpart-cap-tp3d").display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
-    let epochs = env("PARTSEG_E2E_EPOCHS", 25);
-    // a small model trained from scratch, fully (a frozen random backbone would leave only
-    // the adapters and the head to learn)
-    let mut cfg = PartSegTrainConfig::synthetic_demo();
-    cfg.mode = dapt::train::Mode::Full;
-    cfg.data = data.clone();
-    cfg.epochs = epochs;
-    cfg.out = dir.path().join("run");
-    cfg.model.npoints = 512;
-    cfg.model.depth = 2;
-    cfg.model.taps = PartSegConfig::default_taps(2);
-    cfg.optim.lr = 3e-3;
-    cfg.batch = 5;
-    // the CPU backend, so the reloaded checkpoint is scored on the device it was trained on
-    cfg.backend = dapt::backend::BackendChoice::Cpu;
-    let t0 = std::time::Instant::now();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let s = run_partseg(cfg.clone(), None, None, &stop).unwrap();
-    let secs = t0.elapsed().as_secs_f64();
-    let test = prepare_seg_test(&data, cfg.model.npoints, None, cfg.seed).unwrap();
-    assert_eq!(test.test.len(), 11);
-    let (random, constant) = baselines(&test.test, &test.category_parts);
-    let lines = std::fs::read_to_string(s.run_dir.join("metrics.jsonl")).unwrap();
-    if std::env::var("PARTSEG_E2E_VERBOSE").is_ok() {
-        for l in lines.lines().filter(|l| l.contains("test")) {
-            eprintln!("{l}");
-        }
-    }
-    eprintln!(
-        "partseg e2e (caps): {epochs} epochs in {secs:.0}s; best instance mIoU {:.4} (epoch {}); random {random:.4}, best constant {constant:.4}",
-        s.best_instance_miou, s.best_epoch
-    );
-    assert_eq!(s.epochs_done, epochs);
-    assert_eq!(lines.lines().count(), 2 * epochs);
-    assert!(lines.contains("instance_miou") && lines.contains("class_miou"));
-    let floor = random.max(constant);
-    assert!(
-        s.best_instance_miou > floor + 0.1,
-        "instance mIoU {} is not well above the baselines {random} / {constant}",
-        s.best_instance_miou
-    );
-    // the best checkpoint reloads and reproduces its test score
-    let best = s.run_dir.join("checkpoints/best.safetensors");
-    let mut loaded = load_partseg_checkpoint(&best, &Device::flex()).unwrap();
-    let r = evaluate_seg(
-        &mut loaded.model,
-        &test.test,
-        16,
-        &loaded.category_parts,
-        &loaded.category_names,
-        &Device::flex(),
-    )
-    .unwrap();
-    assert!((r.miou.instance_miou() - s.best_instance_miou).abs() < 1e-9);
-    // extend the finished run by one epoch through resume
-    let cpath = s.run_dir.join("config.json");
-    let mut c: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cpath).unwrap()).unwrap();
-    c["epochs"] = serde_json::json!(epochs + 1);
-    std::fs::write(&cpath, c.to_string()).unwrap();
-    let s2 = run_partseg(PartSegTrainConfig::default(), Some(&s.run_dir), None, &stop).unwrap();
-    assert_eq!(s2.epochs_done, epochs + 1);
-    let lines = std::fs::read_to_string(s.run_dir.join("metrics.jsonl")).unwrap();
-    assert_eq!(lines.lines().count(), 2 * (epochs + 1));
-}
-
 /// Parameter counts of the full-size models (printed for the docs; the Point-MAE total is
 /// the fixture's formula at width 384).
 #[test]
@@ -372,4 +287,96 @@ fn synthetic_baselines() {
         "synthetic: {} test shapes; random {random:.4}, best constant {constant:.4}",
         t.test.len()
     );
+}
+
+/// Tests on shared/ (research samples, the real-size checkpoint): `scripts/test.sh` runs them
+/// when shared/ is present and says in one line when it is not.
+mod shared {
+    use super::*;
+
+    /// End to end on real ShapeNetPart shapes (the Cap subset in shared/data: 5 training shapes,
+    /// 11 test shapes, parts 6 and 7): train, select the best epoch, reload its checkpoint,
+    /// reproduce its score, then extend the run by one epoch through resume.
+    #[test]
+    fn partseg_learns_shapenetpart_caps_and_resumes() {
+        use dapt::train::partseg::{
+            PartSegTrainConfig, evaluate_seg, load_partseg_checkpoint, prepare_seg_test,
+            run_partseg,
+        };
+        let data = format!(
+            "shapenetpart:{}",
+            shared_data_dir().join("shapenetpart-cap-tp3d").display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let env = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        let epochs = env("PARTSEG_E2E_EPOCHS", 25);
+        // a small model trained from scratch, fully (a frozen random backbone would leave only
+        // the adapters and the head to learn)
+        let mut cfg = PartSegTrainConfig::synthetic_demo();
+        cfg.mode = dapt::train::Mode::Full;
+        cfg.data = data.clone();
+        cfg.epochs = epochs;
+        cfg.out = dir.path().join("run");
+        cfg.model.npoints = 512;
+        cfg.model.depth = 2;
+        cfg.model.taps = PartSegConfig::default_taps(2);
+        cfg.optim.lr = 3e-3;
+        cfg.batch = 5;
+        // the CPU backend, so the reloaded checkpoint is scored on the device it was trained on
+        cfg.backend = dapt::backend::BackendChoice::Cpu;
+        let t0 = std::time::Instant::now();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let s = run_partseg(cfg.clone(), None, None, &stop).unwrap();
+        let secs = t0.elapsed().as_secs_f64();
+        let test = prepare_seg_test(&data, cfg.model.npoints, None, cfg.seed).unwrap();
+        assert_eq!(test.test.len(), 11);
+        let (random, constant) = baselines(&test.test, &test.category_parts);
+        let lines = std::fs::read_to_string(s.run_dir.join("metrics.jsonl")).unwrap();
+        if std::env::var("PARTSEG_E2E_VERBOSE").is_ok() {
+            for l in lines.lines().filter(|l| l.contains("test")) {
+                eprintln!("{l}");
+            }
+        }
+        eprintln!(
+            "partseg e2e (caps): {epochs} epochs in {secs:.0}s; best instance mIoU {:.4} (epoch {}); random {random:.4}, best constant {constant:.4}",
+            s.best_instance_miou, s.best_epoch
+        );
+        assert_eq!(s.epochs_done, epochs);
+        assert_eq!(lines.lines().count(), 2 * epochs);
+        assert!(lines.contains("instance_miou") && lines.contains("class_miou"));
+        let floor = random.max(constant);
+        assert!(
+            s.best_instance_miou > floor + 0.1,
+            "instance mIoU {} is not well above the baselines {random} / {constant}",
+            s.best_instance_miou
+        );
+        // the best checkpoint reloads and reproduces its test score
+        let best = s.run_dir.join("checkpoints/best.safetensors");
+        let mut loaded = load_partseg_checkpoint(&best, &Device::flex()).unwrap();
+        let r = evaluate_seg(
+            &mut loaded.model,
+            &test.test,
+            16,
+            &loaded.category_parts,
+            &loaded.category_names,
+            &Device::flex(),
+        )
+        .unwrap();
+        assert!((r.miou.instance_miou() - s.best_instance_miou).abs() < 1e-9);
+        // extend the finished run by one epoch through resume
+        let cpath = s.run_dir.join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cpath).unwrap()).unwrap();
+        c["epochs"] = serde_json::json!(epochs + 1);
+        std::fs::write(&cpath, c.to_string()).unwrap();
+        let s2 = run_partseg(PartSegTrainConfig::default(), Some(&s.run_dir), None, &stop).unwrap();
+        assert_eq!(s2.epochs_done, epochs + 1);
+        let lines = std::fs::read_to_string(s.run_dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 2 * (epochs + 1));
+    }
 }

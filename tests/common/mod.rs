@@ -5,22 +5,52 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-/// `shared/` beside the checkout (CI lays it there) or `$DAPT_SHARED_DIR`.
-pub fn shared_dir() -> PathBuf {
-    if let Ok(p) = std::env::var("DAPT_SHARED_DIR") {
-        return PathBuf::from(p);
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    assert!(
-        p.join("fixtures/reference").is_dir(),
-        "the shared fixtures are missing: expected {} (or set DAPT_SHARED_DIR)",
-        p.display()
-    );
-    p
+/// `shared/` beside the checkout (CI lays it there) or `$DAPT_SHARED_DIR`, when it exists.
+pub fn shared_root() -> Option<PathBuf> {
+    let p = match std::env::var_os("DAPT_SHARED_DIR") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    };
+    p.is_dir().then_some(p)
 }
 
+/// The research-licensed samples (`shared/data`), which never enter the repository. Only the
+/// `shared::` tests use them (with the real-size reference checkpoint, too large for the
+/// repository); `scripts/test.sh` skips those, saying so in one line, when shared/ is absent.
+pub fn shared_data_dir() -> PathBuf {
+    let dir = shared_root().map(|p| p.join("data"));
+    match dir {
+        Some(d) if d.is_dir() => d,
+        _ => panic!(
+            "the research samples are missing: expected shared/data beside the checkout \
+             ({}/../shared/data) or under $DAPT_SHARED_DIR; scripts/test.sh skips the \
+             shared:: tests when they are absent",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    }
+}
+
+/// A reference case folder. `shared/fixtures/reference/CASE` wins when it exists (CI lays out
+/// the current cases there, including ones with other shapes); otherwise the copy in
+/// `tests/fixtures/reference/CASE`, written by the same generator from the official code
+/// (see its README), so a plain clone runs the parity tests too.
 pub fn fixture_dir(case: &str) -> PathBuf {
-    shared_dir().join("fixtures/reference").join(case)
+    if let Some(d) = shared_root()
+        .map(|p| p.join("fixtures/reference").join(case))
+        .filter(|d| d.is_dir())
+    {
+        return d;
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(case);
+    assert!(
+        local.is_dir(),
+        "reference case {case} not found in shared/fixtures/reference (beside the checkout or \
+         under $DAPT_SHARED_DIR) nor in {}",
+        local.display()
+    );
+    local
 }
 
 #[derive(Clone, Debug)]
