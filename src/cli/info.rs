@@ -22,6 +22,18 @@ pub struct InfoArgs {
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let cfg = ModelConfig::load(&args.config)?;
+    // an official YAML names its dataset through `_base_`, which decides the normalisation
+    let is_json = args
+        .config
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let official = if is_json {
+        None
+    } else {
+        Some(crate::model::yaml::OfficialYaml::read(&args.config)?)
+    };
+    let dataset = official.as_ref().and_then(|y| y.dataset_name());
+    let normalize = official.as_ref().and_then(|y| y.normalization());
     let device = Device::flex();
     let model = Classifier::new(&cfg, &device)?;
     let params = named_params(&model);
@@ -56,8 +68,13 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         "final_tokens": final_tokens,
         "head_in_dim": cfg.head_in_dim(),
         "config": cfg,
+        "dataset": dataset,
+        "input_normalization": normalize,
         "checkpoint": checkpoint,
     });
+    for n in official.iter().flat_map(|y| &y.notes) {
+        eprintln!("note: {n}");
+    }
     if args.json {
         super::output::print_json(&v);
     } else {
@@ -76,6 +93,14 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
             final_tokens,
             cfg.head_in_dim()
         );
+        if let Some(d) = &dataset {
+            let norm = match normalize {
+                Some(true) => "pc_normalize",
+                Some(false) => "none (raw coordinates)",
+                None => "unknown",
+            };
+            println!("dataset: {d}; input normalisation: {norm}");
+        }
         if let Some(ck) = &args.checkpoint {
             println!("checkpoint {} loads strictly", ck.display());
         }

@@ -107,8 +107,12 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
             .with_context(|| format!("{}: not a run configuration", path.display()))?;
         return Ok(cfg);
     }
-    let model = ModelConfig::from_yaml_str(&text).map_err(|e| e.with_path(path))?;
-    let root: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let yaml = crate::model::yaml::OfficialYaml::read(path)?;
+    for n in &yaml.notes {
+        eprintln!("note: {n}");
+    }
+    let model = ModelConfig::from_yaml_value(&yaml.root).map_err(|e| e.with_path(path))?;
+    let root = &yaml.root;
     let mut cfg = TrainConfig {
         mode: match model.kind {
             crate::model::ModelKind::Dapt => Mode::Dapt,
@@ -117,7 +121,7 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
         model,
         ..TrainConfig::default()
     };
-    let r = super::recipe::OfficialRecipe::from_yaml(&root);
+    let r = super::recipe::OfficialRecipe::from_yaml(root);
     cfg.optim.lr = r.lr.unwrap_or(cfg.optim.lr);
     cfg.optim.weight_decay = r.weight_decay.unwrap_or(cfg.optim.weight_decay);
     cfg.epochs = r.epochs.unwrap_or(cfg.epochs);
@@ -125,12 +129,7 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
     cfg.batch = r.batch.unwrap_or(cfg.batch);
     cfg.optim.grad_clip = r.grad_clip.or(cfg.optim.grad_clip);
     // the dataset block decides the official input normalisation (§2.1)
-    let base = format!("{:?}", root.get("dataset"));
-    if base.contains("ModelNet") {
-        cfg.normalize = Some(true);
-    } else if base.contains("ScanObjectNN") {
-        cfg.normalize = Some(false);
-    }
+    cfg.normalize = yaml.normalization().or(cfg.normalize);
     Ok(cfg)
 }
 

@@ -220,18 +220,20 @@ impl ModelConfig {
     }
 
     /// Parses an official YAML file: either a full config with a `model:` block (and
-    /// `npoints`, `_base_` includes resolved for the dataset block) or a bare `model:` block.
+    /// `npoints`; `_base_` includes resolved by [`super::yaml`]) or a bare `model:` block.
     pub fn from_yaml_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        Self::from_yaml_str(&text).map_err(|e| e.with_path(path))
+        let y = super::yaml::OfficialYaml::read(path)?;
+        Self::from_yaml_value(&y.root).map_err(|e| e.with_path(path))
     }
 
     pub fn from_yaml_str(text: &str) -> Result<Self, ModelError> {
         let root: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| ModelError::Config(format!("not valid YAML: {e}")))?;
+        Self::from_yaml_value(&root)
+    }
+
+    /// [`Self::from_yaml_str`] on a parsed (and include-resolved) document.
+    pub fn from_yaml_value(root: &serde_yaml::Value) -> Result<Self, ModelError> {
         let model = root
             .get("model")
             .ok_or_else(|| ModelError::Config("no `model:` block".into()))?;

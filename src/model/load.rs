@@ -69,11 +69,10 @@ pub struct LoadedClassifier {
 /// Normalisation implied by an official YAML: ModelNet40 normalises, ScanObjectNN does not,
 /// a bare `model:` block says nothing (none).
 pub fn yaml_normalization(path: &Path) -> bool {
-    std::fs::read_to_string(path)
+    super::yaml::OfficialYaml::read(path)
         .ok()
-        .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
-        .and_then(|v| v.get("dataset").map(|d| format!("{d:?}")))
-        .is_some_and(|d| d.contains("ModelNet"))
+        .and_then(|y| y.normalization())
+        .unwrap_or(false)
 }
 
 pub fn load_classifier(

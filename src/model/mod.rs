@@ -16,6 +16,7 @@ pub mod load;
 pub mod names;
 pub mod partseg;
 pub mod pretrain;
+pub mod yaml;
 
 pub use classifier::{Classifier, ForwardOutput, ForwardState};
 pub use config::{ModelConfig, ModelKind, Pool};
