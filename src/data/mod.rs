@@ -8,6 +8,7 @@ pub mod h5;
 pub mod io;
 pub mod mesh;
 pub mod npy;
+pub mod pickle;
 pub mod ply;
 pub mod rng;
 pub mod shots;
