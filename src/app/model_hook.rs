@@ -14,7 +14,9 @@ use crate::backend::{BackendChoice, select};
 use crate::data::{PointCloud, Rng};
 use crate::gpu::cpu::fps;
 use crate::model::Classifier;
-use crate::model::load::load_classifier_from;
+use crate::model::load::{
+    Adapter, AdapterTask, Backbone, assemble_classifier, assemble_partseg, load_classifier_from,
+};
 use crate::train::eval::{logits_of, scale_snapshot};
 use crate::train::metrics::softmax;
 use crate::train::{Mode, TrainConfig};
@@ -25,7 +27,8 @@ pub struct ModelAnalyzer {
     class_names: Vec<String>,
     normalize: bool,
     device: Device,
-    checkpoint: PathBuf,
+    /// What the prediction panel calls the model (a file name, or adapter on backbone).
+    name: String,
 }
 
 /// Indices into a cloud of `n` points giving the model's `npoints` input: FPS when there are
@@ -49,10 +52,7 @@ pub fn sample_indices(points: &[[f32; 3]], npoints: usize) -> Vec<usize> {
 
 impl Analyzer for ModelAnalyzer {
     fn name(&self) -> String {
-        self.checkpoint
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_else(|| "model".into())
+        self.name.clone()
     }
 
     fn analyze(&self, cloud: &PointCloud) -> Result<CloudAnalysis, String> {
@@ -104,7 +104,7 @@ impl Analyzer for ModelAnalyzer {
 pub struct PartSegAnalyzer {
     loaded: Mutex<crate::train::partseg::LoadedPartSeg>,
     device: Device,
-    checkpoint: PathBuf,
+    name: String,
 }
 
 impl PartSegAnalyzer {
@@ -128,10 +128,7 @@ impl PartSegAnalyzer {
 
 impl Analyzer for PartSegAnalyzer {
     fn name(&self) -> String {
-        self.checkpoint
-            .file_name()
-            .map(|f| format!("{} (parts)", f.to_string_lossy()))
-            .unwrap_or_else(|| "part segmentation".into())
+        self.name.clone()
     }
 
     fn analyze(&self, cloud: &PointCloud) -> Result<CloudAnalysis, String> {
@@ -233,7 +230,7 @@ pub fn analyzer_from_checkpoint(
         return Ok(Arc::new(PartSegAnalyzer {
             loaded: Mutex::new(loaded),
             device: selected.device,
-            checkpoint: checkpoint.to_path_buf(),
+            name: format!("{} (parts)", file_name(checkpoint)),
         }));
     }
     let loaded = load_classifier_from(dict, config, &selected.device)?;
@@ -242,8 +239,53 @@ pub fn analyzer_from_checkpoint(
         class_names: loaded.class_names,
         normalize: loaded.normalize,
         device: selected.device,
-        checkpoint: checkpoint.to_path_buf(),
+        name: file_name(checkpoint),
     }))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into())
+}
+
+/// The model of `backbone + adapter` (`model::load`), for the adapters panel: the backbone
+/// tensors come from memory, so switching adapters reads no file.
+pub fn analyzer_from_adapter(
+    backbone: &Backbone,
+    adapter: &Adapter,
+) -> anyhow::Result<Arc<dyn Analyzer>> {
+    let selected = select(BackendChoice::Auto);
+    let name = format!(
+        "{} on {}",
+        super::adapters::display_name(&adapter.path),
+        file_name(&backbone.path)
+    );
+    Ok(match adapter.task {
+        AdapterTask::Classification => {
+            let loaded = assemble_classifier(backbone, adapter, &selected.device)?;
+            Arc::new(ModelAnalyzer {
+                model: Mutex::new(loaded.model),
+                class_names: loaded.class_names,
+                normalize: loaded.normalize,
+                device: selected.device,
+                name,
+            })
+        }
+        AdapterTask::PartSegmentation => {
+            let m = assemble_partseg(backbone, adapter, &selected.device)?;
+            Arc::new(PartSegAnalyzer {
+                loaded: Mutex::new(crate::train::partseg::LoadedPartSeg {
+                    model: m.model,
+                    category_names: m.category_names,
+                    category_parts: m.category_parts,
+                    normalize: m.normalize,
+                }),
+                device: selected.device,
+                name: format!("{name} (parts)"),
+            })
+        }
+    })
 }
 
 /// Starts `crate::train::run` on a worker thread for the run panel.

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use crate::backend::{BackendChoice, select};
 use crate::data::Rng;
-use crate::model::load::load_classifier;
 use crate::train::TrainConfig;
 use crate::train::eval::{evaluate, evaluate_vote};
 
@@ -14,10 +13,16 @@ pub struct EvalArgs {
     /// `classification` (default) or `partseg`.
     #[arg(long, value_enum, default_value_t = super::train::CliTask::Classification)]
     pub task: super::train::CliTask,
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    #[arg(long)]
+    #[arg(long, required_unless_present = "adapter", conflicts_with_all = ["backbone", "adapter"])]
+    pub checkpoint: Option<PathBuf>,
+    #[arg(long, conflicts_with = "adapter")]
     pub config: Option<PathBuf>,
+    /// Point-MAE backbone to apply `--adapter` on (as `dapt predict --backbone`).
+    #[arg(long, requires = "adapter")]
+    pub backbone: Option<PathBuf>,
+    /// A run's `adapter.safetensors`, applied on top of `--backbone`.
+    #[arg(long, requires = "backbone")]
+    pub adapter: Option<PathBuf>,
     #[arg(long, default_value = "synthetic")]
     pub data: String,
     /// Voting with N views per cloud (ModelNet40 protocol); reports mean and max over repeats.
@@ -42,7 +47,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         eprintln!("backend: {}", selected.description);
     }
     let device = selected.device;
-    let mut loaded = load_classifier(&args.checkpoint, args.config.as_deref(), &device)?;
+    let mut loaded = super::predict::load_model(
+        args.checkpoint.as_deref(),
+        args.config.as_deref(),
+        args.backbone.as_deref(),
+        args.adapter.as_deref(),
+        &device,
+    )?;
     let cfg = TrainConfig {
         model: loaded.model.config.clone(),
         data: args.data.clone(),

@@ -17,7 +17,8 @@ use crate::model::layers::{ForwardCtx, host_vec};
 use crate::train::TrainEvent;
 use crate::train::miou::{CategoryIou, predict_parts};
 use crate::train::partseg::{
-    PartSegTrainConfig, evaluate_seg, load_partseg_checkpoint, prepare_seg_test, run_partseg,
+    LoadedPartSeg, PartSegTrainConfig, evaluate_seg, load_partseg_checkpoint, prepare_seg_test,
+    run_partseg,
 };
 
 /// `dapt train --task partseg`: the synthetic demo unless `--data` names another set, in
@@ -190,6 +191,31 @@ fn print_table(rows: &[CategoryIou]) {
     }
 }
 
+/// The segmentation model of `--checkpoint` or of `--backbone --adapter` (a partseg run's
+/// adapter file).
+fn load_seg(
+    checkpoint: Option<&Path>,
+    backbone: Option<&Path>,
+    adapter: Option<&Path>,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<LoadedPartSeg> {
+    use crate::model::load::{assemble_partseg, read_backbone_and_adapter};
+    match (checkpoint, backbone, adapter) {
+        (Some(c), _, _) => Ok(load_partseg_checkpoint(c, device)?),
+        (None, Some(b), Some(a)) => {
+            let (backbone, adapter) = read_backbone_and_adapter(b, a)?;
+            let m = assemble_partseg(&backbone, &adapter, device)?;
+            Ok(LoadedPartSeg {
+                model: m.model,
+                category_names: m.category_names,
+                category_parts: m.category_parts,
+                normalize: m.normalize,
+            })
+        }
+        _ => anyhow::bail!("pass --checkpoint, or --backbone with --adapter"),
+    }
+}
+
 /// `dapt eval --task partseg`.
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let selected = select(args.backend);
@@ -197,7 +223,12 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         eprintln!("backend: {}", selected.description);
     }
     let device = selected.device;
-    let mut loaded = load_partseg_checkpoint(&args.checkpoint, &device)?;
+    let mut loaded = load_seg(
+        args.checkpoint.as_deref(),
+        args.backbone.as_deref(),
+        args.adapter.as_deref(),
+        &device,
+    )?;
     let npoints = loaded.model.config.npoints;
     let data = prepare_seg_test(&args.data, npoints, Some(loaded.normalize), 0)?;
     if data.num_parts != loaded.model.config.num_parts
@@ -308,7 +339,12 @@ pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         eprintln!("backend: {}", selected.description);
     }
     let device = selected.device;
-    let mut loaded = load_partseg_checkpoint(&args.checkpoint, &device)?;
+    let mut loaded = load_seg(
+        args.checkpoint.as_deref(),
+        args.backbone.as_deref(),
+        args.adapter.as_deref(),
+        &device,
+    )?;
     let normalize = if args.normalize {
         true
     } else if args.no_normalize {

@@ -1,10 +1,10 @@
 //! `dapt predict`: classify files with the official test-time pipeline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::backend::{BackendChoice, select};
 use crate::data::{ReadOptions, Rng, read_cloud};
-use crate::model::load::load_classifier;
+use crate::model::load::{LoadedClassifier, load_classifier, load_classifier_with_adapter};
 use crate::train::batch::{pad_to, test_points};
 use crate::train::eval::{logits_of, scale_snapshot};
 use crate::train::metrics::softmax;
@@ -22,11 +22,18 @@ pub struct PredictArgs {
     #[arg(long, default_value = "predictions")]
     pub out: PathBuf,
     /// Native checkpoint (`checkpoints/best.safetensors`) or an official `.pth`.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    #[arg(long, required_unless_present = "adapter", conflicts_with_all = ["backbone", "adapter"])]
+    pub checkpoint: Option<PathBuf>,
     /// Model config; required for an official `.pth`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "adapter")]
     pub config: Option<PathBuf>,
+    /// Point-MAE backbone (official `pretrain.pth`, `dapt pretrain`'s `backbone.safetensors` or
+    /// `pretrain.pth`, or any checkpoint holding its tensors) to apply `--adapter` on.
+    #[arg(long, requires = "adapter")]
+    pub backbone: Option<PathBuf>,
+    /// A run's `adapter.safetensors`, applied on top of `--backbone`.
+    #[arg(long, requires = "backbone")]
+    pub adapter: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
     /// Include per-block dynamic scales of every token.
@@ -46,6 +53,22 @@ pub struct PredictArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// The classifier of `--checkpoint [--config]` or of `--backbone --adapter` (clap makes
+/// sure exactly one of the two is given); shared by `dapt predict` and `dapt eval`.
+pub fn load_model(
+    checkpoint: Option<&Path>,
+    config: Option<&Path>,
+    backbone: Option<&Path>,
+    adapter: Option<&Path>,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<LoadedClassifier> {
+    match (checkpoint, backbone, adapter) {
+        (Some(c), _, _) => Ok(load_classifier(c, config, device)?),
+        (None, Some(b), Some(a)) => Ok(load_classifier_with_adapter(b, a, device)?),
+        _ => anyhow::bail!("pass --checkpoint, or --backbone with --adapter"),
+    }
+}
+
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     if args.task == super::train::CliTask::Partseg {
         return super::partseg::predict(&args);
@@ -55,7 +78,13 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         eprintln!("backend: {}", selected.description);
     }
     let device = selected.device;
-    let mut loaded = load_classifier(&args.checkpoint, args.config.as_deref(), &device)?;
+    let mut loaded = load_model(
+        args.checkpoint.as_deref(),
+        args.config.as_deref(),
+        args.backbone.as_deref(),
+        args.adapter.as_deref(),
+        &device,
+    )?;
     let normalize = if args.normalize {
         true
     } else if args.no_normalize {

@@ -479,6 +479,8 @@ fn run_inner(
         if acc > best.1 {
             best = (epoch, acc, macc);
             let p = run_dir.save_model(&valid, CheckpointKind::Best, &meta)?;
+            // the adapter is the best model's, so backbone + adapter = best.safetensors
+            adapter_bytes = run_dir.save_adapter(&valid, cfg, &meta)?;
             send(
                 events,
                 TrainEvent::CheckpointSaved {
@@ -491,7 +493,6 @@ fn run_inner(
         // so a crash in between resumes from the previous epoch's consistent state.
         let p = run_dir.save_model(&valid, CheckpointKind::Last, &meta)?;
         run_dir.save_optimizer(&opt)?;
-        adapter_bytes = run_dir.save_adapter(&valid, cfg, &meta)?;
         run_dir.write_state(&RunState {
             epochs_done: epoch + 1,
             optimizer_step: opt.step,
@@ -512,6 +513,10 @@ fn run_inner(
     let done = RunState::read(&run_dir)
         .map(|s| s.epochs_done)
         .unwrap_or(start_epoch);
+    if adapter_bytes == 0 {
+        // resumed past the best epoch: the adapter on disk is still the best one
+        adapter_bytes = std::fs::metadata(run_dir.adapter_path()).map_or(0, |m| m.len());
+    }
     if !stopped {
         send(
             events,

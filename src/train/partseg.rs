@@ -690,6 +690,8 @@ fn run_inner(
         if inst > best.1 {
             best = (epoch, inst, class);
             save(&run_dir.best_path(), &valid, &meta)?;
+            // the adapter is the best model's, so backbone + adapter = best.safetensors
+            save_adapter(&run_dir, &valid, cfg, &meta)?;
             send(
                 events,
                 TrainEvent::CheckpointSaved {
@@ -702,7 +704,6 @@ fn run_inner(
         // written last so a crash in between resumes from the previous consistent epoch
         save(&run_dir.last_path(), &valid, &meta)?;
         run_dir.save_optimizer(&opt)?;
-        save_adapter(&run_dir, &valid, cfg, &meta)?;
         write_json(
             &run_dir.path.join("checkpoints/state.json"),
             &PartSegState {
@@ -753,28 +754,22 @@ fn run_inner(
     })
 }
 
-/// Trained tensors plus BatchNorm buffers only, to apply on top of the backbone named in the
-/// metadata (as classification's adapter file).
+/// The best epoch's adapter file: trained tensors, BatchNorm buffers and what a backbone
+/// has no tensor for, with the frozen backbone's content hash (as classification's).
 fn save_adapter(
     run_dir: &RunDir,
     model: &PartSegModel,
     cfg: &PartSegTrainConfig,
     meta: &serde_json::Value,
 ) -> Result<u64, TrainError> {
+    use crate::model::load::{PARTSEG_ADAPTER_KIND, adapter_metadata, split_for_adapter};
     let mode = cfg.mode;
-    let keep: Vec<_> = official_tensors(model)
-        .into_iter()
-        .filter(|(n, _)| {
-            seg_trainable(mode, n) || n.ends_with(".running_mean") || n.ends_with(".running_var")
-        })
-        .collect();
-    let mut meta = meta.clone();
+    let split = split_for_adapter(official_tensors(model), |n| seg_trainable(mode, n));
+    let mut meta = adapter_metadata(meta, PARTSEG_ADAPTER_KIND, &split, cfg.init.as_deref());
     if let Some(o) = meta.as_object_mut() {
-        o.insert("kind".into(), serde_json::json!("partseg_adapter"));
-        o.insert("backbone".into(), serde_json::json!(cfg.init));
         o.insert("seed".into(), serde_json::json!(cfg.seed));
     }
-    Ok(write_native(&run_dir.adapter_path(), &keep, &meta)?)
+    Ok(write_native(&run_dir.adapter_path(), &split.tensors, &meta)?)
 }
 
 /// A part-segmentation model ready for inference, with its category tables.

@@ -1,5 +1,6 @@
 //! The run directory: `config.json`, `metrics.jsonl`, `checkpoints/{last,best}.safetensors`,
-//! optimizer and RNG state for `--resume`, and the adapter-only file. Every write is atomic.
+//! optimizer and RNG state for `--resume`, and the adapter-only file of the best epoch.
+//! Every write is atomic.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use super::optim::AdamW;
 use crate::data::Rng;
 use crate::model::Classifier;
 use crate::model::checkpoint::{atomic_write, write_native};
+use crate::model::load::{ADAPTER_KIND, adapter_metadata, split_for_adapter};
 use crate::model::names::Reader;
 
 pub struct RunDir {
@@ -198,8 +200,11 @@ impl RunDir {
         Ok(())
     }
 
-    /// Only the trained tensors and the BatchNorm buffers (which drift in train mode), to be
-    /// applied on top of the backbone file the metadata names. Returns its size in bytes.
+    /// The adapter file of the model `meta` describes (the engine passes the best epoch's):
+    /// the trained tensors, the BatchNorm buffers (which drift in train mode) and whatever a
+    /// backbone file has no tensor for, with the content hash of the frozen backbone tensors
+    /// so `dapt predict --backbone B --adapter A` can check B is the backbone it was trained
+    /// on (`model::load`). Returns its size in bytes.
     pub fn save_adapter(
         &self,
         model: &Classifier,
@@ -209,19 +214,12 @@ impl RunDir {
         let mut r = Reader::new();
         burn::module::Module::visit(model, &mut r);
         let mode = cfg.mode;
-        let keep: Vec<_> = r
-            .out
-            .into_iter()
-            .filter(|(n, _)| {
-                mode.trainable(n) || n.ends_with(".running_mean") || n.ends_with(".running_var")
-            })
-            .collect();
-        let mut meta = meta.clone();
+        let split = split_for_adapter(r.out, |n| mode.trainable(n));
+        let mut meta = adapter_metadata(meta, ADAPTER_KIND, &split, cfg.init.as_deref());
         if let Some(o) = meta.as_object_mut() {
-            o.insert("kind".into(), serde_json::json!("adapter"));
-            o.insert("backbone".into(), serde_json::json!(cfg.init));
+            o.insert("task".into(), serde_json::json!("classification"));
             o.insert("seed".into(), serde_json::json!(cfg.seed));
         }
-        Ok(write_native(&self.adapter_path(), &keep, &meta)?)
+        Ok(write_native(&self.adapter_path(), &split.tensors, &meta)?)
     }
 }
