@@ -1,10 +1,16 @@
 //! "Colour by": turns a cloud (+ analysis / scales) into per-point colours and the legend
 //! that explains them (colorbar with numbers, or class / part entries with names and counts).
+//!
+//! Scalar fields of the file (intensity, curvature, ...; see `data::ply`) are one mode,
+//! [`ColourBy::Scalar`], plus the field's name in [`ColourSettings::scalar_field`], so the
+//! mode stays a small `Copy` enum for the keymap and the CLI while the menu lists one
+//! "Scalar: <name>" entry per field of the loaded cloud.
 
 use serde::{Deserialize, Serialize};
 
 use super::analysis::{BlockSelect, CloudAnalysis, PointReduction, ScaleData};
 use crate::data::PointCloud;
+use crate::data::cloud::ScalarField;
 use crate::render::camera::UpAxis;
 use crate::render::colormap::{self, Colormap};
 
@@ -24,9 +30,13 @@ pub enum ColourBy {
     X,
     /// The z coordinate (the depth axis with +Y up, the height with +Z up).
     Z,
+    /// A named per-point scalar field of the file ([`ColourSettings::scalar_field`]).
+    Scalar,
 }
 
 impl ColourBy {
+    /// The modes every cloud offers; [`ColourBy::Scalar`] is listed once per field of the
+    /// loaded cloud instead (see [`scalar_menu`]).
     pub const ALL: [ColourBy; 10] = [
         ColourBy::Rgb,
         ColourBy::Height,
@@ -52,6 +62,7 @@ impl ColourBy {
             ColourBy::Normals => "normals",
             ColourBy::X => "x coordinate",
             ColourBy::Z => "z coordinate",
+            ColourBy::Scalar => "scalar field",
         }
     }
 }
@@ -98,6 +109,9 @@ pub struct ColourSettings {
     pub locked_range: Option<(f32, f32)>,
     pub block: BlockSelect,
     pub reduction: PointReduction,
+    /// The field shown by [`ColourBy::Scalar`]; `None` (or a name the cloud lacks) means
+    /// its first field, so switching between files with different fields still colours.
+    pub scalar_field: Option<String>,
 }
 
 impl Default for ColourSettings {
@@ -110,6 +124,7 @@ impl Default for ColourSettings {
             locked_range: None,
             block: BlockSelect::Mean,
             reduction: PointReduction::Max,
+            scalar_field: None,
         }
     }
 }
@@ -205,6 +220,13 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
             let values: Vec<f32> = cloud.positions.iter().map(|p| p[axis]).collect();
             scalar(values, settings, title)
         }
+        ColourBy::Scalar => match shown_scalar(cloud, settings) {
+            Some(f) => {
+                let title = f.name.clone();
+                scalar(f.values.clone(), settings, &title)
+            }
+            None => grey("this file has no scalar fields"),
+        },
         ColourBy::Normals => match &cloud.normals {
             Some(nrm) => Colouring {
                 colors: nrm
@@ -332,6 +354,36 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
             }
         },
     }
+}
+
+/// The field [`ColourBy::Scalar`] shows on `cloud`: the chosen one, else the first.
+pub fn shown_scalar<'a>(cloud: &'a PointCloud, settings: &ColourSettings) -> Option<&'a ScalarField> {
+    settings
+        .scalar_field
+        .as_deref()
+        .and_then(|name| cloud.scalar(name))
+        .or_else(|| cloud.scalars.first())
+}
+
+/// Menu text of a scalar field's colouring mode.
+pub fn scalar_mode_label(name: &str) -> String {
+    format!("Scalar: {name}")
+}
+
+/// The "Colour by" menu's text for the current mode on `cloud` (the field's name for
+/// [`ColourBy::Scalar`], so the menu says which field is shown).
+pub fn mode_label(settings: &ColourSettings, cloud: Option<&PointCloud>) -> String {
+    match (settings.colour_by, cloud.and_then(|c| shown_scalar(c, settings))) {
+        (ColourBy::Scalar, Some(f)) => scalar_mode_label(&f.name),
+        (by, _) => by.label().to_string(),
+    }
+}
+
+/// Names of the scalar fields to offer as colouring modes, in file order.
+pub fn scalar_menu(cloud: Option<&PointCloud>) -> Vec<String> {
+    cloud
+        .map(|c| c.scalars.iter().map(|f| f.name.clone()).collect())
+        .unwrap_or_default()
 }
 
 fn categorical(labels: &[i64], title: &str, name_of: &dyn Fn(i64) -> String) -> Colouring {
@@ -490,6 +542,50 @@ mod tests {
         let out = colour(&inputs(&c), &mut s);
         assert_eq!(out.note.as_deref(), Some("no model loaded"));
         assert!(out.colors.iter().all(|&c| c == NEUTRAL));
+    }
+
+    #[test]
+    fn scalar_field_colouring_follows_the_field_with_a_named_colorbar() {
+        let mut c = cloud();
+        let mut s = ColourSettings {
+            colour_by: ColourBy::Scalar,
+            range_mode: RangeMode::Auto,
+            ..Default::default()
+        };
+        let out = colour(&inputs(&c), &mut s);
+        assert_eq!(out.note.as_deref(), Some("this file has no scalar fields"));
+        assert!(out.colors.iter().all(|&c| c == NEUTRAL));
+        // values independent of the position: the colours must follow the field, not y
+        let intensity: Vec<f32> = (0..100).map(|i| ((i * 37) % 100) as f32 * 0.5).collect();
+        c.scalars = vec![
+            ScalarField::new("Intensity", intensity.clone()),
+            ScalarField::new("curvature", vec![1.0; 100]),
+        ];
+        let out = colour(&inputs(&c), &mut s);
+        let lo = intensity.iter().position(|&v| v == 0.0).unwrap();
+        let hi = intensity.iter().position(|&v| v == 49.5).unwrap();
+        assert_eq!(out.colors[lo], Colormap::Viridis.sample_u8(0.0));
+        assert_eq!(out.colors[hi], Colormap::Viridis.sample_u8(1.0));
+        assert_eq!(out.values.as_deref(), Some(&intensity[..]));
+        match &out.legend {
+            Legend::Colorbar { title, range, .. } => {
+                assert_eq!(title, "Intensity", "no field chosen: the first one");
+                assert_eq!(*range, (0.0, 49.5));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(mode_label(&s, Some(&c)), "Scalar: Intensity");
+        assert_eq!(scalar_menu(Some(&c)), ["Intensity", "curvature"]);
+        s.scalar_field = Some("curvature".into());
+        let out = colour(&inputs(&c), &mut s);
+        assert!(matches!(&out.legend, Legend::Colorbar { title, .. } if title == "curvature"));
+        // a constant field maps to the middle of the colormap
+        assert_eq!(out.colors[0], Colormap::Viridis.sample_u8(0.5));
+        // a field this cloud lacks: its first field, not grey points
+        s.scalar_field = Some("gone".into());
+        assert_eq!(mode_label(&s, Some(&c)), "Scalar: Intensity");
+        s.colour_by = ColourBy::Height;
+        assert_eq!(mode_label(&s, Some(&c)), "height");
     }
 
     #[test]

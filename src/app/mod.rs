@@ -4,6 +4,7 @@
 //! The model and the training engine plug in through [`Analyzer`] and [`TrainingLauncher`];
 //! both run off the UI thread. See docs/ux.md for the feature list this follows.
 
+pub mod adapters;
 pub mod analysis;
 pub mod colouring;
 pub mod dataset_browser;
@@ -253,6 +254,8 @@ pub struct StudioApp {
     max_frames: Option<u64>,
     /// The running background job, one at a time.
     background: Option<BackgroundJob>,
+    /// A backbone and the adapters switched on top of it.
+    pub adapters: adapters::AdapterPanel,
 }
 
 impl StudioApp {
@@ -297,6 +300,7 @@ impl StudioApp {
             view_rect: None,
             max_frames: options.max_frames,
             background: None,
+            adapters: adapters::AdapterPanel::default(),
         };
         if let Some(c) = options.colour_by {
             app.settings.colours.colour_by = c;
@@ -326,6 +330,12 @@ impl StudioApp {
 
     /// Opens a file; a failure becomes a message naming the file, never a panic.
     pub fn open_file(&mut self, path: &Path) {
+        if adapters::is_model_file(path) {
+            if let Some(checkpoint) = self.adapters.open_path(path) {
+                self.load_model(checkpoint);
+            }
+            return;
+        }
         match loader::load_cloud(path) {
             Ok(cloud) => {
                 let name = path
@@ -455,7 +465,10 @@ impl StudioApp {
             JobOutput::Model(path, Err(e)) => self
                 .messages
                 .push(format!("could not load the model {}: {e}", path.display())),
-            JobOutput::Model(_, Ok(a)) => self.set_analyzer(a),
+            JobOutput::Model(_, Ok(a)) => {
+                self.adapters.model_replaced();
+                self.set_analyzer(a);
+            }
             JobOutput::Reconstruction(name, Err(e)) => self
                 .messages
                 .push(format!("could not reconstruct {name}: {e}")),
@@ -715,6 +728,11 @@ impl StudioApp {
         self.frame += 1;
         self.poll_analyses();
         self.poll_background();
+        let adapted = self.adapters.poll();
+        self.messages.extend(adapted.messages);
+        if let Some(a) = adapted.analyzer {
+            self.set_analyzer(a);
+        }
         self.run.drain(Duration::from_millis(4));
         self.update_training_view();
         self.handle_dropped_files(&ctx);
@@ -741,12 +759,15 @@ impl StudioApp {
             .show(ui, |ui| self.view_ui(ui));
 
         keymap::help_ui(&ctx, &mut self.help_open);
+        self.adapters.windows_ui(&ctx);
         if let Some(path) = self.file_dialog.ui(&ctx) {
             self.open_file(&path);
         }
 
         self.poll_screenshot(&ctx);
-        if self.run.is_active() || !self.analyses_settled() || self.background.is_some() {
+        if self.run.is_active() || !self.analyses_settled() || self.background.is_some()
+            || self.adapters.busy()
+        {
             ctx.request_repaint_after(Duration::from_millis(100));
         }
         if let Some(max) = self.max_frames {
@@ -868,6 +889,11 @@ impl StudioApp {
             }
             self.add_cloud(format!("[set] {name}"), cloud);
         }
+        egui::CollapsingHeader::new("Backbone and adapters")
+            .default_open(true)
+            .show(ui, |ui| {
+                self.adapters.ui(ui, self.settings.last_dir.as_deref());
+            });
         egui::CollapsingHeader::new("Prediction")
             .default_open(true)
             .show(ui, |ui| self.prediction_ui(ui));
@@ -931,12 +957,33 @@ impl StudioApp {
     }
 
     fn colour_ui(&mut self, ui: &mut egui::Ui) {
+        // the cloud the colouring reads: a followed training snapshot has no scalar fields
+        let shown = (!self.following_training())
+            .then(|| self.current_cloud())
+            .flatten()
+            .map(|c| &*c.cloud);
+        let fields = colouring::scalar_menu(shown);
+        let selected = colouring::mode_label(&self.settings.colours, shown);
+        let shown_field = shown
+            .and_then(|c| colouring::shown_scalar(c, &self.settings.colours))
+            .map(|f| f.name.clone());
         let s = &mut self.settings;
         egui::ComboBox::from_label("Colour by")
-            .selected_text(s.colours.colour_by.label())
+            .selected_text(selected)
+            // every mode and field in view at once: a scrolled popup hides the scalar fields
+            .height(600.0)
             .show_ui(ui, |ui| {
                 for c in ColourBy::ALL {
                     ui.selectable_value(&mut s.colours.colour_by, c, c.label());
+                }
+                for name in fields {
+                    let on = s.colours.colour_by == ColourBy::Scalar
+                        && shown_field.as_deref() == Some(name.as_str());
+                    let text = colouring::scalar_mode_label(&name);
+                    if ui.selectable_label(on, text).clicked() {
+                        s.colours.colour_by = ColourBy::Scalar;
+                        s.colours.scalar_field = Some(name);
+                    }
                 }
             });
         egui::ComboBox::from_label("Colormap")
