@@ -5,7 +5,8 @@
 # Data: the Sweet Home 3D furniture meshes (Debian package `sweethome3d-furniture`, 820
 # artist-made OBJ models, 359 of them labelled in 17 coarse classes by
 # ../shared/data/sweethome3d-furniture/labels.csv) and the ModelNet40 subset in ../shared/data.
-# Nothing here is copied into the repository; the package is fetched into $WORK.
+# Nothing here is copied into the repository; the package is fetched into $WORK. Only the
+# `dapt` binary and POSIX tools (awk, sed, sort) are used.
 #
 #   fine-tuning A  furniture, 17 classes: every 5th labelled model of each class (sorted by
 #                  path) is held out for testing, the rest is the training split
@@ -50,39 +51,31 @@ if [ ! -d "$WORK/meshes/scopia" ]; then
     done
 fi
 
-# 2. the three data sets, as labels.csv folders (absolute paths)
-python3 - "$SHARED" "$WORK" <<'EOF'
-import csv, os, sys
-shared, work = sys.argv[1], sys.argv[2]
-rows = list(csv.DictReader(open(f"{shared}/sweethome3d-furniture/labels.csv", newline="")))
-by_class = {}
-for r in rows:
-    if r["coarse_class"]:
-        by_class.setdefault(r["coarse_class"], []).append(r["model_path_in_pack"])
-test = set()
-for paths in by_class.values():
-    for i, p in enumerate(sorted(paths)):
-        if i % 5 == 4:
-            test.add(p)
-mesh = lambda p: os.path.join(work, "meshes", p)
-def write(name, items):
-    os.makedirs(f"{work}/{name}", exist_ok=True)
-    with open(f"{work}/{name}/labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "class", "split"])
-        w.writerows(items)
-write("finetune-furniture", [(mesh(p), c, "test" if p in test else "train")
-                             for c, ps in sorted(by_class.items()) for p in sorted(ps)])
-mn = f"{shared}/modelnet40-nrs3d-subset"
-mn_train = [r["path"] for r in csv.DictReader(open(f"{mn}/labels.csv", newline=""))
-            if r["official_split"] == "train"]
-pool = [mesh(r["model_path_in_pack"]) for r in rows if r["model_path_in_pack"] not in test]
-pool += [os.path.join(mn, p) for p in mn_train]
-# a fixed 5% of the pool is the held-out reconstruction split
-write("pretrain", [(p, "shape", "test" if i % 20 == 19 else "train") for i, p in enumerate(pool)])
-print(f"furniture: {sum(map(len, by_class.values())) - len(test)} train / {len(test)} test "
-      f"in {len(by_class)} classes; pre-training pool: {len(pool)} shapes")
-EOF
+# 2. the three data sets, as labels.csv folders (absolute paths). labels.csv quotes some of
+# its middle fields (creators, names with commas): only the 2nd field (the model's path) and
+# the last (its coarse class) are read, and neither contains a comma.
+export LC_ALL=C   # byte-order sorting, so the held-out split never depends on the locale
+mkdir -p "$WORK/finetune-furniture" "$WORK/pretrain"
+awk -F, 'NR > 1 && $NF != "" { print $NF "," $2 }' "$SHARED/sweethome3d-furniture/labels.csv" |
+    sort -t, -k1,1 -k2,2 |
+    awk -F, -v meshes="$WORK/meshes" 'BEGIN { print "path,class,split" }
+        { if ($1 != c) { c = $1; i = 0 }   # every 5th model of a class, by path, is held out
+          print meshes "/" $2 "," $1 "," (i % 5 == 4 ? "test" : "train"); i++ }' \
+    > "$WORK/finetune-furniture/labels.csv"
+# pre-training pool: every furniture model that is not held out (labelled or not), then the
+# ModelNet40 subset's training split; a fixed 5% is the held-out reconstruction split
+awk -F, -v meshes="$WORK/meshes" -v mn="$SHARED/modelnet40-nrs3d-subset" '
+    FILENAME ~ /finetune-furniture/ { if (FNR > 1 && $3 == "test") test[$1] = 1; next }
+    FILENAME ~ /sweethome3d-furniture/ { if (FNR > 1 && !((meshes "/" $2) in test)) pool[n++] = meshes "/" $2; next }
+    FNR > 1 && $3 == "train" { pool[n++] = mn "/" $1 }
+    END { print "path,class,split"
+          for (i = 0; i < n; i++) print pool[i] ",shape," (i % 20 == 19 ? "test" : "train") }' \
+    "$WORK/finetune-furniture/labels.csv" "$SHARED/sweethome3d-furniture/labels.csv" \
+    "$SHARED/modelnet40-nrs3d-subset/labels.csv" > "$WORK/pretrain/labels.csv"
+ft=$WORK/finetune-furniture/labels.csv
+echo "furniture: $(grep -c ',train$' "$ft") train / $(grep -c ',test$' "$ft") test in" \
+    "$(tail -n +2 "$ft" | cut -d, -f2 | sort -u | wc -l) classes;" \
+    "pre-training pool: $(( $(wc -l < "$WORK/pretrain/labels.csv") - 1 )) shapes"
 
 # 3. pre-training (labels unused)
 if [ -n "${BACKBONE:-}" ]; then
@@ -102,10 +95,13 @@ RUNS=$WORK/ft$FT_EPOCHS${SHOTS:+-k$SHOTS}
 shots=()
 [ -n "$SHOTS" ] && shots=(--shots "$SHOTS")
 mkdir -p "$RUNS"
-summarise() { # run.jsonl -> "best final"
-    python3 -c 'import json,sys
-s=[json.loads(l) for l in open(sys.argv[1]) if "\"summary\"" in l][-1]["summary"]
-print("%.2f %.2f" % (100*s["best_overall_accuracy"], 100*(s["last"] or {}).get("overall_accuracy", 0)))' "$1"
+# the held-out accuracies of a run, one per epoch, from its metrics.jsonl (the file `dapt
+# train` writes: one JSON object per epoch and split, keys in a fixed order)
+test_curve() {
+    grep '"split":"test"' "$1/metrics.jsonl" | sed -n 's/.*"overall_accuracy":\([-0-9.eE+]*\).*/\1/p'
+}
+summarise() { # run dir -> "best final" in percent
+    test_curve "$1" | awk '{ if ($1 > b) b = $1; l = $1 } END { printf "%.2f %.2f", 100 * b, 100 * l }'
 }
 for data in $DATASETS; do
     case $data in
@@ -121,27 +117,25 @@ for data in $DATASETS; do
             start=$(date +%s)
             "$DAPT" train --data "$spec" "${init[@]}" --epochs "$FT_EPOCHS" --seed "$seed" \
                 "${shots[@]}" --out "$out" --json > "$out.jsonl"
-            echo "$data $arm seed $seed: best/final held-out accuracy $(summarise "$out.jsonl") % ($(( $(date +%s) - start )) s)"
+            echo "$data $arm seed $seed: best/final held-out accuracy $(summarise "$out") % ($(( $(date +%s) - start )) s)"
         done
     done
 done | tee "$RUNS/results.txt"
 # mean ± sd over seeds: best and final held-out accuracy, and the accuracy after 5, 10 and
 # 20 epochs (pre-trained backbones start faster; the question is whether they end higher)
-python3 - "$RUNS" <<'EOF'
-import glob, json, os, statistics as st, sys
-res = {}
-for f in sorted(glob.glob(os.path.join(sys.argv[1], "*-*-*.jsonl"))):
-    data, arm, seed = os.path.basename(f)[:-6].rsplit("-", 2)
-    lines = [json.loads(l) for l in open(f) if l.strip()]
-    test = [l["metrics"]["overall_accuracy"] for l in lines
-            if l.get("event") == "metrics" and l["metrics"]["split"] == "test"]
-    if test:
-        res.setdefault((data, arm), []).append(test)
-sd = lambda x: st.stdev(x) if len(x) > 1 else 0.0
-cell = lambda x: f"{100 * st.mean(x):5.1f} ± {100 * sd(x):4.1f}"
-print(f"{'data':9} {'backbone':10} {'best':>13} {'final':>13} {'epoch 5':>13} {'epoch 10':>13} {'epoch 20':>13}  seeds")
-for (data, arm), curves in sorted(res.items()):
-    at = lambda e: [c[min(e, len(c)) - 1] for c in curves]
-    print(f"{data:9} {arm:10} {cell([max(c) for c in curves]):>13} {cell([c[-1] for c in curves]):>13} "
-          f"{cell(at(5)):>13} {cell(at(10)):>13} {cell(at(20)):>13}  {len(curves)}")
-EOF
+printf '%-9s %-10s %13s %13s %13s %13s %13s  seeds\n' data backbone best final "epoch 5" "epoch 10" "epoch 20"
+for data in $DATASETS; do
+    for arm in pretrained random; do
+        for run in "$RUNS/$data-$arm-"*/; do
+            [ -f "$run/metrics.jsonl" ] && test_curve "$run" | tr '\n' ' ' && echo
+        done | awk -v data="$data" -v arm="$arm" '
+            function cell(k,   m, v) { m = s[k] / n; v = n > 1 ? (q[k] - n * m * m) / (n - 1) : 0
+                                      return sprintf("%5.1f ± %4.1f", 100 * m, 100 * sqrt(v > 0 ? v : 0)) }
+            function add(k, x) { s[k] += x; q[k] += x * x }
+            NF > 0 { n++; b = 0; for (i = 1; i <= NF; i++) if ($i > b) b = $i
+                     add("best", b); add("final", $NF)
+                     add(5, $(NF < 5 ? NF : 5)); add(10, $(NF < 10 ? NF : 10)); add(20, $(NF < 20 ? NF : 20)) }
+            END { if (n) printf "%-9s %-10s %13s %13s %13s %13s %13s  %d\n", data, arm,
+                      cell("best"), cell("final"), cell(5), cell(10), cell(20), n }'
+    done
+done
