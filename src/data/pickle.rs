@@ -762,7 +762,8 @@ impl Parser<'_> {
                 };
                 let bytes: Option<Vec<u8>> =
                     s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
-                let bytes = bytes.ok_or_else(|| self.err("a latin1 string has a character above U+00FF"))?;
+                let bytes = bytes
+                    .ok_or_else(|| self.err("a latin1 string has a character above U+00FF"))?;
                 Obj::Leaf(Value::Bytes(Bytes::owned(bytes)))
             }
             Global::Ndarray => {
@@ -873,24 +874,24 @@ impl Parser<'_> {
                 b'a' => {
                     let v = self.pop()?;
                     let list = self.top()?;
-                    self.list_mut(list)?.push(v);
+                    self.append(list, [v])?;
                 }
                 b'e' => {
                     let items = self.pop_mark()?;
                     let list = self.top()?;
-                    self.list_mut(list)?.extend(items);
+                    self.append(list, items)?;
                 }
                 b's' => {
                     let v = self.pop()?;
                     let k = self.pop()?;
                     let d = self.top()?;
-                    self.dict_mut(d)?.push((k, v));
+                    self.set_items(d, vec![(k, v)])?;
                 }
                 b'u' => {
                     let items = self.pop_mark()?;
                     let pairs = self.pairs(items)?;
                     let d = self.top()?;
-                    self.dict_mut(d)?.extend(pairs);
+                    self.set_items(d, pairs)?;
                 }
                 b'c' => {
                     let module = self.line()?;
@@ -1022,26 +1023,20 @@ impl Parser<'_> {
         Ok(items.chunks_exact(2).map(|c| (c[0], c[1])).collect())
     }
 
-    fn list_mut(&mut self, id: usize) -> Res<&mut Vec<usize>> {
-        if !matches!(self.objs[id], Obj::List(_)) {
-            return Err(self.err(format!("APPEND to a {}", self.objs[id].kind())));
+    fn append(&mut self, id: usize, items: impl IntoIterator<Item = usize>) -> Res<()> {
+        if let Obj::List(v) = &mut self.objs[id] {
+            v.extend(items);
+            return Ok(());
         }
-        let e = self.err("APPEND to a non-list");
-        match &mut self.objs[id] {
-            Obj::List(v) => Ok(v),
-            _ => Err(e),
-        }
+        Err(self.err(format!("APPEND to a {}", self.objs[id].kind())))
     }
 
-    fn dict_mut(&mut self, id: usize) -> Res<&mut Vec<(usize, usize)>> {
-        if !matches!(self.objs[id], Obj::Dict(_)) {
-            return Err(self.err(format!("SETITEM on a {}", self.objs[id].kind())));
+    fn set_items(&mut self, id: usize, pairs: Vec<(usize, usize)>) -> Res<()> {
+        if let Obj::Dict(v) = &mut self.objs[id] {
+            v.extend(pairs);
+            return Ok(());
         }
-        let e = self.err("SETITEM on a non-dict");
-        match &mut self.objs[id] {
-            Obj::Dict(v) => Ok(v),
-            _ => Err(e),
-        }
+        Err(self.err(format!("SETITEM on a {}", self.objs[id].kind())))
     }
 
     /// The finished value of object `id`; an object referred to twice is built once.
@@ -1054,7 +1049,9 @@ impl Parser<'_> {
             return Err(self.err(format!("nested deeper than {MAX_DEPTH} levels")));
         }
         let seq = |ids: &[usize], done: &mut Vec<Option<Value>>| -> Res<Vec<Value>> {
-            ids.iter().map(|&i| self.value(i, depth + 1, done)).collect()
+            ids.iter()
+                .map(|&i| self.value(i, depth + 1, done))
+                .collect()
         };
         let v = match &self.objs[id] {
             Obj::Leaf(v) => v.clone(),
@@ -1212,7 +1209,10 @@ mod tests {
         assert_eq!(s[2], Value::Int(-1));
         assert_eq!(s[3], Value::Int(1 << 40));
         assert_eq!(s[4], Value::Float(1.5));
-        assert_eq!(s[5..8], [Value::None, Value::Bool(true), Value::Bool(false)]);
+        assert_eq!(
+            s[5..8],
+            [Value::None, Value::Bool(true), Value::Bool(false)]
+        );
         assert_eq!(s[8].as_text(), Some("hé"));
         assert_eq!(s[9].as_text(), Some("xy"));
         assert_eq!(s[10].as_text(), Some("z"));
@@ -1304,7 +1304,10 @@ mod tests {
     #[test]
     fn dtype_strings() {
         let f4 = Dtype::parse("f4").unwrap();
-        assert_eq!((f4.kind, f4.size, f4.big_endian), (DtypeKind::Float, 4, false));
+        assert_eq!(
+            (f4.kind, f4.size, f4.big_endian),
+            (DtypeKind::Float, 4, false)
+        );
         assert!(Dtype::parse(">i8").unwrap().big_endian);
         assert_eq!(Dtype::parse("b1").unwrap().kind, DtypeKind::Bool);
         assert_eq!(Dtype::parse("?").unwrap().kind, DtypeKind::Bool);
