@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::error::{DataError, Result};
 use super::h5::read_h5;
 use super::io::{ReadOptions, is_supported, read_cloud};
+use super::pickle::{DtypeKind, read_pickle};
 use super::synthetic::{self, SyntheticConfig};
 use super::transform::pc_normalize;
 use super::{PointCloud, Rng};
@@ -520,9 +521,20 @@ fn open_modelnet40(root: &Path) -> Result<Dataset> {
     let csv = [root.join("labels.csv"), base.join("labels.csv")]
         .into_iter()
         .find(|p| p.is_file());
+    let caches = [
+        modelnet40_cache(&base, "train"),
+        modelnet40_cache(&base, "test"),
+    ];
     let (class_names, train, test) = if let Some(csv) = csv {
         let rows = read_labels_csv(&csv)?;
         csv_dataset(&csv, rows, names)?
+    } else if let (Some(names), true) = (&names, caches.iter().all(|c| c.is_file())) {
+        // the official loader reads these instead of the txt files once they exist
+        let [train_dat, test_dat] = &caches;
+        let listed = |split: &str| listed_shapes(&base.join(format!("modelnet40_{split}.txt")));
+        let train = read_modelnet40_cache(train_dat, names.len(), listed("train")?)?;
+        let test = read_modelnet40_cache(test_dat, names.len(), listed("test")?)?;
+        (names.clone(), train, test)
     } else {
         let names = names.ok_or_else(|| {
             DataError::format(&names_file, "missing (and no labels.csv beside it)")
@@ -564,6 +576,128 @@ fn open_modelnet40(root: &Path) -> Result<Dataset> {
         num_parts: None,
         normalize: true,
     })
+}
+
+/// The point count in the official cache names (`N_POINTS` of the ModelNet40 configs).
+pub const MODELNET40_CACHE_POINTS: usize = 8192;
+
+/// `modelnet40_{split}_8192pts_fps.dat`: the official loader's FPS cache of one split.
+pub fn modelnet40_cache(base: &Path, split: &str) -> PathBuf {
+    base.join(format!(
+        "modelnet40_{split}_{MODELNET40_CACHE_POINTS}pts_fps.dat"
+    ))
+}
+
+/// Number of non-empty lines of a shape list, `None` when the list is absent (the caches
+/// are usable on their own).
+fn listed_shapes(file: &Path) -> Result<Option<usize>> {
+    if !file.is_file() {
+        return Ok(None);
+    }
+    let n = read_text(file)?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    Ok(Some(n))
+}
+
+/// Reads an official ModelNet40 cache, `pickle.dump([list_of_points, list_of_labels])`
+/// with float32 `(N, 6)` points (xyz + normals) and int32 `(1,)` labels. Only xyz is kept,
+/// as the official loader does with `USE_NORMALS: False`; `Dataset::load` normalises.
+/// `listed`: the shape count of the split's txt list, which the cache must match (the
+/// official `__len__` is the list's length, so a shorter cache fails there too).
+fn read_modelnet40_cache(
+    file: &Path,
+    num_classes: usize,
+    listed: Option<usize>,
+) -> Result<Vec<Sample>> {
+    let value = read_pickle(file)?;
+    let bad = |m: String| DataError::format(file, m);
+    let top = value.as_seq().ok_or_else(|| {
+        bad(format!(
+            "expected [list_of_points, list_of_labels], found a {}",
+            value.type_name()
+        ))
+    })?;
+    let [points, labels] = top else {
+        return Err(bad(format!(
+            "expected [list_of_points, list_of_labels], found a sequence of {} items",
+            top.len()
+        )));
+    };
+    let (Some(points), Some(labels)) = (points.as_seq(), labels.as_seq()) else {
+        return Err(bad(format!(
+            "expected two lists, found a {} and a {}",
+            points.type_name(),
+            labels.type_name()
+        )));
+    };
+    if points.len() != labels.len() {
+        return Err(bad(format!(
+            "{} point clouds but {} labels",
+            points.len(),
+            labels.len()
+        )));
+    }
+    if let Some(n) = listed
+        && n != points.len()
+    {
+        return Err(bad(format!(
+            "{} shapes, but the split's shape list names {n}",
+            points.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(points.len());
+    for (i, (p, l)) in points.iter().zip(labels).enumerate() {
+        let a = p.as_array().ok_or_else(|| {
+            bad(format!(
+                "shape {i}: expected a NumPy array of points, found a {}",
+                p.type_name()
+            ))
+        })?;
+        if a.dtype.kind != DtypeKind::Float || a.shape.len() != 2 || a.shape[1] < 3 {
+            return Err(bad(format!(
+                "shape {i}: points are a {:?} array of {}, expected (N, 6) float32",
+                a.shape,
+                a.dtype.name()
+            )));
+        }
+        let cols = a.shape[1];
+        let positions: Vec<[f32; 3]> = a
+            .to_f32_vec()
+            .chunks_exact(cols)
+            .map(|r| [r[0], r[1], r[2]])
+            .collect();
+        if positions.is_empty() {
+            return Err(bad(format!("shape {i}: no points")));
+        }
+        if positions.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(bad(format!("shape {i}: a coordinate is not finite")));
+        }
+        let raw = l.as_int().ok_or_else(|| {
+            bad(format!(
+                "shape {i}: expected an integer label, found a {}",
+                l.type_name()
+            ))
+        })?;
+        let label = usize::try_from(raw)
+            .ok()
+            .filter(|&c| c < num_classes)
+            .ok_or_else(|| {
+                bad(format!(
+                    "shape {i}: label {raw} is out of range for the {num_classes} classes \
+                     of modelnet40_shape_names.txt"
+                ))
+            })?;
+        let mut cloud = PointCloud::from_positions(positions);
+        cloud.class_label = Some(label);
+        cloud.source = Some(file.to_path_buf());
+        out.push(Sample {
+            source: SampleSource::Memory(Arc::new(cloud)),
+            label,
+        });
+    }
+    Ok(out)
 }
 
 fn open_scanobjectnn(path: &Path) -> Result<Dataset> {
