@@ -5,14 +5,14 @@
 //! are such pickles (dapt-spec.md §2.1, §7).
 //!
 //! Nothing in a pickle is ever executed. A pickle names Python callables (`GLOBAL`) and asks
-//! for them to be called (`REDUCE`, `BUILD`); this reader knows six of them by name (NumPy's
-//! array and scalar reconstructors, `numpy.dtype`, `numpy.ndarray`, protocol 5's
-//! `_frombuffer` and protocol 2's `_codecs.encode` for bytes) and interprets those calls
-//! itself; any other name is an error that names it. Hostile input never panics: every read
-//! is bounds-checked, no declared length is trusted before it is checked against the bytes
-//! that remain, array shapes must match their data exactly, and nesting is capped. Arrays
-//! share the file's buffer instead of copying it, so memory stays a small multiple of the
-//! file size.
+//! for them to be called (`REDUCE`, `BUILD`); this reader knows seven of them by name
+//! (NumPy's array and scalar reconstructors, `numpy.dtype`, `numpy.ndarray`, protocol 5's
+//! `_frombuffer`, and protocol 2's `_codecs.encode` and `bytes` for byte strings) and
+//! interprets those calls itself; any other name is an error that names it. Hostile input
+//! never panics: every read is bounds-checked, no declared length is trusted before it is
+//! checked against the bytes that remain, array shapes must match their data exactly, and
+//! nesting is capped. Arrays share the file's buffer instead of copying it, so memory stays a
+//! small multiple of the file size.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -431,8 +431,10 @@ enum Global {
     Scalar,
     /// Protocol 5: `numpy.core.numeric._frombuffer(buffer, dtype, shape, order)`.
     FromBuffer,
-    /// Protocol 2 from Python 3 writes `bytes` as `_codecs.encode(text, 'latin1')`.
+    /// Protocol 2 from Python 3 writes `bytes` as `_codecs.encode(text, 'latin1')`...
     CodecsEncode,
+    /// ... and an empty `bytes` as `__builtin__.bytes()`.
+    EmptyBytes,
 }
 
 impl Global {
@@ -447,6 +449,7 @@ impl Global {
             ("dtype", "numpy") => Global::Dtype,
             ("_frombuffer", _) if numeric => Global::FromBuffer,
             ("encode", "_codecs") => Global::CodecsEncode,
+            ("bytes", "__builtin__" | "builtins") => Global::EmptyBytes,
             _ => return None,
         })
     }
@@ -459,6 +462,7 @@ impl Global {
             Global::Scalar => "numpy.core.multiarray.scalar",
             Global::FromBuffer => "numpy.core.numeric._frombuffer",
             Global::CodecsEncode => "_codecs.encode",
+            Global::EmptyBytes => "builtins.bytes",
         }
     }
 }
@@ -765,6 +769,12 @@ impl Parser<'_> {
                 let bytes = bytes
                     .ok_or_else(|| self.err("a latin1 string has a character above U+00FF"))?;
                 Obj::Leaf(Value::Bytes(Bytes::owned(bytes)))
+            }
+            Global::EmptyBytes => {
+                if !a.is_empty() {
+                    return Err(self.unsupported("bytes() with arguments"));
+                }
+                Obj::Leaf(Value::Bytes(Bytes::owned(Vec::new())))
             }
             Global::Ndarray => {
                 return Err(self.unsupported("numpy.ndarray is only read through _reconstruct"));
@@ -1299,6 +1309,9 @@ mod tests {
             Value::Bytes(b) => assert_eq!(b.as_slice(), &[0xff, 0x01, b'!']),
             other => panic!("{other:?}"),
         }
+        // ... and b'' as __builtin__.bytes()
+        let v = parse(&p4(b"c__builtin__\nbytes\n)R")).unwrap();
+        assert_eq!(v, Value::Bytes(Bytes::owned(Vec::new())));
     }
 
     #[test]
