@@ -136,7 +136,9 @@ fn train_takes_the_normalisation_from_the_resolved_include() {
     );
     let run = d.path().join("run");
     let out = dapt()
-        .args(["train", "--json", "--epochs", "1", "--batch", "4", "--points", "64"])
+        .args([
+            "train", "--json", "--epochs", "1", "--batch", "4", "--points", "64",
+        ])
         .args(["--data", "synthetic:train=1,test=1,points=96"])
         .arg("--config")
         .arg(&cfg)
@@ -165,11 +167,7 @@ fn an_include_cycle_is_an_error_naming_the_file() {
         &finetune("cfgs/b.yaml", OFFICIAL_MODEL),
     );
     write(d.path(), "cfgs/b.yaml", "_base_: cfgs/a.yaml\n");
-    let out = dapt()
-        .args(["info", "--config"])
-        .arg(&a)
-        .output()
-        .unwrap();
+    let out = dapt().args(["info", "--config"]).arg(&a).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("includes itself"), "{err}");

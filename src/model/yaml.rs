@@ -54,10 +54,7 @@ fn locate(include: &str, from: &Path) -> Option<PathBuf> {
         start
     };
     let start = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
-    start
-        .ancestors()
-        .map(|d| d.join(p))
-        .find(|c| c.is_file())
+    start.ancestors().map(|d| d.join(p)).find(|c| c.is_file())
 }
 
 fn resolve(
@@ -170,7 +167,11 @@ mod tests {
     #[test]
     fn official_layout_resolves_from_the_repository_root() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = write(d.path(), "DAPT/cfgs/finetune_scan_objbg_dapt.yaml", FINETUNE);
+        let cfg = write(
+            d.path(),
+            "DAPT/cfgs/finetune_scan_objbg_dapt.yaml",
+            FINETUNE,
+        );
         write(
             d.path(),
             "DAPT/cfgs/dataset_configs/ScanObjectNN_objectbg.yaml",
