@@ -137,6 +137,9 @@ pub enum DataSpec {
     ShapeNetPart(PathBuf),
     ShapeNet55(PathBuf),
     Folder(PathBuf),
+    /// One official few-shot fold file, `ModelNetFewshot/{W}way_{K}shot/{fold}.pkl`
+    /// (a root or setting folder is accepted here and resolved by `dapt train --fewshot`).
+    ModelNet40FewShot(PathBuf),
 }
 
 impl fmt::Display for DataSpec {
@@ -159,14 +162,15 @@ impl fmt::Display for DataSpec {
             Self::ShapeNetPart(p) => write!(f, "shapenetpart:{}", p.display()),
             Self::ShapeNet55(p) => write!(f, "shapenet55:{}", p.display()),
             Self::Folder(p) => write!(f, "folder:{}", p.display()),
+            Self::ModelNet40FewShot(p) => write!(f, "modelnet40fewshot:{}", p.display()),
         }
     }
 }
 
 impl DataSpec {
     /// `synthetic[:seed=S,train=N,test=N,points=N]`, `modelnet40:PATH`, `scanobjectnn:PATH`,
-    /// `shapenetpart:PATH`, `shapenet55:PATH`, `folder:PATH`, or a bare path whose layout
-    /// is detected.
+    /// `shapenetpart:PATH`, `shapenet55:PATH`, `folder:PATH`, `modelnet40fewshot:PATH`, or a
+    /// bare path whose layout is detected.
     pub fn parse(s: &str) -> Result<Self> {
         let s = s.trim();
         if s.eq_ignore_ascii_case("synthetic") {
@@ -181,6 +185,7 @@ impl DataSpec {
                 "shapenetpart" => return Ok(Self::ShapeNetPart(path)),
                 "shapenet55" => return Ok(Self::ShapeNet55(path)),
                 "folder" => return Ok(Self::Folder(path)),
+                "modelnet40fewshot" => return Ok(Self::ModelNet40FewShot(path)),
                 // anything else (e.g. a Windows drive letter) is a bare path
                 _ => {}
             }
@@ -197,10 +202,13 @@ impl DataSpec {
                 .is_some_and(|e| e.eq_ignore_ascii_case("h5"));
             return if h5 {
                 Ok(Self::ScanObjectNN(p))
+            } else if super::fewshot::looks_like_fewshot(path) {
+                Ok(Self::ModelNet40FewShot(p))
             } else {
                 Err(DataError::unsupported(
                     path,
-                    "a single file is not a data set (only a ScanObjectNN .h5 file is)",
+                    "a single file is not a data set (only a ScanObjectNN .h5 file or a \
+                     few-shot .pkl fold is)",
                 ))
             };
         }
@@ -223,6 +231,10 @@ impl DataSpec {
         if !part_split_files(path).is_empty() {
             return Ok(Self::ShapeNetPart(p));
         }
+        // before the class-folder guess: a few-shot root is a folder of folders too
+        if super::fewshot::looks_like_fewshot(path) {
+            return Ok(Self::ModelNet40FewShot(p));
+        }
         if has("labels.csv") || !subdirs(path).is_empty() {
             return Ok(Self::Folder(p));
         }
@@ -230,7 +242,8 @@ impl DataSpec {
             path,
             "could not detect a data-set layout: looked for modelnet40_shape_names.txt, \
              synsetoffset2category.txt, training_*.h5, train.txt + shapenet_pc, \
-             test/ or val/ ShapeNetPart txt files, labels.csv, or class subfolders",
+             test/ or val/ ShapeNetPart txt files, {W}way_{K}shot/N.pkl few-shot folds, \
+             labels.csv, or class subfolders",
         ))
     }
 
@@ -243,6 +256,12 @@ impl DataSpec {
             Self::ShapeNetPart(p) => open_shapenetpart(p),
             Self::ShapeNet55(p) => open_shapenet55(p),
             Self::Folder(p) => open_folder(p),
+            Self::ModelNet40FewShot(p) if p.is_dir() => Err(DataError::format(
+                p,
+                "a few-shot root or setting folder: name one fold file \
+                 (…/5way_10shot/0.pkl), or run every fold with `dapt train --fewshot 5way10shot`",
+            )),
+            Self::ModelNet40FewShot(p) => super::fewshot::open_fold(p),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod cloud;
 pub mod dataset;
 pub mod error;
+pub mod fewshot;
 pub mod h5;
 pub mod io;
 pub mod mesh;
