@@ -12,7 +12,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::wgpu::WgpuTestRenderer;
 
-const SIZE: [f32; 2] = [1100.0, 700.0];
+/// Tall enough that the "Colour by" popup, listing every mode and field, fits the window.
+const SIZE: [f32; 2] = [1100.0, 1100.0];
 
 /// Intensity of a sphere point: three bands across x (0, 5, 10), so the field has nothing
 /// to do with the height colouring the app starts with (y is up).
@@ -61,6 +62,17 @@ fn harness(app: StudioApp) -> Harness<'static, StudioApp> {
         .with_render_cursor(false)
         .renderer(WgpuTestRenderer::from_render_state(rs))
         .build_ui_state(|ui, app: &mut StudioApp| app.ui_root(ui), app)
+}
+
+/// Opens the "Colour by" menu and picks `entry` with the pointer, hovering it first as a
+/// user's pointer does (a press on a popup item the pointer never moved over may be missed).
+fn choose_colour_mode(h: &mut Harness<'_, StudioApp>, entry: &str) {
+    h.get_by_role_and_label(Role::ComboBox, "Colour by").click();
+    h.run_steps(2);
+    h.get_by_label(entry).hover();
+    h.run_steps(2);
+    h.get_by_label(entry).click();
+    h.run_steps(3);
 }
 
 /// Number and centroid of the pixels within `tol` of `color` (per channel).
@@ -113,8 +125,18 @@ fn colour_by_a_scalar_field_with_a_named_colorbar() {
     h.get_by_role_and_label(Role::ComboBox, "Colour by").click();
     h.run_steps(2);
     assert!(h.query_by_label("Scalar: curvature").is_some());
-    h.get_by_label("Scalar: Intensity").click();
-    h.run_steps(3);
+    assert!(h.query_by_label("Scalar: Intensity").is_some());
+    h.get_by_role_and_label(Role::ComboBox, "Colour by").click();
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("Scalar: curvature").is_none(),
+        "menu closed"
+    );
+    choose_colour_mode(&mut h, "Scalar: Intensity");
+    assert!(
+        h.query_by_label("Scalar: curvature").is_none(),
+        "menu closed"
+    );
     let colours = &h.state().settings.colours;
     assert_eq!(colours.colour_by, ColourBy::Scalar);
     assert_eq!(colours.scalar_field.as_deref(), Some("Intensity"));
@@ -154,10 +176,11 @@ fn colour_by_a_scalar_field_with_a_named_colorbar() {
     assert!(lines.contains("Intensity: 10.0000"), "{lines}");
 
     // another field through the same menu: the colorbar follows
-    h.get_by_role_and_label(Role::ComboBox, "Colour by").click();
-    h.run_steps(2);
-    h.get_by_label("Scalar: curvature").click();
-    h.run_steps(3);
+    choose_colour_mode(&mut h, "Scalar: curvature");
+    assert_eq!(
+        h.state().settings.colours.scalar_field.as_deref(),
+        Some("curvature")
+    );
     assert!(h.query_by_label("curvature").is_some());
     assert!(h.query_by_label("Intensity").is_none());
 }

@@ -767,7 +767,8 @@ fn ply_float_and_integer_scalar_fields_are_kept_by_name() {
 #[test]
 fn ply_label_with_fractions_becomes_a_scalar_field() {
     let dir = tempfile::tempdir().unwrap();
-    let props = "property float x\nproperty float y\nproperty float z\nproperty float scalar_Label\n";
+    let props =
+        "property float x\nproperty float y\nproperty float z\nproperty float scalar_Label\n";
     let s = ply_header("ascii", 2, props, "") + "0 0 0 0.25\n1 0 0 3\n";
     let p = write(dir.path(), "frac.ply", s.as_bytes());
     let c = read_cloud(&p, &opts()).unwrap();
@@ -778,7 +779,8 @@ fn ply_label_with_fractions_becomes_a_scalar_field() {
 #[test]
 fn ply_nan_or_inf_scalar_is_rejected_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let props = "property float x\nproperty float y\nproperty float z\nproperty float scalar_Intensity\n";
+    let props =
+        "property float x\nproperty float y\nproperty float z\nproperty float scalar_Intensity\n";
     for (name, bad) in [("nan_sf.ply", "nan"), ("inf_sf.ply", "-inf")] {
         let s = ply_header("ascii", 2, props, "") + &format!("0 0 0 1\n1 0 0 {bad}\n");
         let p = write(dir.path(), name, s.as_bytes());

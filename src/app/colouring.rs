@@ -357,7 +357,10 @@ pub fn colour(inputs: &ColourInputs, settings: &mut ColourSettings) -> Colouring
 }
 
 /// The field [`ColourBy::Scalar`] shows on `cloud`: the chosen one, else the first.
-pub fn shown_scalar<'a>(cloud: &'a PointCloud, settings: &ColourSettings) -> Option<&'a ScalarField> {
+pub fn shown_scalar<'a>(
+    cloud: &'a PointCloud,
+    settings: &ColourSettings,
+) -> Option<&'a ScalarField> {
     settings
         .scalar_field
         .as_deref()
@@ -373,7 +376,10 @@ pub fn scalar_mode_label(name: &str) -> String {
 /// The "Colour by" menu's text for the current mode on `cloud` (the field's name for
 /// [`ColourBy::Scalar`], so the menu says which field is shown).
 pub fn mode_label(settings: &ColourSettings, cloud: Option<&PointCloud>) -> String {
-    match (settings.colour_by, cloud.and_then(|c| shown_scalar(c, settings))) {
+    match (
+        settings.colour_by,
+        cloud.and_then(|c| shown_scalar(c, settings)),
+    ) {
         (ColourBy::Scalar, Some(f)) => scalar_mode_label(&f.name),
         (by, _) => by.label().to_string(),
     }

@@ -17,10 +17,10 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use super::cloud::ScalarField;
 use super::error::{DataError, Result};
 use super::io::{ReadOptions, finish};
 use super::mesh::sample_surface;
-use super::cloud::ScalarField;
 use super::{PointCloud, Rng};
 
 /// Longest header accepted; real headers are a few hundred bytes.
@@ -432,7 +432,8 @@ pub fn parse_ply(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<PointC
     // raw label values: whether they are labels or a scalar field is known at the end
     let mut label_values: Option<Vec<f64>> = map.label.map(|_| Vec::with_capacity(n));
     // the header check above bounds n by the body size, so these allocations are too
-    let mut scalar_values: Vec<Vec<f32>> = map.scalars.iter().map(|_| Vec::with_capacity(n)).collect();
+    let mut scalar_values: Vec<Vec<f32>> =
+        map.scalars.iter().map(|_| Vec::with_capacity(n)).collect();
     let mut triangles: Vec<[usize; 3]> = Vec::new();
     let mut reader = Body {
         bytes: body,
