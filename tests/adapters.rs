@@ -104,7 +104,13 @@ fn train_config(root: &Path, epochs: usize) -> PathBuf {
 fn clouds(root: &Path) -> Vec<PathBuf> {
     let shapes: [fn(f32, f32) -> [f32; 3]; 3] = [
         |u, v| [u.cos() * v.sin(), u.sin() * v.sin(), v.cos()],
-        |u, v| [u / 3.0 - 1.0, (v * 2.0).sin(), if u > 3.0 { 1.0 } else { -1.0 }],
+        |u, v| {
+            [
+                u / 3.0 - 1.0,
+                (v * 2.0).sin(),
+                if u > 3.0 { 1.0 } else { -1.0 },
+            ]
+        },
         |u, v| {
             let r = 1.0 + 0.3 * v.cos();
             [r * u.cos(), r * u.sin(), 0.3 * v.sin()]
@@ -145,7 +151,14 @@ fn fixture() -> &'static Fixture {
         std::fs::write(&pjson, serde_json::to_string(&pcfg).unwrap()).unwrap();
         let pre = root.join("pre");
         ok(
-            dapt(&["pretrain", "--config", &s(&pjson), "--out", &s(&pre), "--json"]),
+            dapt(&[
+                "pretrain",
+                "--config",
+                &s(&pjson),
+                "--out",
+                &s(&pre),
+                "--json",
+            ]),
             "dapt pretrain",
         );
         assert!(pre.join("backbone.safetensors").is_file());
@@ -259,15 +272,13 @@ fn predict_and_eval_with_backbone_and_adapter_equal_the_best_checkpoint() {
         json(&ok(dapt(&args), "dapt eval"))
     };
     let want = eval(&["--checkpoint", &s(&f.best())]);
-    let got = eval(&[
-        "--backbone",
-        &s(&f.pth()),
-        "--adapter",
-        &s(&f.adapter()),
-    ]);
+    let got = eval(&["--backbone", &s(&f.pth()), "--adapter", &s(&f.adapter())]);
     assert_eq!(got["confusion"], want["confusion"]);
     assert_eq!(got["overall_accuracy"], want["overall_accuracy"]);
-    let (a, b) = (got["loss"].as_f64().unwrap(), want["loss"].as_f64().unwrap());
+    let (a, b) = (
+        got["loss"].as_f64().unwrap(),
+        want["loss"].as_f64().unwrap(),
+    );
     assert!((a - b).abs() <= 1e-6, "eval loss {a} vs {b}");
 
     // --checkpoint and --backbone/--adapter are alternatives
@@ -333,7 +344,11 @@ fn the_adapter_holds_the_best_epoch() {
             .tensors
             .contains_key("encoder.first_conv.1.running_var")
     );
-    assert!(!adapter.tensors.contains_key("blocks.blocks.0.attn.qkv.weight"));
+    assert!(
+        !adapter
+            .tensors
+            .contains_key("blocks.blocks.0.attn.qkv.weight")
+    );
     assert!(!adapter.tensors.contains_key("encoder.first_conv.1.weight"));
     if best_epoch != 2 {
         assert!(
@@ -548,7 +563,10 @@ fn part_segmentation_adapters_apply_on_the_backbone_too() {
         args.extend(files.iter().map(String::as_str));
         json(&ok(dapt(&args), "predict --task partseg"))
     };
-    let want = seg(&["--checkpoint", &s(&run.join("checkpoints/best.safetensors"))]);
+    let want = seg(&[
+        "--checkpoint",
+        &s(&run.join("checkpoints/best.safetensors")),
+    ]);
     let got = seg(&["--backbone", &s(&f.backbone()), "--adapter", &s(&adapter)]);
     assert_eq!(got["results"].as_array().unwrap().len(), 3);
     for (a, b) in got["results"]

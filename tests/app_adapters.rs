@@ -140,7 +140,11 @@ fn the_app_switches_adapters_on_one_backbone() {
     h.state_mut().open_file(&backbone);
     h.state_mut().open_file(&run_a.join("adapter.safetensors"));
     settle(&mut h);
-    assert!(h.state().adapters.backbone_ready(), "{:?}", h.state().messages);
+    assert!(
+        h.state().adapters.backbone_ready(),
+        "{:?}",
+        h.state().messages
+    );
     assert_eq!(
         h.state().adapters.active_adapter(),
         Some(run_a.join("adapter.safetensors").as_path())
@@ -163,11 +167,13 @@ fn the_app_switches_adapters_on_one_backbone() {
 
     // switching back from the list reads no file: the backbone is gone from disk by now
     std::fs::remove_file(&backbone).unwrap();
-    h.get_by_label("run_a/adapter.safetensors (epoch 0)").click();
+    h.get_by_label("run_a/adapter.safetensors (epoch 0)")
+        .click();
     settle(&mut h);
     assert_eq!(h.state().adapters.selected_index(), Some(0));
     assert_close(&shown(&h), &want_a, "adapter a again");
-    h.get_by_label("run_b/adapter.safetensors (epoch 0)").click();
+    h.get_by_label("run_b/adapter.safetensors (epoch 0)")
+        .click();
     settle(&mut h);
     assert_close(&shown(&h), &want_b, "adapter b again");
 
@@ -194,7 +200,8 @@ fn the_app_switches_adapters_on_one_backbone() {
         &wide,
     );
     h.state_mut().open_file(&wide);
-    h.get_by_label("run_a/adapter.safetensors (epoch 0)").click();
+    h.get_by_label("run_a/adapter.safetensors (epoch 0)")
+        .click();
     settle(&mut h);
     let msg = h
         .state()

@@ -72,6 +72,8 @@ impl AdapterEntry {
 }
 
 type Built = Result<Arc<dyn Analyzer>, String>;
+/// Builds a model from a backbone and an adapter (a seam, so the panel holds no model code).
+type Assemble = Arc<dyn Fn(&Backbone, &Adapter) -> Built + Send + Sync>;
 
 /// What the panel hands to the app after a poll.
 #[derive(Default)]
@@ -162,7 +164,11 @@ impl Picker {
                             .file_name()
                             .map(|n| n.to_string_lossy().into_owned())
                             .unwrap_or_default();
-                        let label = if *is_dir { format!("[dir] {name}") } else { name };
+                        let label = if *is_dir {
+                            format!("[dir] {name}")
+                        } else {
+                            name
+                        };
                         if ui.selectable_label(false, label).clicked() {
                             if *is_dir {
                                 go_to = Some(p.clone());
@@ -199,7 +205,7 @@ pub struct AdapterPanel {
     picker: Picker,
     pending_messages: Vec<String>,
     /// How the model is assembled (the app's: [`super::model_hook::analyzer_from_adapter`]).
-    assemble: Arc<dyn Fn(&Backbone, &Adapter) -> Built + Send + Sync>,
+    assemble: Assemble,
 }
 
 impl Default for AdapterPanel {
@@ -365,8 +371,10 @@ impl AdapterPanel {
                     self.backbone = BackboneSlot::Ready(Arc::new(b));
                 }
                 Ok(Err(e)) => {
-                    out.messages
-                        .push(format!("could not load the backbone {}: {e}", path.display()));
+                    out.messages.push(format!(
+                        "could not load the backbone {}: {e}",
+                        path.display()
+                    ));
                     self.backbone = BackboneSlot::None;
                 }
                 Err(TryRecvError::Empty) => {}
@@ -391,8 +399,10 @@ impl AdapterPanel {
                 e.state = match r {
                     Ok(a) => EntryState::Ready(Arc::new(a)),
                     Err(msg) => {
-                        out.messages
-                            .push(format!("could not open the adapter {}: {msg}", e.path.display()));
+                        out.messages.push(format!(
+                            "could not open the adapter {}: {msg}",
+                            e.path.display()
+                        ));
                         if self.selected == Some(e.id) {
                             self.selected = self.active;
                         }

@@ -765,7 +765,9 @@ impl StudioApp {
         }
 
         self.poll_screenshot(&ctx);
-        if self.run.is_active() || !self.analyses_settled() || self.background.is_some()
+        if self.run.is_active()
+            || !self.analyses_settled()
+            || self.background.is_some()
             || self.adapters.busy()
         {
             ctx.request_repaint_after(Duration::from_millis(100));

@@ -314,7 +314,10 @@ pub fn peek_native_meta(path: &Path) -> Option<serde_json::Value> {
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    let text = v.get("__metadata__")?.get(super::checkpoint::META_KEY)?.as_str()?;
+    let text = v
+        .get("__metadata__")?
+        .get(super::checkpoint::META_KEY)?
+        .as_str()?;
     serde_json::from_str(text).ok()
 }
 
@@ -353,7 +356,9 @@ impl Backbone {
         if !tensors.keys().any(|k| is_backbone_tensor(k)) {
             return Err(ModelError::Checkpoint {
                 path: dict.path,
-                message: "no Point-MAE backbone tensor (encoder.*, blocks.blocks.*, norm.*) in this file".into(),
+                message:
+                    "no Point-MAE backbone tensor (encoder.*, blocks.blocks.*, norm.*) in this file"
+                        .into(),
             });
         }
         Ok(Self {
@@ -425,10 +430,7 @@ impl Adapter {
             task,
             tensors: dict.tensors,
             backbone_hash: hash.to_string(),
-            init: meta
-                .get("init")
-                .and_then(|v| v.as_str())
-                .map(PathBuf::from),
+            init: meta.get("init").and_then(|v| v.as_str()).map(PathBuf::from),
             epoch: meta
                 .get("epoch")
                 .and_then(|v| v.as_u64())
@@ -495,7 +497,10 @@ fn combine(
         }
     }
     let (width, depth) = backbone.shape_summary();
-    let (a_width, a_depth) = (adapter.model_value("trans_dim"), adapter.model_value("depth"));
+    let (a_width, a_depth) = (
+        adapter.model_value("trans_dim"),
+        adapter.model_value("depth"),
+    );
     let sizes = || {
         format!(
             "the adapter's model is {} wide with {} blocks, the backbone {} wide with {depth} blocks",
@@ -551,7 +556,10 @@ fn combine(
                 let pre = backbone.meta.as_ref().and_then(|m| m.get("pretrain_model"));
                 let groups = |v: Option<&serde_json::Value>| {
                     let v = v?;
-                    Some((v.get("num_group")?.as_u64()?, v.get("group_size")?.as_u64()?))
+                    Some((
+                        v.get("num_group")?.as_u64()?,
+                        v.get("group_size")?.as_u64()?,
+                    ))
                 };
                 if let (Some(b), Some(a)) = (groups(pre), groups(adapter.meta.get("model")))
                     && a != b

@@ -769,7 +769,11 @@ fn save_adapter(
     if let Some(o) = meta.as_object_mut() {
         o.insert("seed".into(), serde_json::json!(cfg.seed));
     }
-    Ok(write_native(&run_dir.adapter_path(), &split.tensors, &meta)?)
+    Ok(write_native(
+        &run_dir.adapter_path(),
+        &split.tensors,
+        &meta,
+    )?)
 }
 
 /// A part-segmentation model ready for inference, with its category tables.
