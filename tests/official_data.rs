@@ -612,4 +612,23 @@ fn train_and_vote_run_on_the_caches() {
         accs.iter()
             .all(|a| (0.0..=1.0).contains(&a.as_f64().unwrap()))
     );
+
+    // `--vote` alone is the official 10 views; a one-cloud batch still votes every cloud
+    let lines = ok(&dapt(&[
+        "eval",
+        "--backend",
+        "cpu",
+        "--json",
+        "--checkpoint",
+        &s(&best),
+        "--data",
+        &data,
+        "--vote",
+        "--vote-repeats",
+        "1",
+        "--vote-batch",
+        "1",
+    ]));
+    assert_eq!(lines[0]["vote"]["views"], 10);
+    assert_eq!(lines[0]["vote"]["accuracies"].as_array().unwrap().len(), 1);
 }

@@ -25,11 +25,16 @@ pub struct EvalArgs {
     pub adapter: Option<PathBuf>,
     #[arg(long, default_value = "synthetic")]
     pub data: String,
-    /// Voting with N views per cloud (ModelNet40 protocol); reports mean and max over repeats.
-    #[arg(long)]
+    /// Voting with N views per cloud (ModelNet40 protocol; `--vote` alone: the official 10);
+    /// reports mean and max over repeats.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
     pub vote: Option<usize>,
     #[arg(long, default_value_t = 10)]
     pub vote_repeats: usize,
+    /// Clouds per voting batch: each batch shares one random view draw, as the official
+    /// `test_vote` does with its test loader's batch (`total_bs` = 32).
+    #[arg(long, default_value_t = 32)]
+    pub vote_batch: usize,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
@@ -98,7 +103,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             cfg.point_all_for(npoints),
             views,
             args.vote_repeats,
-            args.batch,
+            args.vote_batch,
             0,
             &device,
         )?;
