@@ -457,6 +457,16 @@ fn the_modelnet40_caches_are_read_as_the_official_loader_reads_them() {
     // a bare path is detected as ModelNet40 too
     let detected = DataSpec::parse(&dir.path().display().to_string()).unwrap();
     assert_eq!(detected.open().unwrap().train.len(), 12);
+
+    // evaluation opens the test split alone: the training cache is not even read
+    let train_dat = dir
+        .path()
+        .join("modelnet40_normal_resampled/modelnet40_train_8192pts_fps.dat");
+    std::fs::write(&train_dat, b"not a pickle").unwrap();
+    let t = spec.open_test().unwrap();
+    assert_eq!((t.train.len(), t.test.len()), (0, 6));
+    assert_eq!(t.class_names, CLASSES);
+    assert!(spec.open().is_err());
 }
 
 #[test]

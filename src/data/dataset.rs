@@ -247,6 +247,16 @@ impl DataSpec {
         ))
     }
 
+    /// [`DataSpec::open`] for evaluation: the test split is what matters, so in-memory
+    /// training data that costs a large read (the 1.9 GB ModelNet40 training cache) is
+    /// skipped and the train split may be empty. Other sets open as usual.
+    pub fn open_test(&self) -> Result<Dataset> {
+        match self {
+            Self::ModelNet40(p) => open_modelnet40_splits(p, false),
+            _ => self.open(),
+        }
+    }
+
     /// Opens the data set (file-backed sets list their files without reading them).
     pub fn open(&self) -> Result<Dataset> {
         match self {
@@ -519,6 +529,11 @@ fn csv_dataset(
 }
 
 fn open_modelnet40(root: &Path) -> Result<Dataset> {
+    open_modelnet40_splits(root, true)
+}
+
+/// `with_train: false` leaves the training cache unread (the txt path only lists files).
+fn open_modelnet40_splits(root: &Path, with_train: bool) -> Result<Dataset> {
     let base = if root.join("modelnet40_normal_resampled").is_dir() {
         root.join("modelnet40_normal_resampled")
     } else {
@@ -551,7 +566,11 @@ fn open_modelnet40(root: &Path) -> Result<Dataset> {
         // the official loader reads these instead of the txt files once they exist
         let [train_dat, test_dat] = &caches;
         let listed = |split: &str| listed_shapes(&base.join(format!("modelnet40_{split}.txt")));
-        let train = read_modelnet40_cache(train_dat, names.len(), listed("train")?)?;
+        let train = if with_train {
+            read_modelnet40_cache(train_dat, names.len(), listed("train")?)?
+        } else {
+            Vec::new()
+        };
         let test = read_modelnet40_cache(test_dat, names.len(), listed("test")?)?;
         (names.clone(), train, test)
     } else {
