@@ -1027,7 +1027,7 @@ impl Parser<'_> {
     }
 
     fn pairs(&self, items: Vec<usize>) -> Res<Vec<(usize, usize)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("a dict with a key but no value"));
         }
         Ok(items.chunks_exact(2).map(|c| (c[0], c[1])).collect())
@@ -1373,13 +1373,8 @@ mod tests {
         // nesting: marks and containers
         let e = err_of(&p4(&[b'('; 1000]));
         assert!(e.contains("nested deeper"), "{e}");
-        let mut deep = Vec::new();
-        for _ in 0..10_000 {
-            deep.push(b']');
-        }
-        for _ in 0..9_999 {
-            deep.push(b'a');
-        }
+        let mut deep = vec![b']'; 10_000];
+        deep.extend([b'a'; 9_999]);
         let e = err_of(&p4(&deep));
         assert!(e.contains("nested deeper"), "{e}");
         // a list that contains itself
