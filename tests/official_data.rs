@@ -1,5 +1,5 @@
 //! The official data files as the official code writes them: ModelNet40's
-//! `modelnet40_{train,test}_8192pts_fps.dat` caches (and the few-shot folds), produced here
+//! `modelnet40_{train,test}_8192pts_fps.dat` caches, produced here
 //! by a small writer that emits the bytes CPython's `pickle.dump(..., protocol=4)` writes
 //! for NumPy arrays, and read back through the public loaders and the `dapt` binary.
 
@@ -19,14 +19,8 @@ use dapt::data::{DataSpec, ReadOptions};
 const FRAME_TARGET: usize = 64 * 1024;
 
 /// What a value of the test data is.
-#[allow(dead_code)] // dicts, tuples, strs and ints serve the few-shot folds
 enum Py {
     List(Vec<Py>),
-    Dict(Vec<(&'static str, Py)>),
-    /// A tuple of a few items (the few-shot `(points, label, name)` entries).
-    Tuple(Vec<Py>),
-    Str(String),
-    Int(i64),
     /// A C-order little-endian NumPy array: dtype code (`f4`, `i4`, `i8`), shape, raw bytes.
     Array(&'static str, Vec<usize>, Vec<u8>),
 }
@@ -293,33 +287,6 @@ impl Pickler {
                     }
                 }
             }
-            Py::Dict(items) => {
-                self.save();
-                self.op(b'}');
-                self.memoize();
-                if items.len() == 1 {
-                    self.str(items[0].0, false);
-                    self.value(&items[0].1);
-                    self.op(b's');
-                } else if !items.is_empty() {
-                    self.op(b'(');
-                    for (k, x) in items {
-                        self.str(k, false);
-                        self.value(x);
-                    }
-                    self.op(b'u');
-                }
-            }
-            Py::Tuple(items) => self.tuple(
-                |p| {
-                    for x in items {
-                        p.value(x);
-                    }
-                },
-                items.len(),
-            ),
-            Py::Str(s) => self.str(s, false),
-            Py::Int(i) => self.int(*i),
             Py::Array(code, shape, raw) => self.array(code, shape, raw),
         }
     }
