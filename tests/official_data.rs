@@ -436,13 +436,16 @@ fn the_modelnet40_caches_are_read_as_the_official_loader_reads_them() {
     assert!(spec.open().is_err());
 }
 
+/// A named way of damaging a cache file.
+type Damage = (&'static str, Box<dyn Fn(&Path)>);
+
 #[test]
 fn a_broken_cache_is_an_error_naming_it() {
     let open_err = |root: &Path| -> String {
         let spec = DataSpec::parse(&format!("modelnet40:{}", root.display())).unwrap();
         spec.open().unwrap_err().to_string()
     };
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    let cases: Vec<Damage> = vec![
         (
             "truncated",
             Box::new(|f: &Path| {
