@@ -158,26 +158,13 @@ impl Picker {
                 if let Some(e) = &self.error {
                     ui.colored_label(ui.visuals().error_fg_color, e);
                 }
-                egui::ScrollArea::vertical().show(ui, |ui| {
-                    for (p, is_dir) in &self.entries {
-                        let name = p
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        let label = if *is_dir {
-                            format!("[dir] {name}")
-                        } else {
-                            name
-                        };
-                        if ui.selectable_label(false, label).clicked() {
-                            if *is_dir {
-                                go_to = Some(p.clone());
-                            } else {
-                                chosen = Some(p.clone());
-                            }
-                        }
-                    }
-                });
+                let (dir, file) = super::file_dialog::entries_ui(ui, &self.entries);
+                if dir.is_some() {
+                    go_to = dir;
+                }
+                if file.is_some() {
+                    chosen = file;
+                }
             });
         if let Some(d) = go_to {
             self.set_dir(d);

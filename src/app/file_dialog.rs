@@ -81,26 +81,13 @@ impl FileDialog {
                 if let Some(e) = &self.error {
                     ui.colored_label(ui.visuals().error_fg_color, e);
                 }
-                egui::ScrollArea::vertical().show(ui, |ui| {
-                    for (p, is_dir) in &self.entries {
-                        let name = p
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        let label = if *is_dir {
-                            format!("[dir] {name}")
-                        } else {
-                            name
-                        };
-                        if ui.selectable_label(false, label).clicked() {
-                            if *is_dir {
-                                go_to = Some(p.clone());
-                            } else {
-                                chosen = Some(p.clone());
-                            }
-                        }
-                    }
-                });
+                let (dir, file) = entries_ui(ui, &self.entries);
+                if dir.is_some() {
+                    go_to = dir;
+                }
+                if file.is_some() {
+                    chosen = file;
+                }
             });
         if let Some(d) = go_to {
             self.set_dir(d);
@@ -112,4 +99,34 @@ impl FileDialog {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The folder listing of a picker: folders marked `[dir]`; returns the folder clicked (to go
+/// into) or the file clicked (chosen). Shared by every file picker of the app.
+pub fn entries_ui(
+    ui: &mut egui::Ui,
+    entries: &[(PathBuf, bool)],
+) -> (Option<PathBuf>, Option<PathBuf>) {
+    let (mut go_to, mut chosen) = (None, None);
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        for (p, is_dir) in entries {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let label = if *is_dir {
+                format!("[dir] {name}")
+            } else {
+                name
+            };
+            if ui.selectable_label(false, label).clicked() {
+                if *is_dir {
+                    go_to = Some(p.clone());
+                } else {
+                    chosen = Some(p.clone());
+                }
+            }
+        }
+    });
+    (go_to, chosen)
 }
