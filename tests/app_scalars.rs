@@ -174,6 +174,10 @@ fn colour_by_a_scalar_field_with_a_named_colorbar() {
         .expect("a point in the high band");
     let lines = h.state().describe_point(i).join("\n");
     assert!(lines.contains("Intensity: 10.0000"), "{lines}");
+    // and the fields not shown, once each
+    let z = cloud.positions[i][2];
+    assert!(lines.contains(&format!("curvature: {z:.4}")), "{lines}");
+    assert_eq!(lines.matches("Intensity:").count(), 1, "{lines}");
 
     // another field through the same menu: the colorbar follows
     choose_colour_mode(&mut h, "Scalar: curvature");

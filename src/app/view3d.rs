@@ -259,10 +259,20 @@ impl StudioApp {
             }
         }
         let c = &slot.colouring;
+        let mut shown_title = None;
         if let (Some(v), Legend::Colorbar { title, .. }) =
             (c.values.as_ref().and_then(|v| v.get(i)), &c.legend)
         {
             out.push(format!("{title}: {v:.4}"));
+            shown_title = Some(title.as_str());
+        }
+        // every scalar field of the file, not only the one the colours show
+        for f in cloud.map(|c| c.cloud.scalars.as_slice()).unwrap_or(&[]) {
+            if let Some(v) = f.values.get(i)
+                && shown_title != Some(f.name.as_str())
+            {
+                out.push(format!("{}: {v:.4}", f.name));
+            }
         }
         out
     }
