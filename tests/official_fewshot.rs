@@ -556,6 +556,31 @@ fn fewshot_trains_every_fold_and_reports_mean_and_std() {
     ]))[0];
     assert_eq!(v["samples"], WAY * TEST_PER_CLASS);
     assert_eq!(v["class_names"][1], shape_names()[39]);
+    // the text report lists the fold's classes, not the 37 empty ones of the 40-way head
+    let text = dapt(&[
+        "eval",
+        "--backend",
+        "cpu",
+        "--checkpoint",
+        &s(&best),
+        "--data",
+        &s(&fold1),
+    ]);
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with('%')).count(),
+        WAY,
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("({} classes have no test clouds", 40 - WAY)),
+        "{text}"
+    );
 
     // the same command again refuses to overwrite; --resume continues (here: nothing to do)
     let e = failed(&train(&["--out", &s(&out), "--json"]));

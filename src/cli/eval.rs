@@ -119,6 +119,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             100.0 * r.confusion.mean_class_accuracy(),
             r.loss
         );
+        // a few-shot fold fills only W of the head's 40 classes: list the classes that occur
+        let mut absent = 0;
         for (name, a) in data
             .class_names
             .iter()
@@ -126,8 +128,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         {
             match a {
                 Some(a) => println!("  {name:<16} {:.1}%", 100.0 * a),
-                None => println!("  {name:<16} -"),
+                None => absent += 1,
             }
+        }
+        if absent > 0 {
+            println!("  ({absent} classes have no test clouds and are not listed)");
         }
         if let Some(vr) = v.get("vote") {
             println!(
