@@ -105,26 +105,10 @@ impl Picker {
     }
 
     fn set_dir(&mut self, dir: PathBuf) {
-        self.error = None;
-        self.entries.clear();
-        match std::fs::read_dir(&dir) {
-            Ok(rd) => {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    let is_dir = p.is_dir();
-                    let hidden = p
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with('.'));
-                    if !hidden && (is_dir || is_model_file(&p)) {
-                        self.entries.push((p, is_dir));
-                    }
-                }
-                self.entries
-                    .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            }
-            Err(e) => self.error = Some(format!("cannot list {}: {e}", dir.display())),
-        }
+        (self.entries, self.error) = match super::file_dialog::list_dir(&dir, is_model_file) {
+            Ok(entries) => (entries, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         self.dir = dir;
     }
 

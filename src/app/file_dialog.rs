@@ -25,26 +25,10 @@ impl FileDialog {
     }
 
     fn set_dir(&mut self, dir: PathBuf) {
-        self.error = None;
-        self.entries.clear();
-        match std::fs::read_dir(&dir) {
-            Ok(rd) => {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    let is_dir = p.is_dir();
-                    let hidden = p
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with('.'));
-                    if !hidden && (is_dir || is_supported(&p)) {
-                        self.entries.push((p, is_dir));
-                    }
-                }
-                self.entries
-                    .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            }
-            Err(e) => self.error = Some(format!("cannot list {}: {e}", dir.display())),
-        }
+        (self.entries, self.error) = match list_dir(&dir, is_supported) {
+            Ok(entries) => (entries, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         self.path_text = dir.display().to_string();
         self.dir = dir;
     }
@@ -129,4 +113,24 @@ pub fn entries_ui(
         }
     });
     (go_to, chosen)
+}
+
+/// The entries a picker lists in `dir`: its folders and the files `keep` accepts, hidden ones
+/// left out, folders first, then by name. The error says which folder could not be read.
+pub fn list_dir(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<(PathBuf, bool)>, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut entries = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        let is_dir = p.is_dir();
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if !hidden && (is_dir || keep(&p)) {
+            entries.push((p, is_dir));
+        }
+    }
+    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(entries)
 }
