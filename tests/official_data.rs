@@ -3,12 +3,15 @@
 //! by a small writer that emits the bytes CPython's `pickle.dump(..., protocol=4)` writes
 //! for NumPy arrays, and read back through the public loaders and the `dapt` binary.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use dapt::data::transform::pc_normalize;
 use dapt::data::{DataSpec, ReadOptions};
+
+use common::{dapt, ok, s, tiny_config};
 
 // ---------------------------------------------------------------------------------------
 // A pickle writer following CPython's `_Pickler` (protocol 4): 64 KiB frames committed at
@@ -506,44 +509,6 @@ fn a_broken_cache_is_an_error_naming_it() {
 // ---------------------------------------------------------------------------------------
 // The binary on the tiny layout.
 // ---------------------------------------------------------------------------------------
-
-fn dapt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dapt"))
-        .args(args)
-        .env("DAPT_NO_GPU_PROBE", "1")
-        .output()
-        .expect("run dapt")
-}
-
-fn ok(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().to_string()
-}
-
-fn tiny_config(dir: &Path, classes: usize) -> PathBuf {
-    let cfg = serde_json::json!({
-        "model": {"kind": "dapt", "trans_dim": 48, "depth": 2, "num_heads": 4, "group_size": 8,
-            "num_group": 8, "encoder_dims": 48, "rank": 8, "drop_path_rate": 0.0,
-            "drop_adapter_rate": 0.0, "class_token": "use", "prompt_token": "mean",
-            "patch_token": "max", "cls_dim": classes, "npoints": 32},
-        "mode": "dapt", "data": "synthetic", "epochs": 1,
-        "warmup_epochs": 0, "batch": 4, "backend": "cpu"
-    });
-    let p = dir.join("tiny.json");
-    std::fs::write(&p, cfg.to_string()).unwrap();
-    p
-}
 
 #[test]
 fn train_and_vote_run_on_the_caches() {

@@ -4,13 +4,17 @@
 //! int labels, NumPy int32 class indices), read back through the public API and through
 //! `dapt train --fewshot`; hostile fold files give errors, never panics.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use dapt::data::fewshot::{FewShotSetting, fold_files};
 use dapt::data::transform::pc_normalize;
 use dapt::data::{DataSpec, ReadOptions};
+
+use common::{dapt, ok, s, tiny_config};
 
 // ---------------------------------------------------------------------------------------
 // A protocol-4 pickle writer following CPython's `_Pickler`: every str, bytes, container,
@@ -434,26 +438,6 @@ fn a_fold_reads_as_the_official_loader_reads_it() {
 // The binary.
 // ---------------------------------------------------------------------------------------
 
-fn dapt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dapt"))
-        .args(args)
-        .env("DAPT_NO_GPU_PROBE", "1")
-        .output()
-        .expect("run dapt")
-}
-
-fn ok(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
 fn failed(out: &Output) -> String {
     assert!(
         !out.status.success(),
@@ -463,30 +447,11 @@ fn failed(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-fn s(p: &Path) -> String {
-    p.to_string_lossy().to_string()
-}
-
-/// A tiny model; the data set decides the head size (40 for a few-shot fold).
-fn tiny_config(dir: &Path) -> PathBuf {
-    let cfg = serde_json::json!({
-        "model": {"kind": "dapt", "trans_dim": 48, "depth": 2, "num_heads": 4, "group_size": 8,
-            "num_group": 8, "encoder_dims": 48, "rank": 8, "drop_path_rate": 0.0,
-            "drop_adapter_rate": 0.0, "class_token": "use", "prompt_token": "mean",
-            "patch_token": "max", "cls_dim": 40, "npoints": 32},
-        "mode": "dapt", "data": "synthetic", "epochs": 1,
-        "warmup_epochs": 0, "batch": 4, "backend": "cpu"
-    });
-    let p = dir.join("tiny.json");
-    std::fs::write(&p, cfg.to_string()).unwrap();
-    p
-}
-
 #[test]
 fn fewshot_trains_every_fold_and_reports_mean_and_std() {
     let dir = tempfile::tempdir().unwrap();
     let root = write_layout(dir.path());
-    let cfg = tiny_config(dir.path());
+    let cfg = tiny_config(dir.path(), 40);
     let data = format!("modelnet40fewshot:{}", root.display());
     let out = dir.path().join("fs");
     let cfg_s = s(&cfg);
@@ -712,7 +677,7 @@ fn hostile_fold_files_are_errors_naming_the_file() {
     let root = dir.path().join("fs/3way_2shot");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("0.pkl"), &good[..good.len() / 3]).unwrap();
-    let cfg = tiny_config(dir.path());
+    let cfg = tiny_config(dir.path(), 40);
     let e = failed(&dapt(&[
         "train",
         "--config",

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// `shared/` beside the checkout (CI lays it there) or `$DAPT_SHARED_DIR`, when it exists.
 pub fn shared_root() -> Option<PathBuf> {
@@ -125,4 +126,46 @@ pub fn to_points(fx: &Fx) -> Vec<[f32; 3]> {
         .chunks_exact(3)
         .map(|c| [c[0], c[1], c[2]])
         .collect()
+}
+
+/// Runs the `dapt` binary of this build (no GPU probe: the tests choose their backend).
+pub fn dapt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dapt"))
+        .args(args)
+        .env("DAPT_NO_GPU_PROBE", "1")
+        .output()
+        .expect("run dapt")
+}
+
+/// The JSON lines of a run that must have succeeded (its stderr otherwise).
+pub fn ok(out: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+pub fn s(p: &Path) -> String {
+    p.to_string_lossy().to_string()
+}
+
+/// A tiny DAPT run config (48 wide, 2 blocks, 8 groups of 8, 32 points) with `classes`
+/// outputs, written as `dir/tiny.json`.
+pub fn tiny_config(dir: &Path, classes: usize) -> PathBuf {
+    let cfg = serde_json::json!({
+        "model": {"kind": "dapt", "trans_dim": 48, "depth": 2, "num_heads": 4, "group_size": 8,
+            "num_group": 8, "encoder_dims": 48, "rank": 8, "drop_path_rate": 0.0,
+            "drop_adapter_rate": 0.0, "class_token": "use", "prompt_token": "mean",
+            "patch_token": "max", "cls_dim": classes, "npoints": 32},
+        "mode": "dapt", "data": "synthetic", "epochs": 1,
+        "warmup_epochs": 0, "batch": 4, "backend": "cpu"
+    });
+    let p = dir.join("tiny.json");
+    std::fs::write(&p, cfg.to_string()).unwrap();
+    p
 }
