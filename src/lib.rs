@@ -5,6 +5,7 @@
 //! `render` is the standalone wgpu point renderer used by `app`.
 
 pub mod app;
+pub mod atomic_file;
 pub mod backend;
 pub mod cli;
 pub mod data;

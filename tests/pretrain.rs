@@ -538,7 +538,7 @@ fn transfer_benchmark() {
     };
 
     let finetune = |init: Option<std::path::PathBuf>, seed: u64, tag: &str| {
-        let mut cfg = dapt::cli::train::demo_config();
+        let mut cfg = dapt::train::TrainConfig::demo();
         cfg.epochs = ft_epochs;
         cfg.shots = (shots > 0).then_some(shots);
         cfg.batch = ft_batch;

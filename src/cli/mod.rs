@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod bench;
 pub mod eval;
 pub mod info;
+pub mod interrupt;
 pub mod output;
 pub mod partseg;
 pub mod predict;
@@ -58,6 +59,10 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
+        Err(e) if e.downcast_ref::<interrupt::Interrupted>().is_some() => {
+            eprintln!("{e}");
+            interrupt::EXIT_INTERRUPTED
+        }
         Err(e) => {
             eprintln!("error: {}", output::error_chain(&e));
             1

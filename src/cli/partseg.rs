@@ -3,7 +3,6 @@
 //! labels as JSON and coloured PLY files.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Receiver;
 
 use anyhow::Context;
@@ -24,19 +23,16 @@ use crate::train::partseg::{
 /// `dapt train --task partseg`: the synthetic demo unless `--data` names another set, in
 /// which case the official recipe (width 384, 2048 points, batch 16, lr 2e-4, 300 epochs).
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
-    let stop = AtomicBool::new(false);
     let resume = args.resume.clone();
     let cfg = if resume.is_some() {
         PartSegTrainConfig::default() // replaced by the run's config.json
     } else {
         config_from_args(&args)?
     };
-    let (tx, rx) = std::sync::mpsc::channel();
     let json = args.json;
-    let printer = std::thread::spawn(move || report(rx, json));
-    let result = run_partseg(cfg, resume.as_deref(), Some(tx), &stop);
-    let _ = printer.join();
-    let s = result?;
+    let s = super::interrupt::run_reported(json, report, |tx, stop| {
+        run_partseg(cfg, resume.as_deref(), Some(tx), &stop)
+    })?;
     if json {
         super::output::print_json(&serde_json::json!({"event": "summary", "summary": s}));
     } else {
@@ -50,6 +46,12 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             s.best_epoch
         );
         println!("run directory: {}", s.run_dir.display());
+    }
+    if s.stopped {
+        return Err(super::interrupt::interrupted(
+            "dapt train --task partseg",
+            &s.run_dir,
+        ));
     }
     Ok(())
 }

@@ -3,8 +3,6 @@
 //! `dapt train --init RUN_DIR/backbone.safetensors`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, channel};
 
 use anyhow::Context;
@@ -243,8 +241,6 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.reconstruct.clone() {
         return reconstruct(&dir, &args);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = channel();
     let json = args.json;
     let resume = args.resume.clone();
     let cfg = match &resume {
@@ -266,10 +262,9 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
             cfg
         }
     };
-    let printer = std::thread::spawn(move || report(rx, json));
-    let result = crate::train::pretrain::run(cfg, resume.as_deref(), Some(tx), stop);
-    let _ = printer.join();
-    let summary = result?;
+    let summary = super::interrupt::run_reported(json, report, |tx, stop| {
+        crate::train::pretrain::run(cfg, resume.as_deref(), Some(tx), stop)
+    })?;
     if json {
         super::output::print_json(&serde_json::json!({"event": "summary", "summary": summary}));
     } else {
@@ -284,6 +279,9 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         if let Some(p) = &summary.pth {
             println!("official-layout checkpoint: {}", p.display());
         }
+    }
+    if summary.stopped {
+        return Err(super::interrupt::interrupted("dapt pretrain", &summary.run_dir));
     }
     Ok(())
 }

@@ -2,8 +2,6 @@
 //! demonstration on the built-in synthetic data set.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 
@@ -89,24 +87,6 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-/// The demonstration settings used when no config is given.
-pub fn demo_config() -> TrainConfig {
-    TrainConfig {
-        model: ModelConfig::small(8),
-        epochs: 15,
-        // no warm-up: with the official one-epoch scheduler lag a short demo would spend
-        // its first epochs at 1e-6
-        warmup_epochs: 0,
-        batch: 32,
-        optim: crate::train::optim::AdamWConfig {
-            lr: 2e-3,
-            ..Default::default()
-        },
-        out: PathBuf::from("runs/demo"),
-        ..TrainConfig::default()
-    }
-}
-
 /// A config from `--config`: our JSON, or an official YAML whose recipe keys we honour.
 pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
@@ -148,7 +128,7 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<TrainConfig> {
 fn config_from_args(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let mut cfg = match &args.config {
         Some(p) => config_from_file(p)?,
-        None => demo_config(),
+        None => TrainConfig::demo(),
     };
     if let Some(d) = &args.data {
         cfg.data = d.clone();
@@ -222,8 +202,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if args.fewshot.is_some() {
         return run_fewshot(args);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
     let json = args.json;
     let resume = args.resume.clone();
     let cfg = if resume.is_some() {
@@ -240,10 +218,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         cfg
     };
-    let printer = std::thread::spawn(move || super::output::report_events(rx, json));
-    let result = crate::train::run(cfg, resume.as_deref(), Some(tx), stop);
-    let _ = printer.join();
-    let summary = result?;
+    let summary = super::interrupt::run_reported(json, super::output::report_events, |tx, stop| {
+        crate::train::run(cfg, resume.as_deref(), Some(tx), stop)
+    })?;
     if json {
         super::output::print_json(&serde_json::json!({"event": "summary", "summary": summary}));
     } else {
@@ -262,6 +239,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             summary.run_dir.display(),
             summary.adapter_bytes as f64 / 1e6
         );
+    }
+    if summary.stopped {
+        return Err(super::interrupt::interrupted("dapt train", &summary.run_dir));
     }
     Ok(())
 }
@@ -395,7 +375,6 @@ fn run_fewshot(args: TrainArgs) -> anyhow::Result<()> {
             out.display()
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let mut results = Vec::new();
     for (n, file) in &folds {
         let fold_dir = out.join(format!("fold-{n}"));
@@ -406,11 +385,13 @@ fn run_fewshot(args: TrainArgs) -> anyhow::Result<()> {
         if !json {
             println!("fold {n}: {}", file.display());
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let printer = std::thread::spawn(move || super::output::report_events(rx, json));
-        let result = crate::train::run(cfg, resume.as_deref(), Some(tx), Arc::clone(&stop));
-        let _ = printer.join();
-        let summary = result.with_context(|| format!("fold {n} ({})", file.display()))?;
+        let summary = super::interrupt::run_reported(json, super::output::report_events, |tx, stop| {
+            crate::train::run(cfg, resume.as_deref(), Some(tx), stop)
+        })
+        .with_context(|| format!("fold {n} ({})", file.display()))?;
+        if summary.stopped {
+            return Err(super::interrupt::interrupted("dapt train --fewshot", &out));
+        }
         if json {
             super::output::print_json(&serde_json::json!({
                 "event": "fold", "fold": n, "data": file, "summary": summary

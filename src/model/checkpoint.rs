@@ -251,30 +251,7 @@ pub fn write_native(
     Ok(buf.len() as u64)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// a crash leaves either the old file or the new one, never a torn one.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_else(|| "checkpoint".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+pub use crate::atomic_file::write as atomic_write;
 
 /// How strictly a state dict must match the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

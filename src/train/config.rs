@@ -104,6 +104,25 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The demonstration `dapt train` runs with no arguments (and the app's run panel
+    /// starts from): a small model on the synthetic shapes, minutes on two CPU cores.
+    pub fn demo() -> Self {
+        Self {
+            model: ModelConfig::small(8),
+            epochs: 15,
+            // no warm-up: with the official one-epoch scheduler lag a short demo would spend
+            // its first epochs at 1e-6
+            warmup_epochs: 0,
+            batch: 32,
+            optim: AdamWConfig {
+                lr: 2e-3,
+                ..Default::default()
+            },
+            out: PathBuf::from("runs/demo"),
+            ..TrainConfig::default()
+        }
+    }
+
     /// The official pre-sampling size (dapt-spec.md §2.2): 1200 for 1024 points, 2400 for
     /// 2048, 4800 / 8192 for 4096 / 8192; otherwise the same 1.17 ratio.
     pub fn point_all_for(&self, npoints: usize) -> usize {

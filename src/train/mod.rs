@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 pub mod batch;
+pub mod classification;
 pub mod config;
-pub mod engine;
+pub mod driver;
 pub mod eval;
 pub mod events;
 pub mod metrics;
@@ -18,7 +19,9 @@ pub mod run_dir;
 pub mod schedule;
 
 pub use config::{Mode, TrainConfig};
-pub use engine::{RunSummary, run};
+pub use classification::{RunSummary, run};
+/// The classification task's module under its former name.
+pub use self::classification as engine;
 pub use events::{CheckpointKind, EpochMetrics, ScaleSnapshot, TrainEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,15 @@ pub enum TrainError {
     Io {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "epoch {epoch} could not be saved in {run_dir}; the epochs saved before it are intact \
+         and `--resume` continues from them: {source}"
+    )]
+    Save {
+        epoch: usize,
+        run_dir: PathBuf,
+        source: Box<TrainError>,
     },
     #[error(
         "training diverged: the loss became {loss} at epoch {epoch}, step {step}; the last good checkpoint is kept (try a lower --lr)"

@@ -20,9 +20,8 @@
 //! test split as the official script does, so it is as optimistic as theirs.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -30,17 +29,17 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::config::Mode;
-use super::events::{CheckpointKind, EpochMetrics, TrainEvent};
+use super::driver::{Outcome, Recipe, Score, Task};
+use super::events::{EpochMetrics, TrainEvent};
 use super::miou::{CategoryIou, MiouAccumulator};
 use super::optim::{AdamW, AdamWConfig};
-use super::run_dir::RunDir;
-use super::schedule::CosineSchedule;
-use crate::backend::{self, BackendChoice};
+use super::run_dir::{CheckpointFile, RunDir, write_json};
+use crate::backend::BackendChoice;
 use crate::data::transform::seg_scale_shift;
-use crate::data::{DataSpec, ReadOptions, Rng, Task};
+use crate::data::{DataSpec, ReadOptions, Rng, Task as DataTask};
 use crate::model::ModelError;
 use crate::model::checkpoint::{
-    CheckpointFormat, LoadMode, StateDict, atomic_write, read_state_dict, write_native,
+    CheckpointFormat, LoadMode, StateDict, read_state_dict,
 };
 use crate::model::layers::{ForwardCtx, host_vec};
 use crate::model::names::{Trainable, count_params, named_params};
@@ -184,7 +183,7 @@ pub fn prepare_seg_data(cfg: &PartSegTrainConfig) -> Result<PreparedSeg, TrainEr
 fn prepare(cfg: &PartSegTrainConfig, with_train: bool) -> Result<PreparedSeg, TrainError> {
     let spec = DataSpec::parse(&cfg.data)?;
     let mut ds = spec.open()?;
-    if !ds.supports(Task::PartSegmentation) {
+    if !ds.supports(DataTask::PartSegmentation) {
         return Err(TrainError::Config(format!(
             "{}: this data set has no part labels (use shapenetpart:PATH or synthetic)",
             cfg.data
@@ -383,35 +382,6 @@ pub struct PartSegSummary {
     pub backend: String,
 }
 
-/// Resume state (`checkpoints/state.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PartSegState {
-    pub task: String,
-    pub epochs_done: usize,
-    pub optimizer_step: u64,
-    pub rng: Rng,
-    pub best_epoch: usize,
-    pub best_instance_miou: f64,
-    pub best_class_miou: f64,
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
-fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), TrainError> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| TrainError::Config(e.to_string()))?;
-    atomic_write(path, text.as_bytes()).map_err(io_err(path))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
-}
-
 /// Builds the model of `cfg` (loading `init` as a backbone) with the mode's trainable set.
 pub fn build_seg_model(
     cfg: &PartSegTrainConfig,
@@ -428,17 +398,7 @@ pub fn build_seg_model(
     Ok(apply_mode(model, cfg.mode))
 }
 
-fn send(events: &Option<Sender<TrainEvent>>, e: TrainEvent) {
-    if let Some(tx) = events {
-        let _ = tx.send(e);
-    }
-}
-
-fn checkpoint_meta(
-    cfg: &PartSegTrainConfig,
-    data: &PreparedSeg,
-    epoch: usize,
-) -> serde_json::Value {
+fn checkpoint_meta(cfg: &PartSegTrainConfig, data: &PreparedSeg, epoch: usize) -> serde_json::Value {
     serde_json::json!({
         "kind": "partseg",
         "task": "partseg",
@@ -452,316 +412,13 @@ fn checkpoint_meta(
     })
 }
 
-fn save(path: &Path, model: &PartSegModel, meta: &serde_json::Value) -> Result<(), TrainError> {
-    write_native(path, &official_tensors(model), meta)?;
-    Ok(())
-}
-
-/// Runs (or resumes) part-segmentation training.
-pub fn run_partseg(
-    mut cfg: PartSegTrainConfig,
-    resume: Option<&Path>,
-    events: Option<Sender<TrainEvent>>,
-    stop: &AtomicBool,
-) -> Result<PartSegSummary, TrainError> {
-    let result = run_inner(&mut cfg, resume, &events, stop);
-    if let Err(e) = &result {
-        send(
-            &events,
-            TrainEvent::Failed {
-                message: e.to_string(),
-            },
-        );
-    }
-    result
-}
-
-#[allow(clippy::too_many_lines)]
-fn run_inner(
-    cfg: &mut PartSegTrainConfig,
-    resume: Option<&Path>,
-    events: &Option<Sender<TrainEvent>>,
-    stop: &AtomicBool,
-) -> Result<PartSegSummary, TrainError> {
-    let (run_dir, state) = match resume {
-        Some(dir) => {
-            let rd = RunDir::open(dir)?;
-            *cfg = read_json(&rd.path.join("config.json"))?;
-            if cfg.task != "partseg" {
-                return Err(TrainError::Config(format!(
-                    "{}: not a part-segmentation run",
-                    dir.display()
-                )));
-            }
-            let st: PartSegState = read_json(&rd.path.join("checkpoints/state.json"))?;
-            (rd, Some(st))
-        }
-        None => {
-            cfg.task = "partseg".into();
-            cfg.model.kind = cfg.mode.model_kind();
-            cfg.model.validate()?;
-            (RunDir::create(&cfg.out)?, None)
-        }
-    };
-    let selected = backend::select(cfg.backend);
-    let device = selected.device.clone();
-    let data = prepare_seg_data(cfg)?;
-    if data.category_names.len() != cfg.model.num_categories
-        || data.num_parts != cfg.model.num_parts
-    {
-        if resume.is_some() {
-            return Err(TrainError::Config(format!(
-                "{}: the data set has {} categories / {} parts, the run's model {} / {}",
-                cfg.data,
-                data.category_names.len(),
-                data.num_parts,
-                cfg.model.num_categories,
-                cfg.model.num_parts
-            )));
-        }
-        cfg.model.num_categories = data.category_names.len();
-        cfg.model.num_parts = data.num_parts;
-    }
-    if cfg.normalize.is_none() {
-        cfg.normalize = Some(data.normalize);
-    }
-    let mut model = build_seg_model(cfg, &device)?;
-    let mut opt = AdamW::new(cfg.optim.clone());
-    let mut rng = Rng::new(cfg.seed);
-    let mut start_epoch = 0;
-    let mut best = (0usize, -1.0f64, 0.0f64);
-    let mode = cfg.mode;
-    if let Some(st) = &state {
-        let dict = read_state_dict(&run_dir.last_path())?;
-        model = apply_mode(load_partseg(model, &dict, LoadMode::Strict)?.0, mode);
-        let opt_dict = read_state_dict(&run_dir.optimizer_path())?;
-        opt.load_state(st.optimizer_step, &opt_dict.tensors, &device);
-        rng = st.rng.clone();
-        start_epoch = st.epochs_done;
-        best = (st.best_epoch, st.best_instance_miou, st.best_class_miou);
-    } else {
-        write_json(&run_dir.path.join("config.json"), cfg)?;
-    }
-    let params: Vec<_> = named_params(&model)
-        .into_iter()
-        .map(|mut p| {
-            p.name = to_official(&p.name);
-            p
-        })
-        .collect();
-    let (trainable, total) = count_params(&params, |n| seg_trainable(mode, n));
-    let npoints = cfg.model.npoints;
-    let batch = cfg.batch.max(1).min(data.train.len());
-    let steps_per_epoch = data.train.len() / batch; // drop_last, as the official loader
-    let schedule = CosineSchedule {
-        base_lr: cfg.optim.lr,
-        min_lr: cfg.min_lr,
-        warmup_lr_init: cfg.warmup_lr_init,
-        warmup_epochs: cfg.warmup_epochs,
-        t_initial: cfg.epochs.max(1),
-    };
-    send(
-        events,
-        TrainEvent::Started {
-            run_dir: run_dir.path.clone(),
-            backend: selected.description.clone(),
-            start_epoch,
-            total_epochs: cfg.epochs,
-            steps_per_epoch,
-            trainable_params: trainable,
-            total_params: total,
-        },
-    );
-    let ad = device.clone().autodiff();
-    let mut model = model.train();
-    let t0 = Instant::now();
-    let mut last_metrics = None;
-    let mut per_category = Vec::new();
-    let mut stopped = false;
-    for epoch in start_epoch..cfg.epochs {
-        let lr = schedule.lr_for_epoch(epoch);
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        rng.shuffle(&mut order);
-        let mut loss_sum = 0.0;
-        let mut train_acc =
-            MiouAccumulator::new(data.category_parts.clone(), data.category_names.clone());
-        for step in 0..steps_per_epoch {
-            if stop.load(Ordering::Relaxed) {
-                stopped = true;
-                break;
-            }
-            let step_start = Instant::now();
-            let items: Vec<SegItem> = order[step * batch..(step + 1) * batch]
-                .iter()
-                .map(|&i| {
-                    let mut it = data.train[i].sample(npoints, &mut rng);
-                    seg_scale_shift(&mut it.points, &mut rng);
-                    it
-                })
-                .collect();
-            let (m, loss_v, lp) = seg_train_step(
-                model,
-                &mut opt,
-                &items,
-                lr,
-                cfg.official_double_step,
-                &mut rng,
-                &ad,
-            )?;
-            model = m;
-            if !loss_v.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    step,
-                    loss: loss_v,
-                });
-            }
-            loss_sum += loss_v;
-            let parts = cfg.model.num_parts;
-            for (i, it) in items.iter().enumerate() {
-                let rows = &lp[i * npoints * parts..(i + 1) * npoints * parts];
-                train_acc
-                    .add_scores(it.category, rows, parts, &it.labels)
-                    .map_err(|e| TrainError::Config(e.to_string()))?;
-            }
-            let secs = step_start.elapsed().as_secs_f64().max(1e-9);
-            send(
-                events,
-                TrainEvent::Step {
-                    epoch,
-                    step,
-                    steps_per_epoch,
-                    loss: loss_v,
-                    accuracy: Some(train_acc.point_accuracy()),
-                    lr,
-                    samples_per_sec: batch as f64 / secs,
-                },
-            );
-        }
-        if stopped {
-            send(events, TrainEvent::Stopped { epoch });
-            break;
-        }
-        let train_m = EpochMetrics {
-            epoch,
-            split: "train".into(),
-            wall_secs: t0.elapsed().as_secs_f64(),
-            lr,
-            loss: loss_sum / steps_per_epoch.max(1) as f64,
-            overall_accuracy: train_acc.point_accuracy(),
-            mean_class_accuracy: 0.0,
-            instance_miou: Some(train_acc.instance_miou()),
-            class_miou: Some(train_acc.class_miou()),
-        };
-        run_dir.append_metrics(&train_m)?;
-        send(events, TrainEvent::Metrics(train_m.clone()));
-        let mut valid = model.valid();
-        let test_m = if data.test.is_empty() {
-            None
-        } else {
-            let r = evaluate_seg(
-                &mut valid,
-                &data.test,
-                cfg.val_batch,
-                &data.category_parts,
-                &data.category_names,
-                &device,
-            )?;
-            per_category = r.per_category();
-            let m = EpochMetrics {
-                epoch,
-                split: "test".into(),
-                wall_secs: t0.elapsed().as_secs_f64(),
-                lr,
-                loss: r.loss,
-                overall_accuracy: r.miou.point_accuracy(),
-                mean_class_accuracy: 0.0,
-                instance_miou: Some(r.miou.instance_miou()),
-                class_miou: Some(r.miou.class_miou()),
-            };
-            run_dir.append_metrics(&m)?;
-            send(events, TrainEvent::Metrics(m.clone()));
-            Some(m)
-        };
-        let chosen = test_m.as_ref().unwrap_or(&train_m);
-        let inst = chosen.instance_miou.unwrap_or(0.0);
-        let class = chosen.class_miou.unwrap_or(0.0);
-        let meta = checkpoint_meta(cfg, &data, epoch);
-        if inst > best.1 {
-            best = (epoch, inst, class);
-            save(&run_dir.best_path(), &valid, &meta)?;
-            // the adapter is the best model's, so backbone + adapter = best.safetensors
-            save_adapter(&run_dir, &valid, cfg, &meta)?;
-            send(
-                events,
-                TrainEvent::CheckpointSaved {
-                    kind: CheckpointKind::Best,
-                    path: run_dir.best_path(),
-                },
-            );
-        }
-        // `last`, the optimizer moments and state.json move together; state.json is
-        // written last so a crash in between resumes from the previous consistent epoch
-        save(&run_dir.last_path(), &valid, &meta)?;
-        run_dir.save_optimizer(&opt)?;
-        write_json(
-            &run_dir.path.join("checkpoints/state.json"),
-            &PartSegState {
-                task: "partseg".into(),
-                epochs_done: epoch + 1,
-                optimizer_step: opt.step,
-                rng: rng.clone(),
-                best_epoch: best.0,
-                best_instance_miou: best.1,
-                best_class_miou: best.2,
-            },
-        )?;
-        send(
-            events,
-            TrainEvent::CheckpointSaved {
-                kind: CheckpointKind::Last,
-                path: run_dir.last_path(),
-            },
-        );
-        last_metrics = test_m.or(Some(train_m));
-    }
-    let done = read_json::<PartSegState>(&run_dir.path.join("checkpoints/state.json"))
-        .map(|s| s.epochs_done)
-        .unwrap_or(start_epoch);
-    if !stopped {
-        // the shared event carries the selection metric: here the best instance mIoU
-        send(
-            events,
-            TrainEvent::Finished {
-                best_accuracy: best.1.max(0.0),
-                best_epoch: best.0,
-                run_dir: run_dir.path.clone(),
-            },
-        );
-    }
-    Ok(PartSegSummary {
-        run_dir: run_dir.path.clone(),
-        epochs_done: done,
-        best_epoch: best.0,
-        best_instance_miou: best.1.max(0.0),
-        best_class_miou: best.2,
-        last: last_metrics,
-        per_category,
-        stopped,
-        trainable_params: trainable,
-        total_params: total,
-        backend: selected.description,
-    })
-}
-
 /// The best epoch's adapter file: trained tensors, BatchNorm buffers and what a backbone
 /// has no tensor for, with the frozen backbone's content hash (as classification's).
-fn save_adapter(
-    run_dir: &RunDir,
+fn adapter_file(
     model: &PartSegModel,
     cfg: &PartSegTrainConfig,
     meta: &serde_json::Value,
-) -> Result<u64, TrainError> {
+) -> CheckpointFile {
     use crate::model::load::{PARTSEG_ADAPTER_KIND, adapter_metadata, split_for_adapter};
     let mode = cfg.mode;
     let split = split_for_adapter(official_tensors(model), |n| seg_trainable(mode, n));
@@ -769,11 +426,251 @@ fn save_adapter(
     if let Some(o) = meta.as_object_mut() {
         o.insert("seed".into(), serde_json::json!(cfg.seed));
     }
-    Ok(write_native(
-        &run_dir.adapter_path(),
-        &split.tensors,
-        &meta,
-    )?)
+    CheckpointFile {
+        tensors: split.tensors,
+        meta,
+    }
+}
+
+
+/// Part segmentation for the driver: the prepared shapes and the epoch's running mIoU.
+pub struct PartSeg {
+    cfg: PartSegTrainConfig,
+    data: PreparedSeg,
+    train_acc: MiouAccumulator,
+    per_category: Vec<CategoryIou>,
+    device: Device,
+}
+
+impl Task for PartSeg {
+    type Config = PartSegTrainConfig;
+    type Model = PartSegModel;
+    type Summary = PartSegSummary;
+    const KIND: &'static str = "partseg";
+    const STATE_KEYS: (&'static str, Option<&'static str>) =
+        ("best_instance_miou", Some("best_class_miou"));
+
+    fn recipe(cfg: &PartSegTrainConfig) -> Recipe {
+        Recipe {
+            epochs: cfg.epochs,
+            warmup_epochs: cfg.warmup_epochs,
+            batch: cfg.batch,
+            optim: cfg.optim.clone(),
+            min_lr: cfg.min_lr,
+            warmup_lr_init: cfg.warmup_lr_init,
+            seed: cfg.seed,
+            backend: cfg.backend,
+            out: cfg.out.clone(),
+        }
+    }
+
+    fn validate(cfg: &mut PartSegTrainConfig) -> Result<(), TrainError> {
+        cfg.task = "partseg".into();
+        cfg.model.kind = cfg.mode.model_kind();
+        Ok(cfg.model.validate()?)
+    }
+
+    fn read_config(run: &RunDir) -> Result<PartSegTrainConfig, TrainError> {
+        let v = run.read_config_value(Self::KIND)?;
+        serde_json::from_value(v)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", run.config_path().display())))
+    }
+
+    fn write_config(&self, cfg: &PartSegTrainConfig, run: &RunDir) -> Result<(), TrainError> {
+        write_json(&run.config_path(), cfg)
+    }
+
+    fn prepare(
+        cfg: &mut PartSegTrainConfig,
+        device: &Device,
+        _rng: &mut Rng,
+        resuming: bool,
+    ) -> Result<(Self, PartSegModel, Vec<String>), TrainError> {
+        let data = prepare_seg_data(cfg)?;
+        if data.category_names.len() != cfg.model.num_categories
+            || data.num_parts != cfg.model.num_parts
+        {
+            if resuming {
+                return Err(TrainError::Config(format!(
+                    "{}: the data set has {} categories / {} parts, the run's model {} / {}",
+                    cfg.data,
+                    data.category_names.len(),
+                    data.num_parts,
+                    cfg.model.num_categories,
+                    cfg.model.num_parts
+                )));
+            }
+            cfg.model.num_categories = data.category_names.len();
+            cfg.model.num_parts = data.num_parts;
+        }
+        if cfg.normalize.is_none() {
+            cfg.normalize = Some(data.normalize);
+        }
+        let model = build_seg_model(cfg, device)?;
+        let train_acc =
+            MiouAccumulator::new(data.category_parts.clone(), data.category_names.clone());
+        Ok((
+            Self {
+                cfg: cfg.clone(),
+                data,
+                train_acc,
+                per_category: Vec::new(),
+                device: device.clone(),
+            },
+            model,
+            Vec::new(),
+        ))
+    }
+
+    fn load_last(&self, model: PartSegModel, path: &Path) -> Result<PartSegModel, TrainError> {
+        let dict = read_state_dict(path)?;
+        Ok(apply_mode(
+            load_partseg(model, &dict, LoadMode::Strict)?.0,
+            self.cfg.mode,
+        ))
+    }
+
+    fn param_counts(&self, model: &PartSegModel) -> (usize, usize) {
+        let params: Vec<_> = named_params(model)
+            .into_iter()
+            .map(|mut p| {
+                p.name = to_official(&p.name);
+                p
+            })
+            .collect();
+        let mode = self.cfg.mode;
+        count_params(&params, |n| seg_trainable(mode, n))
+    }
+
+    fn train_len(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn begin_epoch(&mut self) {
+        self.train_acc = MiouAccumulator::new(
+            self.data.category_parts.clone(),
+            self.data.category_names.clone(),
+        );
+    }
+
+    fn step(
+        &mut self,
+        model: PartSegModel,
+        opt: &mut AdamW,
+        items: &[usize],
+        lr: f64,
+        rng: &mut Rng,
+        ad: &Device,
+    ) -> Result<(PartSegModel, f64, Option<f64>), TrainError> {
+        let npoints = self.cfg.model.npoints;
+        let batch: Vec<SegItem> = items
+            .iter()
+            .map(|&i| {
+                let mut it = self.data.train[i].sample(npoints, rng);
+                seg_scale_shift(&mut it.points, rng);
+                it
+            })
+            .collect();
+        let double = self.cfg.official_double_step;
+        let (model, loss, lp) = seg_train_step(model, opt, &batch, lr, double, rng, ad)?;
+        if loss.is_finite() {
+            let parts = self.cfg.model.num_parts;
+            for (i, it) in batch.iter().enumerate() {
+                let rows = &lp[i * npoints * parts..(i + 1) * npoints * parts];
+                self.train_acc
+                    .add_scores(it.category, rows, parts, &it.labels)
+                    .map_err(|e| TrainError::Config(e.to_string()))?;
+            }
+        }
+        Ok((model, loss, Some(self.train_acc.point_accuracy())))
+    }
+
+    fn train_metrics(&self, m: EpochMetrics) -> EpochMetrics {
+        EpochMetrics {
+            overall_accuracy: self.train_acc.point_accuracy(),
+            instance_miou: Some(self.train_acc.instance_miou()),
+            class_miou: Some(self.train_acc.class_miou()),
+            ..m
+        }
+    }
+
+    fn evaluate(
+        &mut self,
+        model: &mut PartSegModel,
+        m: EpochMetrics,
+    ) -> Result<Option<EpochMetrics>, TrainError> {
+        if self.data.test.is_empty() {
+            return Ok(None);
+        }
+        let r = evaluate_seg(
+            model,
+            &self.data.test,
+            self.cfg.val_batch,
+            &self.data.category_parts,
+            &self.data.category_names,
+            &self.device,
+        )?;
+        self.per_category = r.per_category();
+        Ok(Some(EpochMetrics {
+            loss: r.loss,
+            overall_accuracy: r.miou.point_accuracy(),
+            instance_miou: Some(r.miou.instance_miou()),
+            class_miou: Some(r.miou.class_miou()),
+            ..m
+        }))
+    }
+
+    fn score(&self, m: &EpochMetrics) -> Score {
+        Score {
+            primary: m.instance_miou.unwrap_or(0.0),
+            secondary: m.class_miou.unwrap_or(0.0),
+        }
+    }
+
+    fn checkpoint(&self, model: &PartSegModel, epoch: usize) -> Result<CheckpointFile, TrainError> {
+        Ok(CheckpointFile {
+            tensors: official_tensors(model),
+            meta: checkpoint_meta(&self.cfg, &self.data, epoch),
+        })
+    }
+
+    fn published(
+        &self,
+        model: &PartSegModel,
+        best: &CheckpointFile,
+    ) -> Result<Option<(&'static str, CheckpointFile)>, TrainError> {
+        // the adapter is the best model's, so backbone + adapter = best.safetensors
+        Ok(Some((
+            "adapter.safetensors",
+            adapter_file(model, &self.cfg, &best.meta),
+        )))
+    }
+
+    fn finish(&self, _cfg: &PartSegTrainConfig, o: Outcome) -> Result<PartSegSummary, TrainError> {
+        Ok(PartSegSummary {
+            run_dir: o.run_dir.path.clone(),
+            epochs_done: o.epochs_done,
+            best_epoch: o.best_epoch,
+            best_instance_miou: o.best.primary,
+            best_class_miou: o.best.secondary,
+            last: o.last,
+            per_category: self.per_category.clone(),
+            stopped: o.stopped,
+            trainable_params: o.trainable_params,
+            total_params: o.total_params,
+            backend: o.backend,
+        })
+    }
+}
+
+/// Runs (or resumes) part-segmentation training.
+pub fn run_partseg(
+    cfg: PartSegTrainConfig,
+    resume: Option<&Path>,
+    events: Option<Sender<TrainEvent>>,
+    stop: &AtomicBool,
+) -> Result<PartSegSummary, TrainError> {
+    super::driver::run::<PartSeg>(cfg, resume, events, stop)
 }
 
 /// A part-segmentation model ready for inference, with its category tables.

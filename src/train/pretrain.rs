@@ -9,25 +9,22 @@
 //! `MAE_encoder.*` tensors of the best epoch, what `dapt train --init` takes) and, at the
 //! end, `pretrain.pth` in the official PyTorch layout. Every write is atomic.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
-use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::batch::{pad_to, scale_and_translate, test_points};
-use super::events::{CheckpointKind, EpochMetrics, TrainEvent};
+use super::driver::{Outcome, Recipe, Score, Task};
+use super::events::{EpochMetrics, TrainEvent};
 use super::optim::{AdamW, AdamWConfig};
-use super::run_dir::RunDir;
-use super::schedule::CosineSchedule;
-use crate::backend::{self, BackendChoice};
+use super::run_dir::{CheckpointFile, RunDir, read_json, write_json};
+use crate::backend::BackendChoice;
 use crate::data::{DataSpec, ReadOptions, Rng};
-use crate::model::checkpoint::{atomic_write, read_state_dict, write_native, write_pytorch};
+use crate::model::checkpoint::{read_state_dict, write_native, write_pytorch};
 use crate::model::names::{count_params, named_params};
 use crate::model::pretrain::{MaeConfig, PointMae, load_pretrain};
 
@@ -97,16 +94,6 @@ impl PretrainConfig {
             ..Self::default()
         }
     }
-}
-
-/// What `--resume` needs besides the `last` checkpoint and the optimizer moments.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PretrainState {
-    pub epochs_done: usize,
-    pub optimizer_step: u64,
-    pub rng: Rng,
-    pub best_epoch: usize,
-    pub best_loss: f64,
 }
 
 /// One line of `metrics.jsonl`.
@@ -235,39 +222,10 @@ pub fn held_out_loss(
     Ok(sum / count.max(1) as f64)
 }
 
-fn send(events: &Option<Sender<TrainEvent>>, e: TrainEvent) {
-    if let Some(tx) = events {
-        let _ = tx.send(e);
-    }
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
-fn json_err(e: serde_json::Error) -> TrainError {
-    TrainError::Config(e.to_string())
-}
-
-fn write_config(rd: &RunDir, cfg: &PretrainConfig) -> Result<(), TrainError> {
-    let mut v = serde_json::to_value(cfg).map_err(json_err)?;
-    if let Some(o) = v.as_object_mut() {
-        o.insert("kind".into(), serde_json::json!(KIND));
-    }
-    let p = rd.path.join("config.json");
-    let text = serde_json::to_string_pretty(&v).map_err(json_err)?;
-    atomic_write(&p, text.as_bytes()).map_err(io_err(&p))
-}
-
 /// Reads a pre-training run's `config.json`, refusing a fine-tuning run's.
 pub fn read_config(dir: &Path) -> Result<PretrainConfig, TrainError> {
     let p = dir.join("config.json");
-    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
+    let v: serde_json::Value = read_json(&p)?;
     if v.get("kind").and_then(|k| k.as_str()) != Some(KIND) {
         return Err(TrainError::Config(format!(
             "{}: not a pre-training run (resume fine-tuning runs with `dapt train --resume`)",
@@ -275,22 +233,6 @@ pub fn read_config(dir: &Path) -> Result<PretrainConfig, TrainError> {
         )));
     }
     serde_json::from_value(v).map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))
-}
-
-fn state_path(rd: &RunDir) -> PathBuf {
-    rd.path.join("checkpoints/state.json")
-}
-
-fn append_metrics(rd: &RunDir, m: &PretrainMetrics) -> Result<(), TrainError> {
-    let p = rd.path.join("metrics.jsonl");
-    let line = serde_json::to_string(m).map_err(json_err)?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&p)
-        .map_err(io_err(&p))?;
-    writeln!(f, "{line}").map_err(io_err(&p))?;
-    f.sync_data().map_err(io_err(&p))
 }
 
 /// Metadata of every native checkpoint a pre-training run writes.
@@ -313,14 +255,18 @@ pub fn backbone_tensors(model: &PointMae) -> Vec<(String, crate::model::names::R
         .collect()
 }
 
+fn backbone_meta(model: &PointMae, epoch: usize) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "backbone",
+        "pretrain_model": model.config,
+        "epoch": epoch,
+        "source": KIND,
+    })
+}
+
 /// Writes the backbone as a native checkpoint `dapt train --init` accepts.
 pub fn export_backbone(model: &PointMae, path: &Path, epoch: usize) -> Result<u64, TrainError> {
-    let mut meta =
-        serde_json::json!({"kind": "backbone", "pretrain_model": model.config, "epoch": epoch});
-    if let Some(o) = meta.as_object_mut() {
-        o.insert("source".into(), serde_json::json!(KIND));
-    }
-    Ok(write_native(path, &backbone_tensors(model), &meta)?)
+    Ok(write_native(path, &backbone_tensors(model), &backbone_meta(model, epoch))?)
 }
 
 /// Writes the whole model in the official `pretrain.pth` layout.
@@ -340,260 +286,210 @@ pub fn load_checkpoint(
     Ok(load_pretrain(model, &dict)?.0)
 }
 
+/// Pre-training for the driver: the clouds (labels dropped).
+pub struct Pretrain {
+    cfg: PretrainConfig,
+    data: PretrainData,
+    device: Device,
+}
+
+impl Task for Pretrain {
+    type Config = PretrainConfig;
+    type Model = PointMae;
+    type Summary = PretrainSummary;
+    const KIND: &'static str = KIND;
+    const STATE_KEYS: (&'static str, Option<&'static str>) = ("best_loss", None);
+    const LOWER_IS_BETTER: bool = true;
+
+    fn recipe(cfg: &PretrainConfig) -> Recipe {
+        Recipe {
+            epochs: cfg.epochs,
+            warmup_epochs: cfg.warmup_epochs,
+            batch: cfg.batch,
+            optim: cfg.optim.clone(),
+            min_lr: cfg.min_lr,
+            warmup_lr_init: cfg.warmup_lr_init,
+            seed: cfg.seed,
+            backend: cfg.backend,
+            out: cfg.out.clone(),
+        }
+    }
+
+    fn validate(cfg: &mut PretrainConfig) -> Result<(), TrainError> {
+        Ok(cfg.model.validate()?)
+    }
+
+    fn read_config(run: &RunDir) -> Result<PretrainConfig, TrainError> {
+        read_config(&run.path)
+    }
+
+    fn write_config(&self, cfg: &PretrainConfig, run: &RunDir) -> Result<(), TrainError> {
+        let mut v = serde_json::to_value(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("kind".into(), serde_json::json!(KIND));
+        }
+        write_json(&run.config_path(), &v)
+    }
+
+    fn prepare(
+        cfg: &mut PretrainConfig,
+        device: &Device,
+        rng: &mut Rng,
+        _resuming: bool,
+    ) -> Result<(Self, PointMae, Vec<String>), TrainError> {
+        let data = prepare(cfg, rng)?;
+        let model = PointMae::new(&cfg.model, cfg.seed, device)?;
+        Ok((
+            Self {
+                cfg: cfg.clone(),
+                data,
+                device: device.clone(),
+            },
+            model,
+            Vec::new(),
+        ))
+    }
+
+    fn load_last(&self, _model: PointMae, path: &Path) -> Result<PointMae, TrainError> {
+        load_checkpoint(&self.cfg.model, path, &self.device)
+    }
+
+    fn param_counts(&self, model: &PointMae) -> (usize, usize) {
+        let (_, total) = count_params(&named_params(model), |_| true);
+        (total, total)
+    }
+
+    fn train_len(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn begin_epoch(&mut self) {}
+
+    fn step(
+        &mut self,
+        model: PointMae,
+        opt: &mut AdamW,
+        items: &[usize],
+        lr: f64,
+        rng: &mut Rng,
+        ad: &Device,
+    ) -> Result<(PointMae, f64, Option<f64>), TrainError> {
+        let clouds: Vec<&Vec<[f32; 3]>> = items.iter().map(|&i| &self.data.train[i]).collect();
+        let pts = pretrain_batch(&clouds, self.cfg.model.npoints, rng);
+        let (model, loss) = pretrain_step(model, opt, &pts, items.len(), lr, rng, ad)?;
+        Ok((model, loss, None))
+    }
+
+    fn train_metrics(&self, m: EpochMetrics) -> EpochMetrics {
+        m
+    }
+
+    fn evaluate(
+        &mut self,
+        model: &mut PointMae,
+        m: EpochMetrics,
+    ) -> Result<Option<EpochMetrics>, TrainError> {
+        if self.data.test.is_empty() {
+            return Ok(None);
+        }
+        let batch = self.cfg.batch.max(1).min(self.data.train.len());
+        let loss = held_out_loss(model, &self.data.test, batch, self.cfg.seed, &self.device)?;
+        Ok(Some(EpochMetrics { loss, ..m }))
+    }
+
+    fn score(&self, m: &EpochMetrics) -> Score {
+        Score {
+            primary: m.loss,
+            secondary: 0.0,
+        }
+    }
+
+    /// Pre-training has no accuracy: its lines hold the loss alone.
+    fn metrics_line(&self, m: &EpochMetrics) -> serde_json::Value {
+        serde_json::to_value(PretrainMetrics {
+            epoch: m.epoch,
+            split: m.split.clone(),
+            wall_secs: m.wall_secs,
+            lr: m.lr,
+            loss: m.loss,
+        })
+        .unwrap_or_default()
+    }
+
+    fn checkpoint(&self, model: &PointMae, epoch: usize) -> Result<CheckpointFile, TrainError> {
+        Ok(CheckpointFile {
+            tensors: model.official_tensors(),
+            meta: checkpoint_meta(&self.cfg, epoch),
+        })
+    }
+
+    fn published(
+        &self,
+        model: &PointMae,
+        best: &CheckpointFile,
+    ) -> Result<Option<(&'static str, CheckpointFile)>, TrainError> {
+        let epoch = best.meta.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0);
+        Ok(Some((
+            "backbone.safetensors",
+            CheckpointFile {
+                tensors: backbone_tensors(model),
+                meta: backbone_meta(model, epoch as usize),
+            },
+        )))
+    }
+
+    fn finish(&self, cfg: &PretrainConfig, o: Outcome) -> Result<PretrainSummary, TrainError> {
+        let rd = &o.run_dir;
+        let mut pth = None;
+        if o.epochs_done > 0 && rd.best_path().is_file() {
+            // the official-layout export of the best epoch
+            let best_model = load_checkpoint(&cfg.model, &rd.best_path(), &o.device)?;
+            let p = cfg
+                .export_pth
+                .clone()
+                .unwrap_or_else(|| rd.path.join("pretrain.pth"));
+            export_pth(&best_model, &p, o.best_epoch)?;
+            pth = Some(p);
+        }
+        let (last_train, last_test) = match &o.last {
+            Some(m) if m.split == "test" => (None, Some(m.loss)),
+            Some(m) => (Some(m.loss), None),
+            None => (None, None),
+        };
+        Ok(PretrainSummary {
+            run_dir: rd.path.clone(),
+            epochs_done: o.epochs_done,
+            best_epoch: o.best_epoch,
+            best_loss: o.best.primary,
+            last_train_loss: last_train.or_else(|| o.last.as_ref().and(self.last_train_loss(rd))),
+            last_test_loss: last_test,
+            stopped: o.stopped,
+            total_params: o.total_params,
+            backend: o.backend,
+            backbone: rd.path.join("backbone.safetensors"),
+            pth,
+        })
+    }
+}
+
+impl Pretrain {
+    /// The last training loss this session logged (the driver reports the held-out line).
+    fn last_train_loss(&self, rd: &RunDir) -> Option<f64> {
+        let text = std::fs::read_to_string(rd.metrics_path()).ok()?;
+        text.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<PretrainMetrics>(l).ok())
+            .find(|m| m.split == "train")
+            .map(|m| m.loss)
+    }
+}
+
 /// Runs (or resumes, when `resume` names a run directory) pre-training.
 pub fn run(
-    mut cfg: PretrainConfig,
+    cfg: PretrainConfig,
     resume: Option<&Path>,
     events: Option<Sender<TrainEvent>>,
     stop: std::sync::Arc<AtomicBool>,
 ) -> Result<PretrainSummary, TrainError> {
-    let result = run_inner(&mut cfg, resume, &events, &stop);
-    if let Err(e) = &result {
-        send(
-            &events,
-            TrainEvent::Failed {
-                message: e.to_string(),
-            },
-        );
-    }
-    result
-}
-
-#[allow(clippy::too_many_lines)]
-fn run_inner(
-    cfg: &mut PretrainConfig,
-    resume: Option<&Path>,
-    events: &Option<Sender<TrainEvent>>,
-    stop: &AtomicBool,
-) -> Result<PretrainSummary, TrainError> {
-    let (rd, state) = match resume {
-        Some(dir) => {
-            let rd = RunDir::open(dir)?;
-            *cfg = read_config(dir)?;
-            let p = state_path(&rd);
-            let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-            let st: PretrainState = serde_json::from_str(&text)
-                .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
-            (rd, Some(st))
-        }
-        None => {
-            cfg.model.validate()?;
-            (RunDir::create(&cfg.out)?, None)
-        }
-    };
-    let selected = backend::select(cfg.backend);
-    let device = selected.device.clone();
-    let mut rng = Rng::new(cfg.seed);
-    let data = prepare(cfg, &mut rng)?;
-    let mut model = PointMae::new(&cfg.model, cfg.seed, &device)?;
-    let mut opt = AdamW::new(cfg.optim.clone());
-    let mut start_epoch = 0;
-    let mut best = (0usize, f64::INFINITY);
-    if let Some(st) = &state {
-        model = load_checkpoint(&cfg.model, &rd.last_path(), &device)?;
-        let opt_dict = read_state_dict(&rd.optimizer_path())?;
-        opt.load_state(st.optimizer_step, &opt_dict.tensors, &device);
-        rng = st.rng.clone();
-        start_epoch = st.epochs_done;
-        best = (st.best_epoch, st.best_loss);
-    } else {
-        write_config(&rd, cfg)?;
-    }
-    let (_, total) = count_params(&named_params(&model), |_| true);
-    let npoints = cfg.model.npoints;
-    let batch = cfg.batch.max(1).min(data.train.len());
-    let steps_per_epoch = data.train.len() / batch; // drop_last, as the official loader
-    let schedule = CosineSchedule {
-        base_lr: cfg.optim.lr,
-        min_lr: cfg.min_lr,
-        warmup_lr_init: cfg.warmup_lr_init,
-        warmup_epochs: cfg.warmup_epochs,
-        t_initial: cfg.epochs.max(1),
-    };
-    send(
-        events,
-        TrainEvent::Started {
-            run_dir: rd.path.clone(),
-            backend: selected.description.clone(),
-            start_epoch,
-            total_epochs: cfg.epochs,
-            steps_per_epoch,
-            trainable_params: total,
-            total_params: total,
-        },
-    );
-    let ad = device.clone().autodiff();
-    let mut model = model.train();
-    let t0 = Instant::now();
-    let mut stopped = false;
-    let mut last_train = None;
-    let mut last_test = None;
-    let metrics_event = |epoch: usize, split: &str, lr: f64, loss: f64, wall: f64| {
-        // pre-training has no accuracy; the shared event carries the loss
-        TrainEvent::Metrics(EpochMetrics {
-            epoch,
-            split: split.into(),
-            wall_secs: wall,
-            lr,
-            loss,
-            overall_accuracy: 0.0,
-            mean_class_accuracy: 0.0,
-            instance_miou: None,
-            class_miou: None,
-        })
-    };
-    for epoch in start_epoch..cfg.epochs {
-        let lr = schedule.lr_for_epoch(epoch);
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        rng.shuffle(&mut order);
-        let mut loss_sum = 0.0;
-        for step in 0..steps_per_epoch {
-            if stop.load(Ordering::Relaxed) {
-                stopped = true;
-                break;
-            }
-            let step_start = Instant::now();
-            let clouds: Vec<&Vec<[f32; 3]>> = order[step * batch..(step + 1) * batch]
-                .iter()
-                .map(|&i| &data.train[i])
-                .collect();
-            let pts = pretrain_batch(&clouds, npoints, &mut rng);
-            let (m, loss_v) = pretrain_step(model, &mut opt, &pts, batch, lr, &mut rng, &ad)?;
-            model = m;
-            if !loss_v.is_finite() {
-                return Err(TrainError::Diverged {
-                    epoch,
-                    step,
-                    loss: loss_v,
-                });
-            }
-            loss_sum += loss_v;
-            send(
-                events,
-                TrainEvent::Step {
-                    epoch,
-                    step,
-                    steps_per_epoch,
-                    loss: loss_v,
-                    accuracy: None,
-                    lr,
-                    samples_per_sec: batch as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
-                },
-            );
-        }
-        if stopped {
-            send(events, TrainEvent::Stopped { epoch });
-            break;
-        }
-        let train_loss = loss_sum / steps_per_epoch.max(1) as f64;
-        let wall = t0.elapsed().as_secs_f64();
-        append_metrics(
-            &rd,
-            &PretrainMetrics {
-                epoch,
-                split: "train".into(),
-                wall_secs: wall,
-                lr,
-                loss: train_loss,
-            },
-        )?;
-        send(events, metrics_event(epoch, "train", lr, train_loss, wall));
-        last_train = Some(train_loss);
-        let mut valid = model.valid();
-        let score = if data.test.is_empty() {
-            train_loss
-        } else {
-            let l = held_out_loss(&mut valid, &data.test, batch, cfg.seed, &device)?;
-            let wall = t0.elapsed().as_secs_f64();
-            append_metrics(
-                &rd,
-                &PretrainMetrics {
-                    epoch,
-                    split: "test".into(),
-                    wall_secs: wall,
-                    lr,
-                    loss: l,
-                },
-            )?;
-            send(events, metrics_event(epoch, "test", lr, l, wall));
-            last_test = Some(l);
-            l
-        };
-        let meta = checkpoint_meta(cfg, epoch);
-        if score < best.1 {
-            best = (epoch, score);
-            let p = rd.best_path();
-            write_native(&p, &valid.official_tensors(), &meta)?;
-            export_backbone(&valid, &rd.path.join("backbone.safetensors"), epoch)?;
-            send(
-                events,
-                TrainEvent::CheckpointSaved {
-                    kind: CheckpointKind::Best,
-                    path: p,
-                },
-            );
-        }
-        // `last`, the optimizer and the RNG move together; state.json is written last so a
-        // crash in between resumes from the previous epoch's consistent state
-        let p = rd.last_path();
-        write_native(&p, &valid.official_tensors(), &meta)?;
-        rd.save_optimizer(&opt)?;
-        let st = PretrainState {
-            epochs_done: epoch + 1,
-            optimizer_step: opt.step,
-            rng: rng.clone(),
-            best_epoch: best.0,
-            best_loss: best.1,
-        };
-        let sp = state_path(&rd);
-        let text = serde_json::to_string_pretty(&st).map_err(json_err)?;
-        atomic_write(&sp, text.as_bytes()).map_err(io_err(&sp))?;
-        send(
-            events,
-            TrainEvent::CheckpointSaved {
-                kind: CheckpointKind::Last,
-                path: p,
-            },
-        );
-    }
-    let epochs_done = std::fs::read_to_string(state_path(&rd))
-        .ok()
-        .and_then(|t| serde_json::from_str::<PretrainState>(&t).ok())
-        .map(|s| s.epochs_done)
-        .unwrap_or(start_epoch);
-    let backbone = rd.path.join("backbone.safetensors");
-    let mut pth = None;
-    if epochs_done > 0 && rd.best_path().is_file() {
-        // the official-layout export of the best epoch
-        let best_model = load_checkpoint(&cfg.model, &rd.best_path(), &device)?;
-        let p = cfg
-            .export_pth
-            .clone()
-            .unwrap_or_else(|| rd.path.join("pretrain.pth"));
-        export_pth(&best_model, &p, best.0)?;
-        pth = Some(p);
-    }
-    if !stopped {
-        send(
-            events,
-            TrainEvent::Finished {
-                best_accuracy: 0.0,
-                best_epoch: best.0,
-                run_dir: rd.path.clone(),
-            },
-        );
-    }
-    Ok(PretrainSummary {
-        run_dir: rd.path.clone(),
-        epochs_done,
-        best_epoch: best.0,
-        best_loss: best.1,
-        last_train_loss: last_train,
-        last_test_loss: last_test,
-        stopped,
-        total_params: total,
-        backend: selected.description,
-        backbone,
-        pth,
-    })
+    super::driver::run::<Pretrain>(cfg, resume, events, &stop)
 }

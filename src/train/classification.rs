@@ -1,0 +1,522 @@
+//! Shape classification as a [`Task`] of the shared driver: the data set, the official
+//! training step (cross-entropy, clipping, AdamW), evaluation by overall and mean class
+//! accuracy, token-scale snapshots, and the adapter file of the best epoch.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use super::batch::{Item, pad_to, test_points, train_batch};
+use super::config::TrainConfig;
+use super::eval::{EvalResult, evaluate, scale_snapshot};
+use super::driver::{Outcome, Recipe, Score, Task};
+use super::events::{EpochMetrics, TrainEvent};
+use super::metrics::{Confusion, argmax};
+use super::optim::AdamW;
+use super::run_dir::{CheckpointFile, RunDir, write_json};
+use crate::data::{DataSpec, ReadOptions, Rng, ShortClass};
+use crate::model::Classifier;
+use crate::model::checkpoint::{LoadMode, load_into, read_state_dict};
+use crate::model::classifier::cross_entropy;
+use crate::model::layers::{ForwardCtx, host_vec};
+use crate::model::load::{ADAPTER_KIND, adapter_metadata, split_for_adapter};
+use crate::model::names::{RawTensor, Reader, Trainable, count_params, named_params};
+
+/// What a finished (or stopped) run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub run_dir: PathBuf,
+    pub epochs_done: usize,
+    pub best_epoch: usize,
+    pub best_overall_accuracy: f64,
+    pub best_mean_class_accuracy: f64,
+    pub last: Option<EpochMetrics>,
+    pub stopped: bool,
+    pub trainable_params: usize,
+    pub total_params: usize,
+    pub adapter_bytes: u64,
+    pub backend: String,
+}
+
+/// The loaded data set, ready for batching.
+pub struct Prepared {
+    pub class_names: Vec<String>,
+    pub train: Vec<Item>,
+    /// Test clouds after the official test-time sampling.
+    pub test: Vec<Item>,
+    pub normalize: bool,
+    pub padded: usize,
+    /// `--shots`: classes with fewer training shapes than asked for, used whole.
+    pub short_classes: Vec<ShortClass>,
+}
+
+/// Loads and samples a data set for `npoints`-point models.
+pub fn prepare_data(cfg: &TrainConfig, rng: &mut Rng) -> Result<Prepared, TrainError> {
+    let spec = DataSpec::parse(&cfg.data)?;
+    let mut ds = spec.open()?;
+    let short_classes = match cfg.shots {
+        Some(k) => ds
+            .keep_shots(k, cfg.seed)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", cfg.data)))?,
+        None => Vec::new(),
+    };
+    // The synthetic generator already normalises each cloud; recording `true` for it makes
+    // predictions on users' files (any scale, any offset) go through the same normalisation.
+    let synthetic = matches!(spec, DataSpec::Synthetic(_));
+    let normalize = cfg.normalize.unwrap_or(ds.normalize || synthetic);
+    // `Dataset::load` applies pc_normalize exactly when this flag is set
+    ds.normalize = normalize;
+    let opts = ReadOptions::default();
+    let npoints = cfg.model.npoints;
+    let mut padded = 0;
+    let mut load = |samples: &[crate::data::Sample], test: bool| -> Result<Vec<Item>, TrainError> {
+        let mut out = Vec::with_capacity(samples.len());
+        for s in samples {
+            let cloud = ds.load(s, &opts)?;
+            let mut pts = cloud.positions;
+            if pad_to(&mut pts, npoints, rng) {
+                padded += 1;
+            }
+            let pts = if test {
+                test_points(&pts, npoints)
+            } else {
+                pts
+            };
+            out.push(Item {
+                points: pts,
+                label: s.label,
+            });
+        }
+        Ok(out)
+    };
+    let train = load(&ds.train, false)?;
+    let test = load(&ds.test, true)?;
+    if train.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{}: the training split is empty",
+            cfg.data
+        )));
+    }
+    Ok(Prepared {
+        class_names: ds.class_names.clone(),
+        train,
+        test,
+        normalize,
+        padded,
+        short_classes,
+    })
+}
+
+/// The test split as stored (normalised, padded), for protocols that sample themselves.
+pub fn prepare_raw_test(cfg: &TrainConfig, rng: &mut Rng) -> Result<Vec<Item>, TrainError> {
+    let spec = DataSpec::parse(&cfg.data)?;
+    let mut ds = spec.open()?;
+    ds.normalize = cfg.normalize.unwrap_or(ds.normalize);
+    let mut out = Vec::new();
+    for s in &ds.test {
+        let cloud = ds.load(s, &ReadOptions::default())?;
+        let mut pts = cloud.positions;
+        pad_to(&mut pts, cfg.model.npoints, rng);
+        out.push(Item {
+            points: pts,
+            label: s.label,
+        });
+    }
+    Ok(out)
+}
+
+/// Builds the model for `cfg` on `device`, loading `init` as a backbone, with the mode's
+/// trainable set.
+pub fn build_model(cfg: &TrainConfig, device: &Device) -> Result<Classifier, TrainError> {
+    build_model_reporting(cfg, device).map(|(m, _)| m)
+}
+
+/// [`build_model`], also describing what loading the backbone did.
+pub fn build_model_reporting(
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<(Classifier, Option<String>), TrainError> {
+    let mut mcfg = cfg.model.clone();
+    mcfg.kind = cfg.mode.model_kind();
+    // initialised from the host Rng: burn's device RNG is process-wide, so concurrent runs
+    // (parallel tests, the app) would otherwise perturb each other's initialisation
+    let mut model = crate::model::init::host_init(Classifier::new(&mcfg, device)?, cfg.seed);
+    let mut note = None;
+    if let Some(init) = &cfg.init {
+        let dict = read_state_dict(init)?;
+        let (m, r) = load_into(model, &dict, LoadMode::Backbone)?;
+        model = m;
+        let list = |v: &[String]| {
+            let mut s = v.iter().take(6).cloned().collect::<Vec<_>>().join(", ");
+            if v.len() > 6 {
+                s.push_str(&format!(", ... ({} in all)", v.len()));
+            }
+            s
+        };
+        note = Some(format!(
+            "backbone {}: {} tensors loaded; left at their initialisation: {}; ignored: {}",
+            init.display(),
+            r.applied.len(),
+            if r.missing.is_empty() {
+                "none".into()
+            } else {
+                list(&r.missing)
+            },
+            if r.unexpected.is_empty() {
+                "none".into()
+            } else {
+                list(&r.unexpected)
+            },
+        ));
+    }
+    if cfg.init.is_none() {
+        // measured on the furniture benchmark: the first BatchNorm's running variance goes
+        // from 1 to ~0.003, so eval-mode features are ~20x too small until 0.9^steps < 0.003
+        note = Some(
+            "no --init: the backbone starts from random weights (and with --mode dapt or linear \
+             stays random). Held-out accuracy can sit at one class for the first ~60 optimisation \
+             steps while the patch encoder's BatchNorm running variances (initialised to 1, \
+             momentum 0.1) settle to the data's; a pre-trained backbone brings its own."
+                .into(),
+        );
+    }
+    let mode = cfg.mode;
+    Ok((
+        model.map(&mut Trainable::new(move |n: &str| mode.trainable(n))),
+        note,
+    ))
+}
+
+
+/// Metadata stored in every native checkpoint of a classification run.
+pub fn checkpoint_meta(cfg: &TrainConfig, class_names: &[String], epoch: usize) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "classifier",
+        "model": cfg.model,
+        "mode": cfg.mode,
+        "class_names": class_names,
+        "normalize": cfg.normalize.unwrap_or(false),
+        "epoch": epoch,
+        "init": cfg.init,
+    })
+}
+
+/// The model's tensors by official name.
+pub fn model_tensors(model: &Classifier) -> Vec<(String, RawTensor)> {
+    let mut r = Reader::new();
+    Module::visit(model, &mut r);
+    r.out
+}
+
+/// The adapter file of the model `meta` describes: the trained tensors, the BatchNorm
+/// buffers (which drift in train mode) and whatever a backbone file has no tensor for, with
+/// the content hash of the frozen backbone tensors so `dapt predict --backbone B --adapter A`
+/// can check B is the backbone it was trained on (`model::load`).
+pub fn adapter_file(model: &Classifier, cfg: &TrainConfig, meta: &serde_json::Value) -> CheckpointFile {
+    let mode = cfg.mode;
+    let split = split_for_adapter(model_tensors(model), |n| mode.trainable(n));
+    let mut meta = adapter_metadata(meta, ADAPTER_KIND, &split, cfg.init.as_deref());
+    if let Some(o) = meta.as_object_mut() {
+        o.insert("task".into(), serde_json::json!("classification"));
+        o.insert("seed".into(), serde_json::json!(cfg.seed));
+    }
+    CheckpointFile {
+        tensors: split.tensors,
+        meta,
+    }
+}
+
+/// One optimisation step of the real training path (also what `dapt bench` times):
+/// forward in training mode on the autodiff device, cross-entropy, backward, clip, AdamW.
+/// Returns the updated model, the loss and the batch logits. A non-finite loss leaves the
+/// model untouched.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    mut model: Classifier,
+    opt: &mut AdamW,
+    points: &[[f32; 3]],
+    labels: &[usize],
+    npoints: usize,
+    lr: f64,
+    rng: &mut Rng,
+    ad: &Device,
+) -> Result<(Classifier, f64, Vec<f32>), TrainError> {
+    let b = labels.len();
+    let mut ctx = ForwardCtx::train(rng);
+    let (out, _) = model.forward_points(points, b, npoints, ad, &mut ctx)?;
+    let logits_host = host_vec(out.logits.clone());
+    let loss = cross_entropy(out.logits, labels);
+    let loss_v = loss.clone().into_scalar::<f32>() as f64;
+    if !loss_v.is_finite() {
+        return Ok((model, loss_v, logits_host));
+    }
+    let grads = loss.backward();
+    let (model, _norm) = opt.step(model, &grads, lr);
+    Ok((model, loss_v, logits_host))
+}
+
+/// Classification for the driver: the prepared data, the epoch's running confusion matrix.
+pub struct Classification {
+    cfg: TrainConfig,
+    data: Prepared,
+    conf: Confusion,
+    device: Device,
+}
+
+impl Task for Classification {
+    type Config = TrainConfig;
+    type Model = Classifier;
+    type Summary = RunSummary;
+    const KIND: &'static str = "classification";
+    const STATE_KEYS: (&'static str, Option<&'static str>) =
+        ("best_overall_accuracy", Some("best_mean_class_accuracy"));
+
+    fn recipe(cfg: &TrainConfig) -> Recipe {
+        Recipe {
+            epochs: cfg.epochs,
+            warmup_epochs: cfg.warmup_epochs,
+            batch: cfg.batch,
+            optim: cfg.optim.clone(),
+            min_lr: cfg.min_lr,
+            warmup_lr_init: cfg.warmup_lr_init,
+            seed: cfg.seed,
+            backend: cfg.backend,
+            out: cfg.out.clone(),
+        }
+    }
+
+    fn validate(cfg: &mut TrainConfig) -> Result<(), TrainError> {
+        cfg.model.kind = cfg.mode.model_kind();
+        Ok(cfg.model.validate()?)
+    }
+
+    fn read_config(run: &RunDir) -> Result<TrainConfig, TrainError> {
+        let v = run.read_config_value(Self::KIND)?;
+        serde_json::from_value(v)
+            .map_err(|e| TrainError::Config(format!("{}: {e}", run.config_path().display())))
+    }
+
+    fn write_config(&self, cfg: &TrainConfig, run: &RunDir) -> Result<(), TrainError> {
+        let mut v = serde_json::to_value(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("class_names".into(), serde_json::json!(self.data.class_names));
+        }
+        write_json(&run.config_path(), &v)
+    }
+
+    fn prepare(
+        cfg: &mut TrainConfig,
+        device: &Device,
+        rng: &mut Rng,
+        resuming: bool,
+    ) -> Result<(Self, Classifier, Vec<String>), TrainError> {
+        let data = prepare_data(cfg, rng)?;
+        if data.class_names.len() != cfg.model.cls_dim {
+            if resuming {
+                return Err(TrainError::Config(format!(
+                    "{}: the data set has {} classes, the run's model {}",
+                    cfg.data,
+                    data.class_names.len(),
+                    cfg.model.cls_dim
+                )));
+            }
+            cfg.model.cls_dim = data.class_names.len();
+        }
+        if cfg.normalize.is_none() {
+            cfg.normalize = Some(data.normalize);
+        }
+        let mut notes = Vec::new();
+        if let (Some(k), false) = (cfg.shots, data.short_classes.is_empty()) {
+            let list: Vec<String> = data
+                .short_classes
+                .iter()
+                .map(|c| format!("{} ({})", c.name, c.shapes))
+                .collect();
+            notes.push(format!(
+                "--shots {k}: {} class(es) have fewer training shapes and are used whole: {}",
+                list.len(),
+                list.join(", ")
+            ));
+        }
+        let (model, note) = build_model_reporting(cfg, device)?;
+        // what loading the backbone did was said when the run started
+        notes.extend(note.filter(|_| !resuming));
+        let conf = Confusion::new(cfg.model.cls_dim);
+        Ok((
+            Self {
+                cfg: cfg.clone(),
+                data,
+                conf,
+                device: device.clone(),
+            },
+            model,
+            notes,
+        ))
+    }
+
+    fn load_last(&self, model: Classifier, path: &Path) -> Result<Classifier, TrainError> {
+        let dict = read_state_dict(path)?;
+        let (m, _) = load_into(model, &dict, LoadMode::Strict)?;
+        let mode = self.cfg.mode;
+        Ok(m.map(&mut Trainable::new(move |n: &str| mode.trainable(n))))
+    }
+
+    fn param_counts(&self, model: &Classifier) -> (usize, usize) {
+        let mode = self.cfg.mode;
+        count_params(&named_params(model), |n| mode.trainable(n))
+    }
+
+    fn train_len(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn begin_epoch(&mut self) {
+        self.conf = Confusion::new(self.cfg.model.cls_dim);
+    }
+
+    fn step(
+        &mut self,
+        model: Classifier,
+        opt: &mut AdamW,
+        items: &[usize],
+        lr: f64,
+        rng: &mut Rng,
+        ad: &Device,
+    ) -> Result<(Classifier, f64, Option<f64>), TrainError> {
+        let npoints = self.cfg.model.npoints;
+        let point_all = self.cfg.point_all_for(npoints);
+        let batch: Vec<&Item> = items.iter().map(|&i| &self.data.train[i]).collect();
+        let (pts, labels) = train_batch(&batch, npoints, point_all, true, rng);
+        let (model, loss, logits) = train_step(model, opt, &pts, &labels, npoints, lr, rng, ad)?;
+        let k = self.cfg.model.cls_dim;
+        if loss.is_finite() {
+            for (i, &l) in labels.iter().enumerate() {
+                self.conf.add(l, argmax(&logits[i * k..(i + 1) * k]));
+            }
+        }
+        Ok((model, loss, Some(self.conf.overall_accuracy())))
+    }
+
+    fn after_step(
+        &mut self,
+        model: &Classifier,
+        epoch: usize,
+        step: usize,
+        global: usize,
+    ) -> Option<TrainEvent> {
+        let every = self.cfg.snapshot_every;
+        if every == 0 || global % every != 0 {
+            return None;
+        }
+        let first = self.data.test.first()?;
+        let mut valid = model.valid();
+        let snapshot = scale_snapshot(&mut valid, &first.points, &self.device).ok()?;
+        Some(TrainEvent::TokenScales {
+            epoch,
+            step,
+            snapshot,
+        })
+    }
+
+    fn train_metrics(&self, m: EpochMetrics) -> EpochMetrics {
+        EpochMetrics {
+            overall_accuracy: self.conf.overall_accuracy(),
+            mean_class_accuracy: self.conf.mean_class_accuracy(),
+            ..m
+        }
+    }
+
+    fn evaluate(
+        &mut self,
+        model: &mut Classifier,
+        m: EpochMetrics,
+    ) -> Result<Option<EpochMetrics>, TrainError> {
+        if self.data.test.is_empty() {
+            return Ok(None);
+        }
+        let r: EvalResult = evaluate(model, &self.data.test, self.cfg.val_batch, &self.device)?;
+        Ok(Some(EpochMetrics {
+            loss: r.loss,
+            overall_accuracy: r.confusion.overall_accuracy(),
+            mean_class_accuracy: r.confusion.mean_class_accuracy(),
+            ..m
+        }))
+    }
+
+    fn after_eval(
+        &mut self,
+        model: &mut Classifier,
+        epoch: usize,
+        steps: usize,
+    ) -> Option<TrainEvent> {
+        if self.cfg.snapshot_every != 0 {
+            return None;
+        }
+        let first = self.data.test.first()?;
+        let snapshot = scale_snapshot(model, &first.points, &self.device).ok()?;
+        Some(TrainEvent::TokenScales {
+            epoch,
+            step: steps,
+            snapshot,
+        })
+    }
+
+    fn score(&self, m: &EpochMetrics) -> Score {
+        Score {
+            primary: m.overall_accuracy,
+            secondary: m.mean_class_accuracy,
+        }
+    }
+
+    fn checkpoint(&self, model: &Classifier, epoch: usize) -> Result<CheckpointFile, TrainError> {
+        Ok(CheckpointFile {
+            tensors: model_tensors(model),
+            meta: checkpoint_meta(&self.cfg, &self.data.class_names, epoch),
+        })
+    }
+
+    fn published(
+        &self,
+        model: &Classifier,
+        best: &CheckpointFile,
+    ) -> Result<Option<(&'static str, CheckpointFile)>, TrainError> {
+        // the adapter is the best model's, so backbone + adapter = best.safetensors
+        Ok(Some((
+            "adapter.safetensors",
+            adapter_file(model, &self.cfg, &best.meta),
+        )))
+    }
+
+    fn finish(&self, _cfg: &TrainConfig, o: Outcome) -> Result<RunSummary, TrainError> {
+        let adapter_bytes = std::fs::metadata(o.run_dir.adapter_path()).map_or(0, |m| m.len());
+        Ok(RunSummary {
+            run_dir: o.run_dir.path.clone(),
+            epochs_done: o.epochs_done,
+            best_epoch: o.best_epoch,
+            best_overall_accuracy: o.best.primary,
+            best_mean_class_accuracy: o.best.secondary,
+            last: o.last,
+            stopped: o.stopped,
+            trainable_params: o.trainable_params,
+            total_params: o.total_params,
+            adapter_bytes,
+            backend: o.backend,
+        })
+    }
+}
+
+/// Runs (or resumes) classification training. `resume` names an existing run directory.
+pub fn run(
+    cfg: TrainConfig,
+    resume: Option<&Path>,
+    events: Option<Sender<TrainEvent>>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, TrainError> {
+    super::driver::run::<Classification>(cfg, resume, events, &stop)
+}
