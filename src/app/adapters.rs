@@ -198,14 +198,16 @@ impl Default for AdapterPanel {
     }
 }
 
-fn spawn<T: Send + 'static>(name: &str, job: impl FnOnce() -> T + Send + 'static) -> Receiver<T> {
+/// Runs `job` on a worker; a panic in it arrives as its error.
+fn spawn<T: Send + 'static>(
+    name: &str,
+    job: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Receiver<Result<T, String>> {
     let (tx, rx) = channel();
     // a failed spawn drops `tx`: the receiver reports Disconnected and the poll says so
-    let _ = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let _ = tx.send(job());
-        });
+    let _ = super::worker::spawn(name, job, move |r| {
+        let _ = tx.send(r.and_then(|r| r));
+    });
     rx
 }
 
@@ -533,5 +535,23 @@ impl AdapterPanel {
             Some((PickFor::Adapter, p)) => self.open_adapter(p),
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_panicking_read_arrives_as_its_error() {
+        let rx = spawn("dapt-adapter", || -> Result<(), String> {
+            panic!("bad tensor")
+        });
+        let r = rx.recv_timeout(Duration::from_secs(10));
+        assert_eq!(
+            r,
+            Ok(Err("internal error in dapt-adapter: bad tensor".into()))
+        );
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 
+use super::worker;
 use crate::data::{DataSpec, Dataset, PointCloud, ReadOptions};
 
 #[derive(Default)]
@@ -44,14 +45,17 @@ impl DatasetBrowser {
             text
         };
         let (tx, rx) = channel();
-        let spawned = std::thread::Builder::new()
-            .name("dapt-dataset".into())
-            .spawn(move || {
-                let r = DataSpec::parse(&text)
+        let spawned = worker::spawn(
+            "dapt-dataset",
+            move || {
+                DataSpec::parse(&text)
                     .and_then(|s| s.open())
-                    .map_err(|e| e.to_string());
-                let _ = tx.send(r);
-            });
+                    .map_err(|e| e.to_string())
+            },
+            move |r| {
+                let _ = tx.send(r.and_then(|r| r));
+            },
+        );
         match spawned {
             Ok(_) => {
                 self.opening = Some(rx);
@@ -72,30 +76,31 @@ impl DatasetBrowser {
         };
         let test = self.test_split;
         let (tx, rx) = channel();
-        let spawned = std::thread::Builder::new()
-            .name("dapt-sample".into())
-            .spawn(move || {
-                let split = if test { &ds.test } else { &ds.train };
-                let r = split
-                    .get(i)
-                    .ok_or_else(|| "no such sample".to_string())
-                    .and_then(|s| {
-                        let mut cloud = ds
-                            .load(s, &ReadOptions::default())
-                            .map_err(|e| e.to_string())?;
-                        cloud.class_label = Some(s.label);
-                        let class = ds.class_names.get(s.label).cloned().unwrap_or_default();
-                        let name = format!(
-                            "{} {} #{i} ({class})",
-                            ds.name,
-                            if test { "test" } else { "train" }
-                        );
-                        Ok((name, cloud))
-                    });
-                let _ = tx.send(r);
-            });
-        if let Ok(()) = spawned.map(|_| ()) {
-            self.loading = Some(rx);
+        let job = move || {
+            let split = if test { &ds.test } else { &ds.train };
+            split
+                .get(i)
+                .ok_or_else(|| "no such sample".to_string())
+                .and_then(|s| {
+                    let mut cloud = ds
+                        .load(s, &ReadOptions::default())
+                        .map_err(|e| e.to_string())?;
+                    cloud.class_label = Some(s.label);
+                    let class = ds.class_names.get(s.label).cloned().unwrap_or_default();
+                    let name = format!(
+                        "{} {} #{i} ({class})",
+                        ds.name,
+                        if test { "test" } else { "train" }
+                    );
+                    Ok((name, cloud))
+                })
+        };
+        let spawned = worker::spawn("dapt-sample", job, move |r| {
+            let _ = tx.send(r.and_then(|r| r));
+        });
+        match spawned {
+            Ok(()) => self.loading = Some(rx),
+            Err(e) => self.error = Some(format!("cannot start a loader thread: {e}")),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod scene;
 mod screenshot;
 pub mod training;
 mod view3d;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -202,7 +203,8 @@ enum JobOutput {
 struct BackgroundJob {
     /// What is shown while it runs, e.g. "loading best.safetensors".
     label: String,
-    rx: Receiver<JobOutput>,
+    /// The job's output, or the message of its panic.
+    rx: Receiver<Result<JobOutput, String>>,
 }
 
 /// (scales generation, cloud, its positions, its scales) of the latest training snapshot.
@@ -379,12 +381,14 @@ impl StudioApp {
             return AnalysisState::None;
         };
         let (a, c, tx) = (a.clone(), cloud.clone(), self.analysis_tx.clone());
-        let spawned = std::thread::Builder::new()
-            .name("dapt-analyze".into())
-            .spawn(move || {
-                let result = a.analyze(&c);
-                let _ = tx.send((id, result));
-            });
+        // a panicking analyzer fails this cloud's analysis like an error it returned
+        let spawned = worker::spawn(
+            "dapt-analyze",
+            move || a.analyze(&c),
+            move |result| {
+                let _ = tx.send((id, result.and_then(|r| r)));
+            },
+        );
         match spawned {
             Ok(_) => AnalysisState::Pending,
             Err(e) => AnalysisState::Failed(format!("could not start analysis: {e}")),
@@ -401,11 +405,9 @@ impl StudioApp {
             return;
         }
         let (tx, rx) = channel();
-        let spawned = std::thread::Builder::new()
-            .name("dapt-job".into())
-            .spawn(move || {
-                let _ = tx.send(job());
-            });
+        let spawned = worker::spawn("dapt-job", job, move |output| {
+            let _ = tx.send(output);
+        });
         match spawned {
             Ok(_) => self.background = Some(BackgroundJob { label, rx }),
             Err(e) => self.messages.push(format!("could not start {label}: {e}")),
@@ -440,6 +442,15 @@ impl StudioApp {
         });
     }
 
+    /// A background job that panics with `message`, as a bug in a loader would: the only way
+    /// for a test to reach the panic path of [`Self::load_model`]'s worker.
+    #[doc(hidden)]
+    pub fn spawn_panicking_job(&mut self, label: &str, message: &'static str) {
+        self.spawn_job(label.to_string(), move || -> JobOutput {
+            panic!("{message}")
+        });
+    }
+
     /// True while a background job (model load, reconstruction) runs.
     pub fn background_busy(&self) -> bool {
         self.background.is_some()
@@ -450,7 +461,13 @@ impl StudioApp {
             return;
         };
         let output = match job.rx.try_recv() {
-            Ok(o) => o,
+            Ok(Ok(o)) => o,
+            Ok(Err(panic)) => {
+                let label = job.label.clone();
+                self.background = None;
+                self.messages.push(format!("{label} failed: {panic}"));
+                return;
+            }
             Err(std::sync::mpsc::TryRecvError::Empty) => return,
             Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                 let label = job.label.clone();

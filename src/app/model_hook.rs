@@ -3,7 +3,6 @@
 //! becomes a [`TrainingLauncher`] for the run panel.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::Device;
@@ -299,7 +298,7 @@ impl TrainingLauncher for EngineLauncher {
             "linear" => Mode::Linear,
             other => return Err(format!("unknown mode {other:?} (dapt, full or linear)")),
         };
-        let demo = crate::cli::train::demo_config();
+        let demo = crate::train::TrainConfig::demo();
         let data = if s.data.trim().is_empty() {
             "synthetic".to_string()
         } else {
@@ -320,16 +319,9 @@ impl TrainingLauncher for EngineLauncher {
         cfg.optim.lr = s.lr;
         cfg.warmup_epochs = cfg.warmup_epochs.min(cfg.epochs / 2);
         let resume = s.resume.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        std::thread::Builder::new()
-            .name("dapt-train".into())
-            .spawn(move || {
-                // errors arrive as TrainEvent::Failed; the summary is in the run directory
-                let _ = crate::train::run(cfg, resume.as_deref(), Some(tx), stop2);
-            })
-            .map_err(|e| format!("cannot start the training thread: {e}"))?;
-        Ok(TrainingHandle { events: rx, stop })
+        super::training::spawn_training(move |tx, stop| {
+            // errors arrive as TrainEvent::Failed; the summary is in the run directory
+            let _ = crate::train::run(cfg, resume.as_deref(), Some(tx), stop);
+        })
     }
 }

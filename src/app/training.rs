@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use egui_plot::{Legend, Line, Plot};
@@ -61,6 +61,28 @@ pub struct TrainingHandle {
 /// Starts training runs; provided by the training engine.
 pub trait TrainingLauncher: Send + Sync {
     fn start(&self, settings: &RunSettings) -> Result<TrainingHandle, String>;
+}
+
+/// Runs `job` on the `dapt-train` thread with the run's event sender and stop flag. A panic
+/// in it arrives as [`TrainEvent::Failed`] with the panic's message, so the panel shows the
+/// run as failed with it instead of "ended unexpectedly".
+pub fn spawn_training(
+    job: impl FnOnce(Sender<TrainEvent>, Arc<AtomicBool>) + Send + 'static,
+) -> Result<TrainingHandle, String> {
+    let (tx, events) = channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (on_panic, stop_flag) = (tx.clone(), stop.clone());
+    super::worker::spawn(
+        "dapt-train",
+        move || job(tx, stop_flag),
+        move |r| {
+            if let Err(message) = r {
+                let _ = on_panic.send(TrainEvent::Failed { message });
+            }
+        },
+    )
+    .map_err(|e| format!("cannot start the training thread: {e}"))?;
+    Ok(TrainingHandle { events, stop })
 }
 
 #[derive(Clone, Debug, PartialEq)]
