@@ -13,12 +13,11 @@
 //! down by the cross-entropy like any wrong class.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use super::PointCloud;
-use super::dataset::{Dataset, Sample, SampleSource};
+use super::dataset::{Dataset, Sample, memory_sample, pickled_xyz, read_shape_names};
 use super::error::{DataError, Result};
-use super::pickle::{DtypeKind, Value, read_pickle};
+use super::pickle::{Value, read_pickle};
 
 /// The head size of the official few-shot config (`cls_dim: 40`, whatever the way count).
 pub const FEWSHOT_HEAD_CLASSES: usize = 40;
@@ -157,14 +156,7 @@ fn shape_names_near(fold: &Path) -> Option<Vec<String>> {
         up.map(|u| u.join("modelnet40_normal_resampled").join(file)),
     ];
     let path = candidates.into_iter().flatten().find(|p| p.is_file())?;
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect(),
-    )
+    read_shape_names(&path).ok()
 }
 
 /// One `(points, label, name)` entry: the xyz cloud, the fold label and what names it.
@@ -185,28 +177,7 @@ fn entry(
             items.len()
         )));
     }
-    let a = items[0].as_array().ok_or_else(|| {
-        bad(format!(
-            "{what}: expected a NumPy array of points, found a {}",
-            items[0].type_name()
-        ))
-    })?;
-    if a.dtype.kind != DtypeKind::Float || a.shape.len() != 2 || a.shape[1] < 3 || a.shape[0] == 0 {
-        return Err(bad(format!(
-            "{what}: points are a {:?} array of {}, expected (N, 6) float32",
-            a.shape,
-            a.dtype.name()
-        )));
-    }
-    let cols = a.shape[1];
-    let positions: Vec<[f32; 3]> = a
-        .to_f32_vec()
-        .chunks_exact(cols)
-        .map(|r| [r[0], r[1], r[2]])
-        .collect();
-    if positions.iter().flatten().any(|x| !x.is_finite()) {
-        return Err(bad(format!("{what}: a coordinate is not finite")));
-    }
+    let positions = pickled_xyz(&items[0], what, bad)?;
     let raw = items[1].as_int().ok_or_else(|| {
         bad(format!(
             "{what}: expected an integer label, found a {}",
@@ -299,10 +270,7 @@ pub fn open_fold(file: &Path) -> Result<Dataset> {
             .map(|(mut cloud, label, _)| {
                 cloud.class_label = Some(label);
                 cloud.source = Some(file.to_path_buf());
-                Sample {
-                    source: SampleSource::Memory(Arc::new(cloud)),
-                    label,
-                }
+                memory_sample(cloud)
             })
             .collect()
     };

@@ -13,8 +13,7 @@
 //! values are not all integers is kept as a scalar field instead of failing the file.
 //! List properties and unknown elements are read past and ignored.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 use super::cloud::ScalarField;
@@ -586,8 +585,8 @@ pub fn parse_ply(bytes: &[u8], path: &Path, opts: &ReadOptions) -> Result<PointC
 
 /// Writes `cloud` as PLY (binary little endian or ascii): x y z as float, normals as
 /// float, colours as uchar, per-point labels as int, each scalar field as
-/// `float scalar_<name>` (the reader strips the prefix again). The file appears atomically:
-/// it is written to `path.tmp`, synced, then renamed.
+/// `float scalar_<name>` (the reader strips the prefix again). The file appears atomically
+/// (`atomic_file::write_with`).
 pub fn write_ply(path: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
     cloud.validate().map_err(|m| DataError::format(path, m))?;
     // a PLY header is whitespace-separated text: such a name would corrupt it
@@ -604,22 +603,11 @@ pub fn write_ply(path: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
             ),
         ));
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let result = write_ply_to(&tmp, cloud, binary)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e)));
-    if result.is_err() {
-        // best effort: a stale temp file is harmless, so its removal error is not reported
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write_with(path, |w| write_ply_to(w, cloud, binary))
+        .map_err(|e| DataError::io(path, e))
 }
 
-fn write_ply_to(tmp: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
-    let io = |e| DataError::io(tmp, e);
-    let file = File::create(tmp).map_err(io)?;
-    let mut w = BufWriter::new(file);
+fn write_ply_to(w: &mut impl Write, cloud: &PointCloud, binary: bool) -> std::io::Result<()> {
     let mut h = String::from("ply\n");
     h += if binary {
         "format binary_little_endian 1.0\n"
@@ -642,7 +630,7 @@ fn write_ply_to(tmp: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
         h += &format!("property float scalar_{}\n", f.name);
     }
     h += "end_header\n";
-    w.write_all(h.as_bytes()).map_err(io)?;
+    w.write_all(h.as_bytes())?;
     let to_u8 = |c: f32| (c.clamp(0.0, 1.0) * 255.0).round() as u8;
     for i in 0..cloud.len() {
         let mut floats: Vec<f32> = cloud.positions[i].to_vec();
@@ -656,16 +644,16 @@ fn write_ply_to(tmp: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
             .map(|l| l[i].clamp(i32::MIN as i64, i32::MAX as i64) as i32);
         if binary {
             for f in &floats {
-                w.write_all(&f.to_le_bytes()).map_err(io)?;
+                w.write_all(&f.to_le_bytes())?;
             }
             if let Some(c) = color {
-                w.write_all(&c).map_err(io)?;
+                w.write_all(&c)?;
             }
             if let Some(l) = label {
-                w.write_all(&l.to_le_bytes()).map_err(io)?;
+                w.write_all(&l.to_le_bytes())?;
             }
             for f in &cloud.scalars {
-                w.write_all(&f.values[i].to_le_bytes()).map_err(io)?;
+                w.write_all(&f.values[i].to_le_bytes())?;
             }
         } else {
             let mut line: Vec<String> = floats.iter().map(|f| format!("{f}")).collect();
@@ -677,11 +665,9 @@ fn write_ply_to(tmp: &Path, cloud: &PointCloud, binary: bool) -> Result<()> {
             }
             // `{}` of an f32 is its shortest exact representation: the text round-trips
             line.extend(cloud.scalars.iter().map(|f| format!("{}", f.values[i])));
-            writeln!(w, "{}", line.join(" ")).map_err(io)?;
+            writeln!(w, "{}", line.join(" "))?;
         }
     }
-    w.flush().map_err(io)?;
-    w.get_ref().sync_all().map_err(io)?;
     Ok(())
 }
 
