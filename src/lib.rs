@@ -1,7 +1,7 @@
 //! DAPT Studio: DAPT (Dynamic Adapter meets Prompt Tuning, CVPR 2024) fine-tuning of
 //! pretrained Point-MAE point-cloud transformers, on wgpu GPUs and on the CPU.
 //!
-//! Layers (dependencies point down only): `cli`/`app` → `train` → `model` → `gpu` → `data`.
+//! Layers (dependencies point down only): `cli`/`app` → `train` → `infer` → `model` → `gpu` → `data`.
 //! `render` is the standalone wgpu point renderer used by `app`.
 
 pub mod app;
@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod gpu;
+pub mod infer;
 pub mod model;
 pub mod render;
 pub mod train;

@@ -1,28 +1,15 @@
 //! `dapt eval`: accuracy, mean class accuracy, per-class accuracy and confusion matrix of a
 //! checkpoint on a data set's test split; optional ModelNet40 voting.
 
-use std::path::PathBuf;
-
-use crate::backend::{BackendChoice, select};
 use crate::data::Rng;
 use crate::train::TrainConfig;
 use crate::train::eval::{evaluate, evaluate_vote};
+use crate::train::partseg::{evaluate_seg, prepare_seg_test};
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// `classification` (default) or `partseg`.
-    #[arg(long, value_enum, default_value_t = super::train::CliTask::Classification)]
-    pub task: super::train::CliTask,
-    #[arg(long, required_unless_present = "adapter", conflicts_with_all = ["backbone", "adapter"])]
-    pub checkpoint: Option<PathBuf>,
-    #[arg(long, conflicts_with = "adapter")]
-    pub config: Option<PathBuf>,
-    /// Point-MAE backbone to apply `--adapter` on (as `dapt predict --backbone`).
-    #[arg(long, requires = "adapter")]
-    pub backbone: Option<PathBuf>,
-    /// A run's `adapter.safetensors`, applied on top of `--backbone`.
-    #[arg(long, requires = "backbone")]
-    pub adapter: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::args::ModelArgs,
     #[arg(long, default_value = "synthetic")]
     pub data: String,
     /// Voting with N views per cloud (ModelNet40 protocol; `--vote` alone: the official 10);
@@ -37,28 +24,14 @@ pub struct EvalArgs {
     pub vote_batch: usize,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
-    #[arg(long)]
-    pub json: bool,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if args.task == super::train::CliTask::Partseg {
-        return super::partseg::eval(&args);
+    if args.model.task == super::args::CliTask::Partseg {
+        return eval_partseg(&args);
     }
-    let selected = select(args.backend);
-    if !args.json {
-        eprintln!("backend: {}", selected.description);
-    }
-    let device = selected.device;
-    let mut loaded = super::predict::load_model(
-        args.checkpoint.as_deref(),
-        args.config.as_deref(),
-        args.backbone.as_deref(),
-        args.adapter.as_deref(),
-        &device,
-    )?;
+    let device = args.model.device();
+    let mut loaded = args.model.classifier(&device)?;
     let cfg = TrainConfig {
         model: loaded.model.config.clone(),
         data: args.data.clone(),
@@ -109,7 +82,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         )?;
         v["vote"] = serde_json::to_value(&vr)?;
     }
-    if args.json {
+    if args.model.json {
         super::output::print_json(&v);
     } else {
         println!(
@@ -186,4 +159,57 @@ fn test_split(cfg: &TrainConfig, rng: &mut Rng) -> anyhow::Result<TestSplit> {
         test,
         raw,
     })
+}
+
+/// `dapt eval --task partseg`.
+fn eval_partseg(args: &EvalArgs) -> anyhow::Result<()> {
+    let device = args.model.device();
+    let mut loaded = args.model.segmenter(&device)?;
+    let npoints = loaded.model.config.npoints;
+    let data = prepare_seg_test(&args.data, npoints, Some(loaded.normalize), 0)?;
+    if data.num_parts != loaded.model.config.num_parts
+        || data.category_names.len() != loaded.model.config.num_categories
+    {
+        anyhow::bail!(
+            "{}: {} categories / {} parts, but the model has {} / {}",
+            args.data,
+            data.category_names.len(),
+            data.num_parts,
+            loaded.model.config.num_categories,
+            loaded.model.config.num_parts
+        );
+    }
+    if data.test.is_empty() {
+        anyhow::bail!("{}: the test split is empty", args.data);
+    }
+    let r = evaluate_seg(
+        &mut loaded.model,
+        &data.test,
+        args.batch,
+        &loaded.category_parts,
+        &loaded.category_names,
+        &device,
+    )?;
+    let table = r.per_category();
+    if args.model.json {
+        super::output::print_json(&serde_json::json!({
+            "shapes": data.test.len(),
+            "loss": r.loss,
+            "point_accuracy": r.miou.point_accuracy(),
+            "instance_miou": r.miou.instance_miou(),
+            "class_miou": r.miou.class_miou(),
+            "per_category": table,
+        }));
+    } else {
+        println!(
+            "{} test shapes: instance mIoU {:.2}%, class mIoU {:.2}%, point accuracy {:.2}%, loss {:.4}",
+            data.test.len(),
+            100.0 * r.miou.instance_miou(),
+            100.0 * r.miou.class_miou(),
+            100.0 * r.miou.point_accuracy(),
+            r.loss
+        );
+        super::output::print_seg_table(&table);
+    }
+    Ok(())
 }

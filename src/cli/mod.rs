@@ -2,12 +2,13 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod args;
 pub mod bench;
 pub mod eval;
+pub mod fewshot;
 pub mod info;
 pub mod interrupt;
 pub mod output;
-pub mod partseg;
 pub mod predict;
 pub mod pretrain;
 pub mod recipe;

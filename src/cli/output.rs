@@ -7,6 +7,7 @@ use std::sync::mpsc::Receiver;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::train::TrainEvent;
+use crate::train::miou::CategoryIou;
 
 pub fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string(v).unwrap_or_default());
@@ -161,4 +162,73 @@ pub fn error_chain(e: &anyhow::Error) -> String {
         }
     }
     msg
+}
+
+/// Progress lines for a segmentation run (mIoU instead of class accuracies).
+pub fn report_seg_events(rx: Receiver<TrainEvent>, json: bool) {
+    for ev in rx {
+        match ev {
+            TrainEvent::Started {
+                run_dir,
+                backend,
+                total_epochs,
+                steps_per_epoch,
+                trainable_params,
+                total_params,
+                ..
+            } => {
+                if json {
+                    print_json(&serde_json::json!({"event": "started", "run_dir": run_dir,
+                        "backend": backend, "epochs": total_epochs, "steps_per_epoch": steps_per_epoch,
+                        "trainable_params": trainable_params, "total_params": total_params}));
+                } else {
+                    println!("backend: {backend}");
+                    println!(
+                        "run: {} | params: {trainable_params} trainable of {total_params} ({:.2}%) | {total_epochs} epochs x {steps_per_epoch} steps",
+                        run_dir.display(),
+                        100.0 * trainable_params as f64 / total_params.max(1) as f64
+                    );
+                }
+            }
+            TrainEvent::Metrics(m) => {
+                if json {
+                    print_json(&serde_json::json!({"event": "metrics", "metrics": m}));
+                } else {
+                    println!(
+                        "epoch {:>3} {:<5} loss {:.4}  point acc {:.2}%  instance mIoU {:.2}%  class mIoU {:.2}%  lr {:.2e}  {:.0}s",
+                        m.epoch,
+                        m.split,
+                        m.loss,
+                        100.0 * m.overall_accuracy,
+                        100.0 * m.instance_miou.unwrap_or(0.0),
+                        100.0 * m.class_miou.unwrap_or(0.0),
+                        m.lr,
+                        m.wall_secs
+                    );
+                }
+            }
+            TrainEvent::Stopped { epoch } => {
+                println!("stopped during epoch {epoch}; the last completed epoch is saved")
+            }
+            TrainEvent::Failed { message } if json => {
+                print_json(&serde_json::json!({"event": "failed", "error": message}))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The per-category mIoU table of a segmentation run or evaluation.
+pub fn print_seg_table(rows: &[CategoryIou]) {
+    if rows.iter().any(|r| r.shapes > 0) {
+        println!("per category:");
+    }
+    for r in rows.iter().filter(|r| r.shapes > 0) {
+        println!(
+            "  {:<16} {:>5} shapes  mIoU {:.2}%",
+            r.name,
+            r.shapes,
+            100.0 * r.miou.unwrap_or(0.0)
+        );
+    }
 }

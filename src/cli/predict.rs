@@ -1,19 +1,21 @@
-//! `dapt predict`: classify files with the official test-time pipeline.
+//! `dapt predict`: classify files with the official test-time pipeline, or label every
+//! point of them with a part-segmentation model (`--task partseg`, coloured PLY files).
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::{BackendChoice, select};
-use crate::data::{ReadOptions, Rng, read_cloud};
-use crate::model::load::{LoadedClassifier, load_classifier, load_classifier_with_adapter};
-use crate::train::batch::{pad_to, test_points};
-use crate::train::eval::{logits_of, scale_snapshot};
-use crate::train::metrics::softmax;
+use anyhow::Context;
+
+use crate::data::{PointCloud, ReadOptions, Rng, read_cloud, write_ply};
+use crate::infer::classify::{logits_of, scale_snapshot, softmax};
+use crate::infer::sampling::{pad_to, test_points};
+use crate::model::layers::{ForwardCtx, host_vec};
+use crate::render::colormap::categorical;
+use crate::train::miou::predict_parts;
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// `classification` (default) or `partseg`.
-    #[arg(long, value_enum, default_value_t = super::train::CliTask::Classification)]
-    pub task: super::train::CliTask,
+    #[command(flatten)]
+    pub model: super::args::ModelArgs,
     /// Part segmentation: the object category (name or index); by default taken from a
     /// file name that starts with a category name (`cap_test_00.txt`).
     #[arg(long)]
@@ -21,21 +23,6 @@ pub struct PredictArgs {
     /// Part segmentation: folder for the coloured `<name>.parts.ply` files.
     #[arg(long, default_value = "predictions")]
     pub out: PathBuf,
-    /// Native checkpoint (`checkpoints/best.safetensors`) or an official `.pth`.
-    #[arg(long, required_unless_present = "adapter", conflicts_with_all = ["backbone", "adapter"])]
-    pub checkpoint: Option<PathBuf>,
-    /// Model config; required for an official `.pth`.
-    #[arg(long, conflicts_with = "adapter")]
-    pub config: Option<PathBuf>,
-    /// Point-MAE backbone (official `pretrain.pth`, `dapt pretrain`'s `backbone.safetensors` or
-    /// `pretrain.pth`, or any checkpoint holding its tensors) to apply `--adapter` on.
-    #[arg(long, requires = "adapter")]
-    pub backbone: Option<PathBuf>,
-    /// A run's `adapter.safetensors`, applied on top of `--backbone`.
-    #[arg(long, requires = "backbone")]
-    pub adapter: Option<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
     /// Include per-block dynamic scales of every token.
     #[arg(long)]
     pub scales: bool,
@@ -46,52 +33,31 @@ pub struct PredictArgs {
     pub normalize: bool,
     #[arg(long)]
     pub no_normalize: bool,
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
     /// Point-cloud files (PLY, TXT, NPY, OFF, OBJ, ...).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }
 
-/// The classifier of `--checkpoint [--config]` or of `--backbone --adapter` (clap makes
-/// sure exactly one of the two is given); shared by `dapt predict` and `dapt eval`.
-pub fn load_model(
-    checkpoint: Option<&Path>,
-    config: Option<&Path>,
-    backbone: Option<&Path>,
-    adapter: Option<&Path>,
-    device: &burn::tensor::Device,
-) -> anyhow::Result<LoadedClassifier> {
-    match (checkpoint, backbone, adapter) {
-        (Some(c), _, _) => Ok(load_classifier(c, config, device)?),
-        (None, Some(b), Some(a)) => Ok(load_classifier_with_adapter(b, a, device)?),
-        _ => anyhow::bail!("pass --checkpoint, or --backbone with --adapter"),
+impl PredictArgs {
+    /// `--normalize` / `--no-normalize`, else what the model was trained with.
+    fn normalize(&self, recorded: bool) -> bool {
+        if self.normalize {
+            true
+        } else if self.no_normalize {
+            false
+        } else {
+            recorded
+        }
     }
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
-    if args.task == super::train::CliTask::Partseg {
-        return super::partseg::predict(&args);
+    if args.model.task == super::args::CliTask::Partseg {
+        return predict_partseg(&args);
     }
-    let selected = select(args.backend);
-    if !args.json {
-        eprintln!("backend: {}", selected.description);
-    }
-    let device = selected.device;
-    let mut loaded = load_model(
-        args.checkpoint.as_deref(),
-        args.config.as_deref(),
-        args.backbone.as_deref(),
-        args.adapter.as_deref(),
-        &device,
-    )?;
-    let normalize = if args.normalize {
-        true
-    } else if args.no_normalize {
-        false
-    } else {
-        loaded.normalize
-    };
+    let device = args.model.device();
+    let mut loaded = args.model.classifier(&device)?;
+    let normalize = args.normalize(loaded.normalize);
     let npoints = loaded.model.config.npoints;
     let mut results = Vec::new();
     let mut failures = 0;
@@ -146,7 +112,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         {
             r["scales"] = serde_json::json!({"patch": s.patch, "prompts": s.prompts, "cls": s.cls, "centers": s.centers});
         }
-        if !args.json {
+        if !args.model.json {
             println!(
                 "{}: {} ({:.1}%)",
                 file.display(),
@@ -159,12 +125,146 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         }
         results.push(r);
     }
-    if args.json {
+    if args.model.json {
         super::output::print_json(&serde_json::json!({"results": results}));
     }
     if failures > 0 {
         anyhow::bail!(
             "{failures} of {} files could not be classified",
+            args.files.len()
+        );
+    }
+    Ok(())
+}
+
+/// The category of `file`: `--category` (name or index) or a file-name prefix.
+fn category_of(arg: Option<&str>, file: &Path, names: &[String]) -> anyhow::Result<usize> {
+    if let Some(a) = arg {
+        if let Ok(i) = a.parse::<usize>() {
+            anyhow::ensure!(
+                i < names.len(),
+                "category {i} is out of range (0..{})",
+                names.len()
+            );
+            return Ok(i);
+        }
+        return names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(a))
+            .ok_or_else(|| {
+                anyhow::anyhow!("unknown category `{a}` (one of: {})", names.join(", "))
+            });
+    }
+    let stem = file
+        .file_name()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let prefix = stem.split(['_', '.', '-']).next().unwrap_or("");
+    names
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(prefix))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: pass --category (one of: {}); part segmentation needs the object category",
+                file.display(),
+                names.join(", ")
+            )
+        })
+}
+
+/// `dapt predict --task partseg`: per-point part labels of every point of each file, as JSON
+/// and as a coloured PLY with a `label` property.
+fn predict_partseg(args: &PredictArgs) -> anyhow::Result<()> {
+    let device = args.model.device();
+    let mut loaded = args.model.segmenter(&device)?;
+    let normalize = args.normalize(loaded.normalize);
+    std::fs::create_dir_all(&args.out).with_context(|| format!("{}", args.out.display()))?;
+    let parts_n = loaded.model.config.num_parts;
+    let min_points = loaded
+        .model
+        .config
+        .group_size
+        .max(loaded.model.config.num_group);
+    let mut results = Vec::new();
+    let mut failures = 0;
+    for file in &args.files {
+        let mut one = || -> anyhow::Result<serde_json::Value> {
+            let cat = category_of(args.category.as_deref(), file, &loaded.category_names)?;
+            let cloud = read_cloud(file, &ReadOptions::default())?;
+            let n = cloud.positions.len();
+            anyhow::ensure!(
+                n >= min_points,
+                "{}: {n} points, the model needs at least {min_points}",
+                file.display()
+            );
+            let mut pts = cloud.positions.clone();
+            if normalize {
+                crate::data::transform::pc_normalize(&mut pts);
+            }
+            // every point of the file goes through the network: propagation interpolates the
+            // patch features to any number of points
+            let out = loaded.model.forward_points(
+                &pts,
+                &[cat],
+                1,
+                n,
+                &device,
+                &mut ForwardCtx::eval(),
+            )?;
+            let lp = host_vec(out.log_probs);
+            let labels = predict_parts(&lp, parts_n, &loaded.category_parts[cat])?;
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "cloud".into());
+            let ply = args.out.join(format!("{stem}.parts.ply"));
+            let colored = PointCloud {
+                positions: cloud.positions,
+                colors: Some(labels.iter().map(|&l| categorical(l)).collect()),
+                labels: Some(labels.iter().map(|&l| l as i64).collect()),
+                ..PointCloud::default()
+            };
+            write_ply(&ply, &colored, true)?;
+            let mut counts = std::collections::BTreeMap::new();
+            for &l in &labels {
+                *counts.entry(l).or_insert(0usize) += 1;
+            }
+            if !args.model.json {
+                let c: Vec<String> = counts
+                    .iter()
+                    .map(|(p, k)| format!("part {p}: {k}"))
+                    .collect();
+                println!(
+                    "{}: {} ({n} points) {} -> {}",
+                    file.display(),
+                    loaded.category_names[cat],
+                    c.join(", "),
+                    ply.display()
+                );
+            }
+            Ok(serde_json::json!({
+                "file": file,
+                "category": loaded.category_names[cat],
+                "category_index": cat,
+                "labels": labels,
+                "part_counts": counts,
+                "ply": ply,
+            }))
+        };
+        match one() {
+            Ok(v) => results.push(v),
+            Err(e) => {
+                eprintln!("error: {}", super::output::error_chain(&e));
+                failures += 1;
+            }
+        }
+    }
+    if args.model.json {
+        super::output::print_json(&serde_json::json!({"results": results}));
+    }
+    if failures > 0 {
+        anyhow::bail!(
+            "{failures} of {} files could not be segmented",
             args.files.len()
         );
     }

@@ -7,25 +7,18 @@ use std::sync::mpsc::{Receiver, channel};
 
 use anyhow::Context;
 
-use crate::backend::BackendChoice;
+use super::args::RunArgs;
 use crate::model::pretrain::MaeConfig;
 use crate::train::TrainEvent;
 use crate::train::pretrain::{PretrainConfig, read_config};
 
 #[derive(clap::Args, Debug, Default)]
 pub struct PretrainArgs {
-    /// Official pre-training YAML (`cfgs/pretrain.yaml`: model block plus optimizer,
-    /// scheduler and total_bs) or a pre-training run's config.json.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// `synthetic` (default), `shapenet55:PATH`, `modelnet40:PATH`, `folder:PATH`, ... or a
-    /// path whose layout is detected; labels are ignored.
-    #[arg(long)]
-    pub data: Option<String>,
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    #[arg(long)]
-    pub warmup_epochs: Option<usize>,
+    /// `--config`: the official pre-training YAML (`cfgs/pretrain.yaml`: model block plus
+    /// optimizer, scheduler and total_bs) or a pre-training run's config.json. `--data`:
+    /// labels are ignored. `--out`: also where `--reconstruct` writes.
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Fraction of patches masked per cloud (official 0.6).
     #[arg(long)]
     pub mask_ratio: Option<f64>,
@@ -33,27 +26,10 @@ pub struct PretrainArgs {
     /// random centre).
     #[arg(long, value_enum)]
     pub mask_type: Option<crate::model::pretrain::MaskType>,
-    #[arg(long)]
-    pub batch: Option<usize>,
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Run directory (default `runs/pretrain-demo`, or `runs/pretrain-<data>`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Continue an interrupted pre-training run from its last checkpoint.
-    #[arg(long)]
-    pub resume: Option<PathBuf>,
-    #[arg(long)]
-    pub seed: Option<u64>,
-    #[arg(long, value_enum)]
-    pub backend: Option<BackendChoice>,
     /// Also write the best epoch in the official `pretrain.pth` layout here (default
     /// `RUN_DIR/pretrain.pth`).
     #[arg(long)]
     pub export_pth: Option<PathBuf>,
-    /// JSON lines only on stdout.
-    #[arg(long)]
-    pub json: bool,
     /// Instead of training: reconstruct FILES with the best checkpoint of this pre-training run
     /// and write `<stem>.reconstruction.ply` into `--out` (labels 0 visible, 1 predicted masked,
     /// 2 true masked patches; open them in `dapt view` and colour by ground truth).
@@ -92,54 +68,24 @@ pub fn config_from_file(path: &std::path::Path) -> anyhow::Result<PretrainConfig
 
 /// Builds the run configuration from the arguments (not used with `--resume`).
 pub fn build_config(args: &PretrainArgs) -> anyhow::Result<PretrainConfig> {
-    let mut cfg = match &args.config {
+    let mut cfg = match &args.run.config {
         Some(p) => config_from_file(p)?,
         None => PretrainConfig::demo(),
     };
-    if let Some(d) = &args.data {
-        cfg.data = d.clone();
-    }
-    if let Some(v) = args.epochs {
-        cfg.epochs = v;
-        cfg.warmup_epochs = cfg.warmup_epochs.min(v / 2);
-    }
-    if let Some(v) = args.warmup_epochs {
-        cfg.warmup_epochs = v;
-    }
+    args.run.apply(&mut cfg);
     if let Some(v) = args.mask_ratio {
         cfg.model.mask_ratio = v;
     }
     if let Some(v) = args.mask_type {
         cfg.model.mask_type = v;
     }
-    if let Some(v) = args.batch {
-        cfg.batch = v;
-    }
-    if let Some(v) = args.lr {
-        cfg.optim.lr = v;
-    }
-    if let Some(v) = args.seed {
-        cfg.seed = v;
-    }
-    if let Some(v) = args.backend {
-        cfg.backend = v;
-    }
     if args.export_pth.is_some() {
         cfg.export_pth = args.export_pth.clone();
     }
     cfg.model.validate()?;
-    cfg.out = match &args.out {
-        Some(o) => o.clone(),
-        None if args.config.is_none() && args.data.is_none() => cfg.out.clone(),
-        None => {
-            let tag: String = cfg
-                .data
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect();
-            PathBuf::from(format!("runs/pretrain-{tag}"))
-        }
-    };
+    if !(args.run.config.is_none() && args.run.data.is_none()) || args.run.out.is_some() {
+        cfg.out = args.run.out_or("pretrain", &cfg.data);
+    }
     Ok(cfg)
 }
 
@@ -190,13 +136,13 @@ fn reconstruct(run_dir: &std::path::Path, args: &PretrainArgs) -> anyhow::Result
         !args.files.is_empty(),
         "--reconstruct needs point-cloud files to reconstruct"
     );
-    let selected = crate::backend::select(args.backend.unwrap_or_default());
+    let selected = crate::backend::select(args.run.backend.unwrap_or_default());
     let mut rec = crate::train::reconstruct::Reconstructor::open(
         run_dir,
         &selected.device,
-        args.seed.unwrap_or(0),
+        args.run.seed.unwrap_or(0),
     )?;
-    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
+    let out_dir = args.run.out.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&out_dir)?;
     let mut failures = 0;
     for file in &args.files {
@@ -215,7 +161,7 @@ fn reconstruct(run_dir: &std::path::Path, args: &PretrainArgs) -> anyhow::Result
         };
         match one() {
             Ok(p) => {
-                if args.json {
+                if args.run.json {
                     super::output::print_json(
                         &serde_json::json!({"file": file, "reconstruction": p}),
                     );
@@ -241,8 +187,8 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.reconstruct.clone() {
         return reconstruct(&dir, &args);
     }
-    let json = args.json;
-    let resume = args.resume.clone();
+    let json = args.run.json;
+    let resume = args.run.resume.clone();
     let cfg = match &resume {
         Some(dir) => {
             // says what a resumable run directory needs before reading its config
@@ -252,11 +198,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         None => {
             let cfg = build_config(&args)?;
             // the demo may be run again: start it afresh rather than refuse
-            if args.config.is_none()
-                && args.data.is_none()
-                && args.out.is_none()
-                && cfg.out.join("checkpoints/state.json").exists()
-            {
+            if args.run.is_demo() && cfg.out.join("checkpoints/state.json").exists() {
                 let _ = std::fs::remove_dir_all(&cfg.out);
             }
             cfg
@@ -281,7 +223,10 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         }
     }
     if summary.stopped {
-        return Err(super::interrupt::interrupted("dapt pretrain", &summary.run_dir));
+        return Err(super::interrupt::interrupted(
+            "dapt pretrain",
+            &summary.run_dir,
+        ));
     }
     Ok(())
 }

@@ -4,38 +4,14 @@
 
 use crate::data::Rng;
 use crate::gpu::cpu::fps;
+/// The test-time sampling lives with inference; training and evaluation use the same.
+pub use crate::infer::sampling::{pad_to, test_points};
 
 /// A cloud ready for the model plus its label.
 #[derive(Clone, Debug)]
 pub struct Item {
     pub points: Vec<[f32; 3]>,
     pub label: usize,
-}
-
-/// Pads a cloud with random repeats up to `n` points (the official loaders sample with
-/// replacement when a cloud is short). Returns whether it had to.
-pub fn pad_to(points: &mut Vec<[f32; 3]>, n: usize, rng: &mut Rng) -> bool {
-    let len = points.len();
-    if len >= n || len == 0 {
-        return false;
-    }
-    for _ in len..n {
-        let j = rng.below(len);
-        points.push(points[j]);
-    }
-    true
-}
-
-/// The official test-time pipeline: FPS down to `npoints` (a cloud with exactly `npoints`
-/// is used as it is; a shorter one is padded with random repeats by the caller).
-pub fn test_points(points: &[[f32; 3]], npoints: usize) -> Vec<[f32; 3]> {
-    if points.len() == npoints {
-        return points.to_vec();
-    }
-    fps(points, npoints)
-        .into_iter()
-        .map(|i| points[i])
-        .collect()
 }
 
 /// Official per-sample `PointcloudScaleAndTranslate`: s ~ U(2/3, 3/2)³, t ~ U(−0.2, 0.2)³.

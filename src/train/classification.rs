@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::TrainError;
 use super::batch::{Item, pad_to, test_points, train_batch};
 use super::config::TrainConfig;
+use super::driver::{Outcome, Score, Task};
 use super::eval::{EvalResult, evaluate, scale_snapshot};
-use super::driver::{Outcome, Recipe, Score, Task};
 use super::events::{EpochMetrics, TrainEvent};
 use super::metrics::{Confusion, argmax};
 use super::optim::AdamW;
@@ -193,9 +193,12 @@ pub fn build_model_reporting(
     ))
 }
 
-
 /// Metadata stored in every native checkpoint of a classification run.
-pub fn checkpoint_meta(cfg: &TrainConfig, class_names: &[String], epoch: usize) -> serde_json::Value {
+pub fn checkpoint_meta(
+    cfg: &TrainConfig,
+    class_names: &[String],
+    epoch: usize,
+) -> serde_json::Value {
     serde_json::json!({
         "kind": "classifier",
         "model": cfg.model,
@@ -218,7 +221,11 @@ pub fn model_tensors(model: &Classifier) -> Vec<(String, RawTensor)> {
 /// buffers (which drift in train mode) and whatever a backbone file has no tensor for, with
 /// the content hash of the frozen backbone tensors so `dapt predict --backbone B --adapter A`
 /// can check B is the backbone it was trained on (`model::load`).
-pub fn adapter_file(model: &Classifier, cfg: &TrainConfig, meta: &serde_json::Value) -> CheckpointFile {
+pub fn adapter_file(
+    model: &Classifier,
+    cfg: &TrainConfig,
+    meta: &serde_json::Value,
+) -> CheckpointFile {
     let mode = cfg.mode;
     let split = split_for_adapter(model_tensors(model), |n| mode.trainable(n));
     let mut meta = adapter_metadata(meta, ADAPTER_KIND, &split, cfg.init.as_deref());
@@ -277,20 +284,6 @@ impl Task for Classification {
     const STATE_KEYS: (&'static str, Option<&'static str>) =
         ("best_overall_accuracy", Some("best_mean_class_accuracy"));
 
-    fn recipe(cfg: &TrainConfig) -> Recipe {
-        Recipe {
-            epochs: cfg.epochs,
-            warmup_epochs: cfg.warmup_epochs,
-            batch: cfg.batch,
-            optim: cfg.optim.clone(),
-            min_lr: cfg.min_lr,
-            warmup_lr_init: cfg.warmup_lr_init,
-            seed: cfg.seed,
-            backend: cfg.backend,
-            out: cfg.out.clone(),
-        }
-    }
-
     fn validate(cfg: &mut TrainConfig) -> Result<(), TrainError> {
         cfg.model.kind = cfg.mode.model_kind();
         Ok(cfg.model.validate()?)
@@ -305,7 +298,10 @@ impl Task for Classification {
     fn write_config(&self, cfg: &TrainConfig, run: &RunDir) -> Result<(), TrainError> {
         let mut v = serde_json::to_value(cfg).map_err(|e| TrainError::Config(e.to_string()))?;
         if let Some(o) = v.as_object_mut() {
-            o.insert("class_names".into(), serde_json::json!(self.data.class_names));
+            o.insert(
+                "class_names".into(),
+                serde_json::json!(self.data.class_names),
+            );
         }
         write_json(&run.config_path(), &v)
     }
@@ -411,7 +407,7 @@ impl Task for Classification {
         global: usize,
     ) -> Option<TrainEvent> {
         let every = self.cfg.snapshot_every;
-        if every == 0 || global % every != 0 {
+        if every == 0 || !global.is_multiple_of(every) {
             return None;
         }
         let first = self.data.test.first()?;

@@ -34,6 +34,62 @@ pub struct Recipe {
     pub out: PathBuf,
 }
 
+/// The same fields, borrowed for writing (the CLI's shared flags set them).
+pub struct RecipeMut<'a> {
+    pub data: &'a mut String,
+    pub epochs: &'a mut usize,
+    pub warmup_epochs: &'a mut usize,
+    pub batch: &'a mut usize,
+    pub optim: &'a mut AdamWConfig,
+    pub seed: &'a mut u64,
+    pub backend: &'a mut BackendChoice,
+    pub out: &'a mut PathBuf,
+}
+
+/// A task configuration: every one carries the loop settings under the same names.
+pub trait RecipeFields {
+    fn recipe(&self) -> Recipe;
+    fn recipe_mut(&mut self) -> RecipeMut<'_>;
+}
+
+macro_rules! recipe_fields {
+    ($($t:ty),+) => {$(
+        impl RecipeFields for $t {
+            fn recipe(&self) -> Recipe {
+                Recipe {
+                    epochs: self.epochs,
+                    warmup_epochs: self.warmup_epochs,
+                    batch: self.batch,
+                    optim: self.optim.clone(),
+                    min_lr: self.min_lr,
+                    warmup_lr_init: self.warmup_lr_init,
+                    seed: self.seed,
+                    backend: self.backend,
+                    out: self.out.clone(),
+                }
+            }
+            fn recipe_mut(&mut self) -> RecipeMut<'_> {
+                RecipeMut {
+                    data: &mut self.data,
+                    epochs: &mut self.epochs,
+                    warmup_epochs: &mut self.warmup_epochs,
+                    batch: &mut self.batch,
+                    optim: &mut self.optim,
+                    seed: &mut self.seed,
+                    backend: &mut self.backend,
+                    out: &mut self.out,
+                }
+            }
+        }
+    )+};
+}
+
+recipe_fields!(
+    super::TrainConfig,
+    super::partseg::PartSegTrainConfig,
+    super::pretrain::PretrainConfig
+);
+
 /// How a task's epochs are compared to pick `best`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Score {
@@ -59,7 +115,7 @@ pub struct Outcome {
 
 /// What differs between classification, segmentation and pre-training.
 pub trait Task: Sized {
-    type Config: Clone;
+    type Config: Clone + RecipeFields;
     type Model: Module;
     type Summary;
 
@@ -70,7 +126,6 @@ pub trait Task: Sized {
     /// Pre-training keeps the lowest held-out loss; the others the highest accuracy / mIoU.
     const LOWER_IS_BETTER: bool = false;
 
-    fn recipe(cfg: &Self::Config) -> Recipe;
     /// Checks a new run's configuration before anything is written.
     fn validate(cfg: &mut Self::Config) -> Result<(), TrainError>;
     /// The configuration saved in `run`.
@@ -108,7 +163,13 @@ pub trait Task: Sized {
         ad: &Device,
     ) -> Result<(Self::Model, f64, Option<f64>), TrainError>;
     /// Called after every step with the global step count (token-scale snapshots).
-    fn after_step(&mut self, _model: &Self::Model, _epoch: usize, _step: usize, _global: usize) -> Option<TrainEvent> {
+    fn after_step(
+        &mut self,
+        _model: &Self::Model,
+        _epoch: usize,
+        _step: usize,
+        _global: usize,
+    ) -> Option<TrainEvent> {
         None
     }
     /// Fills the task's fields of the epoch's training line.
@@ -120,7 +181,12 @@ pub trait Task: Sized {
         m: EpochMetrics,
     ) -> Result<Option<EpochMetrics>, TrainError>;
     /// Called after the evaluation with the eval-mode model (end-of-epoch snapshots).
-    fn after_eval(&mut self, _model: &mut Self::Model, _epoch: usize, _steps: usize) -> Option<TrainEvent> {
+    fn after_eval(
+        &mut self,
+        _model: &mut Self::Model,
+        _epoch: usize,
+        _steps: usize,
+    ) -> Option<TrainEvent> {
         None
     }
     fn score(&self, m: &EpochMetrics) -> Score;
@@ -184,10 +250,10 @@ fn run_inner<T: Task>(
         }
         None => {
             T::validate(cfg)?;
-            (RunDir::create(&T::recipe(cfg).out)?, None)
+            (RunDir::create(&cfg.recipe().out)?, None)
         }
     };
-    let recipe = T::recipe(cfg);
+    let recipe = cfg.recipe();
     let selected = backend::select(recipe.backend);
     let device = selected.device.clone();
     let mut rng = Rng::new(recipe.seed);
@@ -333,26 +399,27 @@ fn run_inner<T: Task>(
         } else {
             None
         };
-        run_dir.commit(EpochCommit {
-            last: &last,
-            optimizer: &opt,
-            best: improved.then_some((&last, published)),
-            state: RunState {
-                epochs_done: epoch + 1,
-                optimizer_step: opt.step,
-                rng: rng.clone(),
-                best_epoch,
-                best_score: best.primary,
-                best_secondary: best.secondary,
-                metrics_bytes: None,
-            },
-            state_keys: T::STATE_KEYS,
-        })
-        .map_err(|e| TrainError::Save {
-            epoch,
-            run_dir: run_dir.path.clone(),
-            source: Box::new(e),
-        })?;
+        run_dir
+            .commit(EpochCommit {
+                last: &last,
+                optimizer: &opt,
+                best: improved.then_some((&last, published)),
+                state: RunState {
+                    epochs_done: epoch + 1,
+                    optimizer_step: opt.step,
+                    rng: rng.clone(),
+                    best_epoch,
+                    best_score: best.primary,
+                    best_secondary: best.secondary,
+                    metrics_bytes: None,
+                },
+                state_keys: T::STATE_KEYS,
+            })
+            .map_err(|e| TrainError::Save {
+                epoch,
+                run_dir: run_dir.path.clone(),
+                source: Box::new(e),
+            })?;
         if improved {
             send(
                 events,

@@ -1,46 +1,24 @@
 //! Evaluation (overall / mean class accuracy, confusion), ModelNet40 voting, and the
-//! token-scale snapshot the viewer draws.
+//! token-scale snapshot the viewer draws (`infer::classify`, re-exported here).
 
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::batch::{Item, scale_and_translate};
-use super::events::ScaleSnapshot;
 use super::metrics::{Confusion, argmax};
 use crate::data::Rng;
 use crate::gpu::cpu::fps;
 use crate::model::Classifier;
 use crate::model::classifier::cross_entropy;
-use crate::model::layers::{ForwardCtx, host_vec};
+
+pub use crate::infer::classify::{logits_of, scale_snapshot};
 
 pub struct EvalResult {
     pub loss: f64,
     pub confusion: Confusion,
     /// `[sample][class]` logits.
     pub logits: Vec<Vec<f32>>,
-}
-
-fn host(t: Tensor<2>) -> Vec<f32> {
-    host_vec(t)
-}
-
-/// Eval-mode forward of clouds that already have `npoints` points each.
-pub fn logits_of(
-    model: &mut Classifier,
-    clouds: &[&[[f32; 3]]],
-    device: &Device,
-) -> Result<Vec<Vec<f32>>, TrainError> {
-    let b = clouds.len();
-    if b == 0 {
-        return Ok(Vec::new());
-    }
-    let n = clouds[0].len();
-    let flat: Vec<[f32; 3]> = clouds.iter().flat_map(|c| c.iter().copied()).collect();
-    let mut ctx = ForwardCtx::eval();
-    let (out, _) = model.forward_points(&flat, b, n, device, &mut ctx)?;
-    let k = model.config.cls_dim;
-    Ok(host(out.logits).chunks(k).map(|c| c.to_vec()).collect())
 }
 
 pub fn evaluate(
@@ -169,31 +147,4 @@ fn presample(raw: &[Item], point_all: usize) -> Vec<Vec<[f32; 3]>> {
             .flat_map(|(h, chunk)| h.join().unwrap_or_else(|_| chunk.iter().map(one).collect()))
             .collect()
     })
-}
-
-/// Dynamic scales of every block for one cloud (already sampled to `npoints`).
-pub fn scale_snapshot(
-    model: &mut Classifier,
-    points: &[[f32; 3]],
-    device: &Device,
-) -> Result<ScaleSnapshot, TrainError> {
-    let n = points.len();
-    let mut ctx = ForwardCtx::eval();
-    let (out, groups) = model.forward_points(points, 1, n, device, &mut ctx)?;
-    let g = model.config.num_group;
-    let mut snap = ScaleSnapshot {
-        centers: groups.centers.clone(),
-        groups: groups.members(0),
-        points: points.to_vec(),
-        ..Default::default()
-    };
-    for s in out.scales {
-        let v: Vec<f32> = host_vec(s);
-        let t = v.len();
-        // layout of block l's input: [cls, prompts (l of them), patches (g)]
-        snap.cls.push(v.first().copied().unwrap_or(0.0));
-        snap.prompts.push(v[1..t - g].to_vec());
-        snap.patch.push(v[t - g..].to_vec());
-    }
-    Ok(snap)
 }

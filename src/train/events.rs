@@ -23,22 +23,7 @@ pub struct EpochMetrics {
     pub class_miou: Option<f64>,
 }
 
-/// Dynamic scales of every block for one cloud: what the adapter weighs per token.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct ScaleSnapshot {
-    /// Patch centres, `[patch][xyz]`.
-    pub centers: Vec<[f32; 3]>,
-    /// Point indices of each patch (into the cloud the snapshot was taken on).
-    pub groups: Vec<Vec<usize>>,
-    /// The cloud the snapshot was taken on (after test-time sampling).
-    pub points: Vec<[f32; 3]>,
-    /// `[block][patch]` dynamic scale of each patch token.
-    pub patch: Vec<Vec<f32>>,
-    /// `[block][prompt]` dynamic scale of the internal prompts present at that block.
-    pub prompts: Vec<Vec<f32>>,
-    /// `[block]` dynamic scale of the cls token.
-    pub cls: Vec<f32>,
-}
+pub use crate::infer::classify::ScaleSnapshot;
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum CheckpointKind {

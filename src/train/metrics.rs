@@ -58,12 +58,7 @@ impl Confusion {
 }
 
 /// Probabilities from logits (max-subtracted for stability).
-pub fn softmax(v: &[f32]) -> Vec<f32> {
-    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|x| x / s).collect()
-}
+pub use crate::infer::classify::softmax;
 
 pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;

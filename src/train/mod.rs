@@ -18,10 +18,10 @@ pub mod reconstruct;
 pub mod run_dir;
 pub mod schedule;
 
-pub use config::{Mode, TrainConfig};
-pub use classification::{RunSummary, run};
 /// The classification task's module under its former name.
 pub use self::classification as engine;
+pub use classification::{RunSummary, run};
+pub use config::{Mode, TrainConfig};
 pub use events::{CheckpointKind, EpochMetrics, ScaleSnapshot, TrainEvent};
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::batch::{pad_to, scale_and_translate, test_points};
-use super::driver::{Outcome, Recipe, Score, Task};
+use super::driver::{Outcome, Score, Task};
 use super::events::{EpochMetrics, TrainEvent};
 use super::optim::{AdamW, AdamWConfig};
 use super::run_dir::{CheckpointFile, RunDir, read_json, write_json};
@@ -266,7 +266,11 @@ fn backbone_meta(model: &PointMae, epoch: usize) -> serde_json::Value {
 
 /// Writes the backbone as a native checkpoint `dapt train --init` accepts.
 pub fn export_backbone(model: &PointMae, path: &Path, epoch: usize) -> Result<u64, TrainError> {
-    Ok(write_native(path, &backbone_tensors(model), &backbone_meta(model, epoch))?)
+    Ok(write_native(
+        path,
+        &backbone_tensors(model),
+        &backbone_meta(model, epoch),
+    )?)
 }
 
 /// Writes the whole model in the official `pretrain.pth` layout.
@@ -300,20 +304,6 @@ impl Task for Pretrain {
     const KIND: &'static str = KIND;
     const STATE_KEYS: (&'static str, Option<&'static str>) = ("best_loss", None);
     const LOWER_IS_BETTER: bool = true;
-
-    fn recipe(cfg: &PretrainConfig) -> Recipe {
-        Recipe {
-            epochs: cfg.epochs,
-            warmup_epochs: cfg.warmup_epochs,
-            batch: cfg.batch,
-            optim: cfg.optim.clone(),
-            min_lr: cfg.min_lr,
-            warmup_lr_init: cfg.warmup_lr_init,
-            seed: cfg.seed,
-            backend: cfg.backend,
-            out: cfg.out.clone(),
-        }
-    }
 
     fn validate(cfg: &mut PretrainConfig) -> Result<(), TrainError> {
         Ok(cfg.model.validate()?)

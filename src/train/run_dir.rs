@@ -58,11 +58,7 @@ pub struct RunState {
         alias = "best_loss"
     )]
     pub best_score: f64,
-    #[serde(
-        default,
-        alias = "best_mean_class_accuracy",
-        alias = "best_class_miou"
-    )]
+    #[serde(default, alias = "best_mean_class_accuracy", alias = "best_class_miou")]
     pub best_secondary: f64,
     /// Length of metrics.jsonl when this epoch committed (absent in runs of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,7 +320,11 @@ impl RunDir {
             std::fs::remove_dir_all(next).map_err(io_err(next))?;
         }
         std::fs::create_dir_all(next).map_err(io_err(next))?;
-        write_native(&next.join("last.safetensors"), &c.last.tensors, &c.last.meta)?;
+        write_native(
+            &next.join("last.safetensors"),
+            &c.last.tensors,
+            &c.last.meta,
+        )?;
         let opt = c.optimizer;
         write_native(
             &next.join("optimizer.safetensors"),
