@@ -62,14 +62,11 @@ impl UiSettings {
             .unwrap_or_default()
     }
 
+    /// Writes the settings as JSON; a crash mid-save leaves the previous file (the directory
+    /// is created when missing).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(tmp, path)
+        crate::atomic_file::write(path, text.as_bytes())
     }
 }
 
@@ -99,5 +96,12 @@ mod tests {
             UiSettings::load(&dir.path().join("missing.json")),
             UiSettings::default()
         );
+        // saved again over the old file: only ui.json is left, no temporary beside it
+        s.save(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["ui.json"]);
     }
 }
