@@ -172,8 +172,8 @@ fn a_run_of_the_older_layout_still_resumes() {
     let d = tempfile::tempdir().unwrap();
     stopped_after(d.path(), 2);
     let p = d.path().join("checkpoints/state.json");
-    let mut st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
-        .unwrap();
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     assert!(st.get("best_overall_accuracy").is_some(), "{st}");
     st.as_object_mut().unwrap().remove("metrics_bytes");
     std::fs::write(&p, st.to_string()).unwrap();
@@ -187,7 +187,11 @@ fn a_full_disk_stops_the_run_naming_the_path_and_damages_nothing() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("cfg.json");
     let run = d.path().join("run");
-    std::fs::write(&cfg, serde_json::to_string(&tiny_cfg(&run, EPOCHS)).unwrap()).unwrap();
+    std::fs::write(
+        &cfg,
+        serde_json::to_string(&tiny_cfg(&run, EPOCHS)).unwrap(),
+    )
+    .unwrap();
     // config.json, then 4-5 files per epoch: the disk fills inside the third epoch's commit
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dapt"))
         .args(["train", "--config", &s(&cfg), "--out", &s(&run)])
@@ -198,21 +202,30 @@ fn a_full_disk_stops_the_run_naming_the_path_and_damages_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
     assert!(err.contains(&s(&run)), "the error names the path: {err}");
-    let st: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("checkpoints/state.json")).unwrap(),
-    )
-    .unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoints/state.json")).unwrap())
+            .unwrap();
     let done = st["epochs_done"].as_u64().unwrap();
     assert!((1..EPOCHS as u64).contains(&done), "{st}");
     // space freed: the run continues from what was committed
     let out = dapt(&["train", "--resume", &s(&run)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(&metrics(&run), reference());
 }
 
 #[test]
 fn an_unwritable_run_directory_is_a_clear_error() {
-    let out = dapt(&["train", "--epochs", "1", "--out", "/proc/dapt-cannot-write-here"]);
+    let out = dapt(&[
+        "train",
+        "--epochs",
+        "1",
+        "--out",
+        "/proc/dapt-cannot-write-here",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/proc/dapt-cannot-write-here"), "{err}");

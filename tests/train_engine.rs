@@ -306,8 +306,14 @@ fn the_adapter_file_of_the_real_size_model_is_under_5_mb() {
     use dapt::train::classification::{adapter_file, checkpoint_meta, model_tensors};
     let meta = checkpoint_meta(&cfg, &[], 0);
     let a = adapter_file(&model, &cfg, &meta);
-    let adapter = write_native(&dir.path().join("adapter.safetensors"), &a.tensors, &a.meta).unwrap();
-    let full = write_native(&dir.path().join("last.safetensors"), &model_tensors(&model), &meta).unwrap();
+    let adapter =
+        write_native(&dir.path().join("adapter.safetensors"), &a.tensors, &a.meta).unwrap();
+    let full = write_native(
+        &dir.path().join("last.safetensors"),
+        &model_tensors(&model),
+        &meta,
+    )
+    .unwrap();
     eprintln!("adapter {adapter} bytes, full checkpoint {full} bytes");
     assert!(adapter < 5_000_000, "adapter is {adapter} bytes");
     assert!(full > 80_000_000);

@@ -332,14 +332,23 @@ fn replay(device: &Device, backend: &str) {
     );
 }
 
-#[test]
-fn train_small_trajectory_matches_pytorch_on_flex() {
-    replay(&Device::flex(), "flex");
-}
+/// On the shared case only: the repository's copy (seed 2026) puts one head ReLU unit within
+/// 3e-4 of its kink at step 3 (sample 2, channel 138 after the head's first BatchNorm, whose
+/// bias gradient is zero in exact arithmetic, so AdamW turns rounding into a move of ~lr).
+/// The unit flips, and the step-3 gradient norm misses 1e-4 by 3x there on both backends while
+/// every other check passes. The tolerance stays; that case needs regenerating with another seed.
+mod shared {
+    use super::*;
 
-/// The same replay on burn's wgpu backend (Mesa's lavapipe in CI).
-#[test]
-fn train_small_trajectory_matches_pytorch_on_wgpu() {
-    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-    replay(&device, "wgpu");
+    #[test]
+    fn train_small_trajectory_matches_pytorch_on_flex() {
+        replay(&Device::flex(), "flex");
+    }
+
+    /// The same replay on burn's wgpu backend (Mesa's lavapipe in CI).
+    #[test]
+    fn train_small_trajectory_matches_pytorch_on_wgpu() {
+        let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+        replay(&device, "wgpu");
+    }
 }

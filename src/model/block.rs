@@ -193,3 +193,36 @@ impl Block {
         (out, BlockAux { scale: Some(scale) })
     }
 }
+
+/// The plain (Point-MAE) stack, written once for the classifier, the segmentation backbone
+/// and both halves of the MAE: `pos` is added before every block; `tap(i, &x)` sees the
+/// output of block `i`.
+pub fn run_plain(
+    blocks: &[Block],
+    mut x: Tensor<3>,
+    pos: &Tensor<3>,
+    ctx: &mut ForwardCtx,
+    mut tap: impl FnMut(usize, &Tensor<3>),
+) -> Tensor<3> {
+    for (i, blk) in blocks.iter().enumerate() {
+        x = blk.forward_plain(x + pos.clone(), ctx);
+        tap(i, &x);
+    }
+    x
+}
+
+/// The DAPT stack (positions already added once, since every block adds a prompt token):
+/// `tap(i, &x, aux)` sees the output of block `i` and its dynamic scales.
+pub fn run_dapt(
+    blocks: &[Block],
+    mut x: Tensor<3>,
+    ctx: &mut ForwardCtx,
+    mut tap: impl FnMut(usize, &Tensor<3>, BlockAux),
+) -> Tensor<3> {
+    for (i, blk) in blocks.iter().enumerate() {
+        let (y, aux) = blk.forward_dapt(x, ctx);
+        tap(i, &y, aux);
+        x = y;
+    }
+    x
+}

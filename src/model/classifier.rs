@@ -7,7 +7,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData, activation};
 
 use super::ModelError;
-use super::block::{Block, stack};
+use super::block::{Block, run_dapt, run_plain, stack};
 use super::config::{ModelConfig, ModelKind, Pool};
 use super::encoder::{PatchEncoder, PosEmbed};
 use super::grouping::{Groups, group};
@@ -147,14 +147,10 @@ impl Classifier {
         let feats = match self.config.kind {
             ModelKind::Dapt => {
                 x = x + pos; // added once: the token count grows per block
-                for blk in &self.blocks {
-                    let (y, aux) = blk.forward_dapt(x, ctx);
-                    if let Some(s) = aux.scale {
-                        scales.push(s);
-                    }
+                x = run_dapt(&self.blocks, x, ctx, |_, y, aux| {
+                    scales.extend(aux.scale);
                     block_out.push(y.clone());
-                    x = y;
-                }
+                });
                 let mut z = self.norm.forward(x);
                 if let Some(tf) = &self.tfts_2 {
                     z = tf.forward(z);
@@ -181,10 +177,7 @@ impl Classifier {
                 Tensor::cat(parts, 1)
             }
             ModelKind::PointMae => {
-                for blk in &self.blocks {
-                    x = blk.forward_plain(x + pos.clone(), ctx);
-                    block_out.push(x.clone());
-                }
+                x = run_plain(&self.blocks, x, &pos, ctx, |_, y| block_out.push(y.clone()));
                 let z = self.norm.forward(x);
                 let t = z.dims()[1];
                 let cls = z.clone().slice_dim(1, 0..1).reshape([b, c]);

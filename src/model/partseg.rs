@@ -46,7 +46,7 @@ use burn::tensor::{Device, Tensor, TensorData, activation};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::block::Block;
+use super::block::{Block, run_dapt, run_plain};
 use super::checkpoint::{LoadMode, LoadReport, StateDict, load_into};
 use super::config::{ModelKind, check_dapt_and_rates, check_width};
 use super::encoder::{PatchEncoder, PosEmbed};
@@ -378,11 +378,9 @@ impl PartSegModel {
         match (&self.cls_token, &self.cls_pos, &self.tfts_1) {
             (Some(cls), Some(cls_pos), Some(tf1)) => {
                 let tokens = tf1.forward(tokens);
-                let mut x = Tensor::cat(vec![cls.val().expand([b, 1, c]), tokens], 1)
+                let x = Tensor::cat(vec![cls.val().expand([b, 1, c]), tokens], 1)
                     + Tensor::cat(vec![cls_pos.val().expand([b, 1, c]), pos], 1);
-                for (i, blk) in self.blocks.iter().enumerate() {
-                    let (y, _) = blk.forward_dapt(x, ctx);
-                    x = y;
+                run_dapt(&self.blocks, x, ctx, |i, x, _| {
                     if taps.contains(&i) {
                         let t = x.dims()[1];
                         let mut z = self.norm.forward(x.clone().slice_dim(1, t - g..t));
@@ -391,16 +389,14 @@ impl PartSegModel {
                         }
                         feats.push(z);
                     }
-                }
+                });
             }
             _ => {
-                let mut x = tokens;
-                for (i, blk) in self.blocks.iter().enumerate() {
-                    x = blk.forward_plain(x + pos.clone(), ctx);
+                run_plain(&self.blocks, tokens, &pos, ctx, |i, x| {
                     if taps.contains(&i) {
                         feats.push(self.norm.forward(x.clone()));
                     }
-                }
+                });
             }
         }
         Tensor::cat(feats, 2)

@@ -27,7 +27,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::block::Block;
+use super::block::{Block, run_plain};
 use super::checkpoint::{LoadMode, LoadReport, StateDict, load_into};
 use super::config::{ModelConfig, ModelKind};
 use super::encoder::{PatchEncoder, PosEmbed};
@@ -694,10 +694,7 @@ impl PointMae {
         let c_vis = flat_centers.clone().select(0, vis_idx).reshape([b, nv, 3]);
         let c_mask = flat_centers.select(0, mask_idx.clone()).reshape([b, nm, 3]);
         let pos = self.mae_encoder.pos_embed.forward(c_vis.clone());
-        let mut x = x_vis;
-        for blk in &self.mae_encoder.blocks {
-            x = blk.forward_plain(x + pos.clone(), ctx);
-        }
+        let x = run_plain(&self.mae_encoder.blocks, x_vis, &pos, ctx, |_, _| {});
         let x_vis = self.mae_encoder.norm.forward(x);
 
         // decoder: [visible ; mask tokens], positions of [visible ; masked] centres
@@ -709,10 +706,8 @@ impl PointMae {
             1,
         );
         let tokens = self.mask_token.val().expand([b, nm, c]);
-        let mut x = Tensor::cat(vec![x_vis, tokens], 1);
-        for blk in &self.mae_decoder.blocks {
-            x = blk.forward_plain(x + pos_full.clone(), ctx);
-        }
+        let x = Tensor::cat(vec![x_vis, tokens], 1);
+        let x = run_plain(&self.mae_decoder.blocks, x, &pos_full, ctx, |_, _| {});
         let x_rec = self.mae_decoder.norm.forward(x.slice_dim(1, nv..g));
         let predicted = self.increase_dim.forward(x_rec).reshape([b * nm, m, 3]);
         let target = neighborhoods.reshape([b * g, m, 3]).select(0, mask_idx);
