@@ -56,10 +56,14 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, ModelError> {
             source: e,
         })?
     };
-    if n >= 4 && &head[..4] == b"PK\x03\x04" || n >= 2 && head[0] == 0x80 {
-        read_pytorch(path)
-    } else if n >= 9 && head[8] == b'{' {
+    // safetensors first: its 8-byte header length is arbitrary, and one in 32 of them
+    // begins with 0x80, the pickle PROTO opcode (a pickle then names its protocol, 2 to 5)
+    if n >= 9 && head[8] == b'{' {
         read_native(path)
+    } else if n >= 4 && &head[..4] == b"PK\x03\x04"
+        || n >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1])
+    {
+        read_pytorch(path)
     } else {
         Err(ck_err(
             path,
@@ -504,4 +508,37 @@ pub fn write_pytorch(
         source: e,
     })?;
     Ok(buf.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::names::RawTensor;
+
+    #[test]
+    fn a_safetensors_file_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.safetensors");
+        let tensors = vec![(
+            "w".to_string(),
+            RawTensor {
+                shape: vec![2],
+                data: vec![1.0, 2.0],
+            },
+        )];
+        let mut hit = false;
+        for pad in 0..512 {
+            let meta = serde_json::json!({"kind": "test", "pad": "x".repeat(pad)});
+            write_native(&p, &tensors, &meta).unwrap();
+            if std::fs::read(&p).unwrap()[0] != 0x80 {
+                continue;
+            }
+            hit = true;
+            let d = read_state_dict(&p).unwrap();
+            assert_eq!(d.format, CheckpointFormat::Native);
+            assert_eq!(d.tensors["w"].data, vec![1.0, 2.0]);
+            break;
+        }
+        assert!(hit, "no padding gave a header length ending in 0x80");
+    }
 }
