@@ -10,14 +10,12 @@ use burn::tensor::Device;
 use super::analysis::{Analyzer, CloudAnalysis};
 use super::training::{RunSettings, TrainingHandle, TrainingLauncher};
 use crate::backend::{BackendChoice, select};
-use crate::data::{PointCloud, Rng};
-use crate::gpu::cpu::fps;
+use crate::data::PointCloud;
+use crate::infer::classify::{logits_of, scale_snapshot, softmax};
 use crate::model::Classifier;
 use crate::model::load::{
     Adapter, AdapterTask, Backbone, assemble_classifier, assemble_partseg, load_classifier_from,
 };
-use crate::train::eval::{logits_of, scale_snapshot};
-use crate::train::metrics::softmax;
 use crate::train::{Mode, TrainConfig};
 
 /// A loaded classifier run with the official test-time pipeline.
@@ -30,24 +28,7 @@ pub struct ModelAnalyzer {
     name: String,
 }
 
-/// Indices into a cloud of `n` points giving the model's `npoints` input: FPS when there are
-/// more, all when equal, all plus seeded repeats when fewer. Keeping indices (not copies) lets
-/// patch membership refer to the points the user sees.
-pub fn sample_indices(points: &[[f32; 3]], npoints: usize) -> Vec<usize> {
-    let n = points.len();
-    match n.cmp(&npoints) {
-        std::cmp::Ordering::Equal => (0..n).collect(),
-        std::cmp::Ordering::Greater => fps(points, npoints),
-        std::cmp::Ordering::Less => {
-            let mut rng = Rng::new(0);
-            let mut idx: Vec<usize> = (0..n).collect();
-            while idx.len() < npoints && n > 0 {
-                idx.push(rng.below(n));
-            }
-            idx
-        }
-    }
-}
+pub use crate::infer::sampling::sample_indices;
 
 impl Analyzer for ModelAnalyzer {
     fn name(&self) -> String {

@@ -189,9 +189,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
     let file = out.join("fewshot.json");
-    let tmp = out.join("fewshot.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&report)? + "\n")
-        .and_then(|()| std::fs::rename(&tmp, &file))
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    crate::atomic_file::write(&file, text.as_bytes())
         .with_context(|| file.display().to_string())?;
     if json {
         super::output::print_json(&report);

@@ -12,11 +12,15 @@ pub fn pad_to(points: &mut Vec<[f32; 3]>, n: usize, rng: &mut Rng) -> bool {
     if len >= n || len == 0 {
         return false;
     }
-    for _ in len..n {
-        let j = rng.below(len);
+    for j in repeats(len, n, rng) {
         points.push(points[j]);
     }
     true
+}
+
+/// The indices `pad_to` appends to a cloud of `len` points to reach `n`.
+fn repeats(len: usize, n: usize, rng: &mut Rng) -> Vec<usize> {
+    (len..n).map(|_| rng.below(len)).collect()
 }
 
 /// The official test-time pipeline: FPS down to `npoints` (a cloud with exactly `npoints`
@@ -29,4 +33,21 @@ pub fn test_points(points: &[[f32; 3]], npoints: usize) -> Vec<[f32; 3]> {
         .into_iter()
         .map(|i| points[i])
         .collect()
+}
+
+/// Indices into a cloud of `n` points giving the model's `npoints` input: FPS when there are
+/// more, all when equal, all plus seeded repeats when fewer. Keeping indices (not copies) lets
+/// patch membership refer to the points the user sees.
+pub fn sample_indices(points: &[[f32; 3]], npoints: usize) -> Vec<usize> {
+    let n = points.len();
+    match n.cmp(&npoints) {
+        std::cmp::Ordering::Equal => (0..n).collect(),
+        std::cmp::Ordering::Greater => fps(points, npoints),
+        std::cmp::Ordering::Less if n == 0 => Vec::new(),
+        std::cmp::Ordering::Less => {
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.extend(repeats(n, npoints, &mut Rng::new(0)));
+            idx
+        }
+    }
 }
