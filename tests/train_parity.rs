@@ -17,12 +17,11 @@ use burn::module::Module;
 use burn::tensor::Device;
 use common::*;
 use dapt::model::checkpoint::{LoadMode, load_into, read_state_dict};
-use dapt::model::classifier::cross_entropy;
 use dapt::model::layers::{ForwardCtx, host_vec};
 use dapt::model::names::{Trainable, named_params};
 use dapt::model::{Classifier, ModelConfig};
 use dapt::train::Mode;
-use dapt::train::engine::model_tensors;
+use dapt::train::engine::{model_tensors, train_step_in};
 use dapt::train::optim::{AdamW, AdamWConfig};
 use dapt::train::schedule::CosineSchedule;
 
@@ -111,15 +110,12 @@ fn load_model(dir: &Path, device: &Device) -> Classifier {
     model.map(&mut Trainable::new(move |n: &str| mode.trainable(n)))
 }
 
-/// One optimisation step, line for line `dapt::train::engine::train_step`
-/// (src/train/classification.rs) except for the forward context: train mode (BatchNorm on
-/// batch statistics, running statistics updated) without a random source, so the head's
-/// fixed Dropout(0.5) is off as in the fixture. `train_step` always builds
-/// `ForwardCtx::train(rng)`, and with an rng the head drops half its activations; it offers
-/// no way to turn that off. Returns the model, the loss and the gradient norm before
-/// clipping, as `AdamW::step` reports it.
+/// One step through `dapt train`'s own `train_step_in`, in train mode (BatchNorm on batch
+/// statistics, running statistics updated) without a random source, so the head's fixed
+/// Dropout(0.5) is off as in the fixture. Returns the model, the loss and the gradient norm
+/// before clipping, as `AdamW::step` reports it.
 fn step(
-    mut model: Classifier,
+    model: Classifier,
     opt: &mut AdamW,
     points: &[[f32; 3]],
     labels: &[usize],
@@ -127,20 +123,14 @@ fn step(
     lr: f64,
     ad: &Device,
 ) -> (Classifier, f64, f64) {
-    let b = labels.len();
     let mut ctx = ForwardCtx {
         training: true,
         rng: None,
     };
-    let (out, _) = model
-        .forward_points(points, b, npoints, ad, &mut ctx)
-        .unwrap();
-    let loss = cross_entropy(out.logits, labels);
-    let loss_v = loss.clone().into_scalar::<f32>() as f64;
-    assert!(loss_v.is_finite(), "loss {loss_v}");
-    let grads = loss.backward();
-    let (model, norm) = opt.step(model, &grads, lr);
-    (model, loss_v, norm)
+    let (model, loss, _, norm) =
+        train_step_in(model, opt, points, labels, npoints, lr, &mut ctx, ad).unwrap();
+    assert!(loss.is_finite(), "loss {loss}");
+    (model, loss, norm)
 }
 
 fn median(v: &[f64]) -> f64 {

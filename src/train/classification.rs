@@ -245,7 +245,7 @@ pub fn adapter_file(
 /// model untouched.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
-    mut model: Classifier,
+    model: Classifier,
     opt: &mut AdamW,
     points: &[[f32; 3]],
     labels: &[usize],
@@ -254,18 +254,37 @@ pub fn train_step(
     rng: &mut Rng,
     ad: &Device,
 ) -> Result<(Classifier, f64, Vec<f32>), TrainError> {
-    let b = labels.len();
     let mut ctx = ForwardCtx::train(rng);
-    let (out, _) = model.forward_points(points, b, npoints, ad, &mut ctx)?;
+    let (model, loss, logits, _) =
+        train_step_in(model, opt, points, labels, npoints, lr, &mut ctx, ad)?;
+    Ok((model, loss, logits))
+}
+
+/// [`train_step`] under the caller's forward context (the training-parity test runs it
+/// without a random source, so the head's dropout is off as in the reference trajectory),
+/// also returning the gradient norm before clipping (0 when the loss is not finite).
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_in(
+    mut model: Classifier,
+    opt: &mut AdamW,
+    points: &[[f32; 3]],
+    labels: &[usize],
+    npoints: usize,
+    lr: f64,
+    ctx: &mut ForwardCtx<'_>,
+    ad: &Device,
+) -> Result<(Classifier, f64, Vec<f32>, f64), TrainError> {
+    let b = labels.len();
+    let (out, _) = model.forward_points(points, b, npoints, ad, ctx)?;
     let logits_host = host_vec(out.logits.clone());
     let loss = cross_entropy(out.logits, labels);
     let loss_v = loss.clone().into_scalar::<f32>() as f64;
     if !loss_v.is_finite() {
-        return Ok((model, loss_v, logits_host));
+        return Ok((model, loss_v, logits_host, 0.0));
     }
     let grads = loss.backward();
-    let (model, _norm) = opt.step(model, &grads, lr);
-    Ok((model, loss_v, logits_host))
+    let (model, norm) = opt.step(model, &grads, lr);
+    Ok((model, loss_v, logits_host, norm))
 }
 
 /// Classification for the driver: the prepared data, the epoch's running confusion matrix.
