@@ -105,7 +105,10 @@ pub struct Outcome {
     pub epochs_done: usize,
     pub best_epoch: usize,
     pub best: Score,
+    /// The last epoch of this session: its held-out line (its training line without one).
     pub last: Option<EpochMetrics>,
+    /// The last epoch's training line.
+    pub last_train: Option<EpochMetrics>,
     pub stopped: bool,
     pub trainable_params: usize,
     pub total_params: usize,
@@ -315,6 +318,7 @@ fn run_inner<T: Task>(
     let mut model = model.train();
     let t0 = Instant::now();
     let mut last_metrics = None;
+    let mut last_train = None;
     let mut stopped = false;
     for epoch in start_epoch..recipe.epochs {
         let lr = schedule.lr_for_epoch(epoch);
@@ -403,7 +407,7 @@ fn run_inner<T: Task>(
             .commit(EpochCommit {
                 last: &last,
                 optimizer: &opt,
-                best: improved.then_some((&last, published)),
+                best: improved.then_some(published),
                 state: RunState {
                     epochs_done: epoch + 1,
                     optimizer_step: opt.step,
@@ -436,7 +440,8 @@ fn run_inner<T: Task>(
                 path: run_dir.last_path(),
             },
         );
-        last_metrics = test_m.or(Some(train_m));
+        last_metrics = test_m.or(Some(train_m.clone()));
+        last_train = Some(train_m);
     }
     let epochs_done = run_dir
         .read_state()
@@ -473,6 +478,7 @@ fn run_inner<T: Task>(
             best_epoch,
             best,
             last: last_metrics,
+            last_train,
             stopped,
             trainable_params: trainable,
             total_params: total,

@@ -441,36 +441,23 @@ impl Task for Pretrain {
             export_pth(&best_model, &p, o.best_epoch)?;
             pth = Some(p);
         }
-        let (last_train, last_test) = match &o.last {
-            Some(m) if m.split == "test" => (None, Some(m.loss)),
-            Some(m) => (Some(m.loss), None),
-            None => (None, None),
-        };
         Ok(PretrainSummary {
             run_dir: rd.path.clone(),
             epochs_done: o.epochs_done,
             best_epoch: o.best_epoch,
             best_loss: o.best.primary,
-            last_train_loss: last_train.or_else(|| o.last.as_ref().and(self.last_train_loss(rd))),
-            last_test_loss: last_test,
+            last_train_loss: o.last_train.as_ref().map(|m| m.loss),
+            last_test_loss: o
+                .last
+                .as_ref()
+                .filter(|m| m.split == "test")
+                .map(|m| m.loss),
             stopped: o.stopped,
             total_params: o.total_params,
             backend: o.backend,
             backbone: rd.path.join("backbone.safetensors"),
             pth,
         })
-    }
-}
-
-impl Pretrain {
-    /// The last training loss this session logged (the driver reports the held-out line).
-    fn last_train_loss(&self, rd: &RunDir) -> Option<f64> {
-        let text = std::fs::read_to_string(rd.metrics_path()).ok()?;
-        text.lines()
-            .rev()
-            .filter_map(|l| serde_json::from_str::<PretrainMetrics>(l).ok())
-            .find(|m| m.split == "train")
-            .map(|m| m.loss)
     }
 }
 

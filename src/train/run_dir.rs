@@ -75,9 +75,9 @@ pub struct CheckpointFile {
 pub struct EpochCommit<'a> {
     pub last: &'a CheckpointFile,
     pub optimizer: &'a AdamW,
-    /// The model again when this epoch is the best so far, with the file published beside
-    /// the run (`adapter.safetensors` or `backbone.safetensors`) for that best epoch.
-    pub best: Option<(&'a CheckpointFile, Option<(&'static str, CheckpointFile)>)>,
+    /// This epoch is the best so far: `last` is also `best`, with the task's file published
+    /// beside the run (`adapter.safetensors` or `backbone.safetensors`) if it has one.
+    pub best: Option<Option<(&'static str, CheckpointFile)>>,
     pub state: RunState,
     /// The task's names for `best_score` and `best_secondary` in state.json.
     pub state_keys: (&'static str, Option<&'static str>),
@@ -121,12 +121,6 @@ impl RunDir {
             )));
         }
         std::fs::create_dir_all(path).map_err(io_err(path))?;
-        for stale in [NEXT, PREV] {
-            let p = path.join(stale);
-            if p.exists() {
-                std::fs::remove_dir_all(&p).map_err(io_err(&p))?;
-            }
-        }
         // a fresh run starts a fresh metrics file
         let m = rd.metrics_path();
         if m.exists() {
@@ -309,7 +303,7 @@ impl RunDir {
         if prev.exists() {
             std::fs::remove_dir_all(&prev).map_err(io_err(&prev))?;
         }
-        if let Some((_, Some((name, _)))) = &c.best {
+        if let Some(Some((name, _))) = &c.best {
             self.publish(name)?;
         }
         Ok(())
@@ -320,11 +314,8 @@ impl RunDir {
             std::fs::remove_dir_all(next).map_err(io_err(next))?;
         }
         std::fs::create_dir_all(next).map_err(io_err(next))?;
-        write_native(
-            &next.join("last.safetensors"),
-            &c.last.tensors,
-            &c.last.meta,
-        )?;
+        let last = next.join("last.safetensors");
+        write_native(&last, &c.last.tensors, &c.last.meta)?;
         let opt = c.optimizer;
         write_native(
             &next.join("optimizer.safetensors"),
@@ -332,8 +323,10 @@ impl RunDir {
             &serde_json::json!({"kind": "optimizer", "step": opt.step}),
         )?;
         match &c.best {
-            Some((best, published)) => {
-                write_native(&next.join("best.safetensors"), &best.tensors, &best.meta)?;
+            Some(published) => {
+                // the same bytes as `last`: a link, not a second serialisation of the model
+                let best = next.join("best.safetensors");
+                link_or_copy(&last, &best).map_err(io_err(&best))?;
                 if let Some((name, f)) = published {
                     write_native(&next.join(name), &f.tensors, &f.meta)?;
                 }
