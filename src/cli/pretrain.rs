@@ -83,7 +83,7 @@ pub fn build_config(args: &PretrainArgs) -> anyhow::Result<PretrainConfig> {
         cfg.export_pth = args.export_pth.clone();
     }
     cfg.model.validate()?;
-    if !(args.run.config.is_none() && args.run.data.is_none()) || args.run.out.is_some() {
+    if !args.run.is_demo() {
         cfg.out = args.run.out_or("pretrain", &cfg.data);
     }
     Ok(cfg)

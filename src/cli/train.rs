@@ -96,7 +96,7 @@ pub fn classification_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     if let Some(v) = args.snapshot_every {
         cfg.snapshot_every = v;
     }
-    cfg.out = if args.run.config.is_none() && args.run.data.is_none() && args.run.out.is_none() {
+    cfg.out = if args.run.is_demo() {
         PathBuf::from("runs/demo")
     } else {
         args.run.out_or(cfg.mode.as_str(), &cfg.data)
