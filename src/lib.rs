@@ -12,5 +12,6 @@ pub mod data;
 pub mod gpu;
 pub mod infer;
 pub mod model;
+pub mod readback;
 pub mod render;
 pub mod train;

@@ -18,6 +18,7 @@ use burn::tensor::Device;
 use common::*;
 use dapt::model::checkpoint::{LoadMode, load_into, read_state_dict};
 use dapt::model::layers::{ForwardCtx, host_vec};
+use dapt::readback::host_scalar;
 use dapt::model::names::{Trainable, named_params};
 use dapt::model::{Classifier, ModelConfig};
 use dapt::train::Mode;
@@ -127,8 +128,9 @@ fn step(
         training: true,
         rng: None,
     };
-    let (model, loss, _, norm) =
-        train_step_in(model, opt, points, labels, npoints, lr, &mut ctx, ad).unwrap();
+    let (model, out) = train_step_in(model, opt, points, labels, npoints, lr, &mut ctx, ad).unwrap();
+    let loss = host_scalar(out.loss);
+    let norm = host_scalar(out.grad_norm);
     assert!(loss.is_finite(), "loss {loss}");
     (model, loss, norm)
 }

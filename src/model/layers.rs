@@ -236,10 +236,4 @@ impl<'a> ForwardCtx<'a> {
     }
 }
 
-/// Reads a tensor back to the host as f32 (empty on a backend failure).
-pub fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
-}
+pub use crate::readback::host_vec;

@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use super::TrainError;
 use super::events::{CheckpointKind, EpochMetrics, TrainEvent};
@@ -19,6 +19,7 @@ use super::run_dir::{CheckpointFile, EpochCommit, RunDir, RunState};
 use super::schedule::CosineSchedule;
 use crate::backend::{self, BackendChoice};
 use crate::data::Rng;
+use crate::readback::host_vec;
 
 /// The loop settings a task's configuration fixes.
 #[derive(Clone, Debug)]
@@ -153,8 +154,9 @@ pub trait Task: Sized {
     fn train_len(&self) -> usize;
     /// Clears the epoch's running training metrics.
     fn begin_epoch(&mut self);
-    /// One optimisation step on the training items `items`: returns the model, the loss
-    /// and the epoch's running training accuracy so far (`None` where there is none).
+    /// One optimisation step on the training items `items`: returns the model and the
+    /// batch loss, still on the device (`[1]`). The task accumulates its running training
+    /// metrics on the device too; nothing in a step reads back.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
@@ -164,7 +166,13 @@ pub trait Task: Sized {
         lr: f64,
         rng: &mut Rng,
         ad: &Device,
-    ) -> Result<(Self::Model, f64, Option<f64>), TrainError>;
+    ) -> Result<(Self::Model, Tensor<1>), TrainError>;
+    /// Reads the epoch's running training metrics accumulated since the last call and
+    /// returns the running accuracy so far (`None` where there is none). Called at progress
+    /// points and before [`Task::train_metrics`].
+    fn read_running(&mut self) -> Result<Option<f64>, TrainError> {
+        Ok(None)
+    }
     /// Called after every step with the global step count (token-scale snapshots).
     fn after_step(
         &mut self,
@@ -209,6 +217,75 @@ pub trait Task: Sized {
 
     /// The task's summary; may write end-of-run exports.
     fn finish(&self, cfg: &Self::Config, outcome: Outcome) -> Result<Self::Summary, TrainError>;
+}
+
+/// Steps between two reads of the losses on a GPU (CPU runs read after every step).
+pub const GPU_PROGRESS_EVERY: usize = 10;
+
+/// Steps whose losses are still on the device.
+struct Window {
+    steps: Vec<usize>,
+    losses: Vec<Tensor<1>>,
+    since: Instant,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            steps: Vec::new(),
+            losses: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn push(&mut self, step: usize, loss: Tensor<1>) {
+        self.steps.push(step);
+        self.losses.push(loss);
+    }
+
+    /// Reads the window's losses and the task's running metrics (one read each), stops the
+    /// run at the first non-finite loss, sends one step event per step and returns the sum
+    /// of the losses.
+    fn report<T: Task>(
+        &mut self,
+        epoch: usize,
+        steps_per_epoch: usize,
+        batch: usize,
+        lr: f64,
+        task: &mut T,
+        events: &Option<Sender<TrainEvent>>,
+    ) -> Result<f64, TrainError> {
+        let steps = std::mem::take(&mut self.steps);
+        let losses = host_vec(Tensor::cat(std::mem::take(&mut self.losses), 0));
+        let accuracy = task.read_running()?;
+        let secs = self.since.elapsed().as_secs_f64().max(1e-9) / steps.len().max(1) as f64;
+        self.since = Instant::now();
+        let mut sum = 0.0;
+        for (i, &step) in steps.iter().enumerate() {
+            let loss = losses.get(i).map_or(f64::NAN, |&l| l as f64);
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged { epoch, step, loss });
+            }
+            sum += loss;
+            send(
+                events,
+                TrainEvent::Step {
+                    epoch,
+                    step,
+                    steps_per_epoch,
+                    loss,
+                    accuracy,
+                    lr,
+                    samples_per_sec: batch as f64 / secs,
+                },
+            );
+        }
+        Ok(sum)
+    }
 }
 
 fn send(events: &Option<Sender<TrainEvent>>, e: TrainEvent) {
@@ -316,6 +393,12 @@ fn run_inner<T: Task>(
     }
     let ad = device.clone().autodiff();
     let mut model = model.train();
+    // on a GPU every read waits for the queue to drain: read the losses every few steps
+    let progress_every = if selected.is_gpu {
+        GPU_PROGRESS_EVERY
+    } else {
+        1
+    };
     let t0 = Instant::now();
     let mut last_metrics = None;
     let mut last_train = None;
@@ -326,36 +409,28 @@ fn run_inner<T: Task>(
         rng.shuffle(&mut order);
         task.begin_epoch();
         let mut loss_sum = 0.0;
+        let mut window = Window::new();
         for step in 0..steps_per_epoch {
             if stop.load(Ordering::Relaxed) {
                 stopped = true;
                 break;
             }
-            let step_start = Instant::now();
             let items = &order[step * batch..(step + 1) * batch];
-            let (m, loss, accuracy) = task.step(model, &mut opt, items, lr, &mut rng, &ad)?;
+            let (m, loss) = task.step(model, &mut opt, items, lr, &mut rng, &ad)?;
             model = m;
-            if !loss.is_finite() {
-                return Err(TrainError::Diverged { epoch, step, loss });
+            window.push(step, loss);
+            let last = step + 1 == steps_per_epoch;
+            if window.len() >= progress_every || last {
+                loss_sum += window.report(epoch, steps_per_epoch, batch, lr, &mut task, events)?;
             }
-            loss_sum += loss;
-            let secs = step_start.elapsed().as_secs_f64().max(1e-9);
-            send(
-                events,
-                TrainEvent::Step {
-                    epoch,
-                    step,
-                    steps_per_epoch,
-                    loss,
-                    accuracy,
-                    lr,
-                    samples_per_sec: batch as f64 / secs,
-                },
-            );
             let global = epoch * steps_per_epoch + step + 1;
             if let Some(e) = task.after_step(&model, epoch, step, global) {
                 send(events, e);
             }
+        }
+        if stopped && window.len() > 0 {
+            // the steps done are reported; the partial epoch is not committed
+            window.report(epoch, steps_per_epoch, batch, lr, &mut task, events)?;
         }
         if stopped {
             send(events, TrainEvent::Stopped { epoch });

@@ -1,5 +1,6 @@
 //! Classification metrics: overall and mean class accuracy, confusion matrix.
 
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,38 @@ impl Confusion {
             0.0
         } else {
             v.iter().sum::<f64>() / v.len() as f64
+        }
+    }
+}
+
+/// The `[truth][prediction]` counts of one batch as a `[classes, classes]` tensor on the
+/// logits' device: `onehot(labels)ᵀ · onehot(argmax(logits))`, so a training step can
+/// accumulate its confusion matrix without reading the logits back.
+pub fn confusion_tensor(logits: Tensor<2>, labels: &[usize]) -> Tensor<2> {
+    let [b, k] = logits.dims();
+    let device = logits.device();
+    let mut truth = vec![0f32; b * k];
+    for (i, &l) in labels.iter().enumerate().take(b) {
+        if l < k {
+            truth[i * k + l] = 1.0;
+        }
+    }
+    let truth = Tensor::<2>::from_data(TensorData::new(truth, [b, k]), &device);
+    let classes = Tensor::<1, Int>::arange(0..k as i64, &device)
+        .reshape([1, k])
+        .expand([b, k]);
+    let pred = logits.argmax(1).expand([b, k]).equal(classes).float();
+    truth.transpose().matmul(pred)
+}
+
+impl Confusion {
+    /// Adds a `[classes][classes]` count matrix read back from [`confusion_tensor`].
+    pub fn add_counts(&mut self, counts: &[f32]) {
+        let k = self.classes;
+        for (t, row) in counts.chunks(k).take(k).enumerate() {
+            for (p, &c) in row.iter().enumerate() {
+                self.counts[t][p] += c.round().max(0.0) as u64;
+            }
         }
     }
 }

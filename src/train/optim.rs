@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Gradients, Tensor};
+use burn::tensor::{Device, Gradients, Tensor};
 
 use crate::model::names::{RawTensor, no_weight_decay, official_name};
 
@@ -56,24 +56,37 @@ impl ModuleVisitor for NormVisitor<'_> {
     }
 }
 
-/// L2 norm of all gradients together (0 when there are none).
-pub fn grad_norm<M: Module>(module: &M, grads: &Gradients) -> f64 {
+/// The device of a module's first parameter (the default device for a module without any).
+fn first_device<M: Module>(module: &M) -> Device {
+    module.devices().into_iter().next().unwrap_or_default()
+}
+
+/// L2 norm of all gradients together, on the device (`[1]`; 0 when there are none).
+pub fn grad_norm<M: Module>(module: &M, grads: &Gradients, device: &Device) -> Tensor<1> {
     let mut v = NormVisitor {
         grads,
         sum_sq: None,
     };
     module.visit(&mut v);
     v.sum_sq
-        .map(|s| s.into_scalar::<f32>() as f64)
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| Tensor::zeros([1], &device.clone().without_autodiff()))
         .sqrt()
+}
+
+/// The clipping factor `max / (norm + 1e-6)` where `norm > max`, else 1 (torch's
+/// `clip_grad_norm_`), computed on the device so the step does not wait for the norm.
+fn clip_factor(norm: &Tensor<1>, max: Option<f64>) -> Option<Tensor<1>> {
+    let max = max?;
+    let over = norm.clone().greater_elem(max);
+    let scaled = norm.clone().add_scalar(1e-6).recip().mul_scalar(max);
+    Some(norm.ones_like().mask_where(over, scaled))
 }
 
 struct Stepper<'a> {
     opt: &'a mut AdamW,
     grads: &'a Gradients,
     lr: f64,
-    clip_scale: f64,
+    clip_scale: Option<Tensor<1>>,
     path: Vec<String>,
 }
 
@@ -92,7 +105,6 @@ impl ModuleMapper for Stepper<'_> {
         let c = self.opt.config.clone();
         let t = self.opt.step as i32;
         let lr = self.lr;
-        let clip = self.clip_scale;
         let dims = g.dims();
         let n: usize = dims.iter().product();
         // rank is the same in burn and torch layouts, which is all the rule looks at
@@ -101,7 +113,10 @@ impl ModuleMapper for Stepper<'_> {
         } else {
             c.weight_decay
         };
-        let g = g.reshape([n]) * clip;
+        let g = match &self.clip_scale {
+            Some(c) => g.reshape([n]) * c.clone(),
+            None => g.reshape([n]),
+        };
         let (m, v) = match self.opt.moments.remove(&name) {
             Some(mv) => mv,
             None => (g.zeros_like(), g.zeros_like()),
@@ -130,13 +145,12 @@ impl AdamW {
         }
     }
 
-    /// One optimizer step with learning rate `lr`; returns the gradient norm before clipping.
-    pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> (M, f64) {
-        let norm = grad_norm(&module, grads);
-        let clip_scale = match self.config.grad_clip {
-            Some(max) if norm > max => max / (norm + 1e-6),
-            _ => 1.0,
-        };
+    /// One optimizer step with learning rate `lr`; returns the gradient norm before clipping,
+    /// still on the device (reading it is the caller's choice: it blocks on a GPU).
+    pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> (M, Tensor<1>) {
+        let device = first_device(&module);
+        let norm = grad_norm(&module, grads, &device);
+        let clip_scale = clip_factor(&norm, self.config.grad_clip);
         self.step += 1;
         let mut s = Stepper {
             opt: self,

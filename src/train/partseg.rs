@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -268,8 +268,8 @@ fn flatten(items: &[SegItem]) -> (Vec<[f32; 3]>, Vec<usize>, Vec<usize>) {
 
 /// One optimisation step: forward in training mode on the autodiff device, NLL, backward,
 /// clip + AdamW (twice when `double_step`, see the module doc). Returns the model, the loss
-/// and the batch's log-probabilities `[b][n][parts]`. A non-finite loss leaves the model as
-/// it was.
+/// (`[1]`) and the batch's log-probabilities (`[b, n, parts]`), both still on the device; a
+/// non-finite loss is caught by the driver when it reads the losses.
 #[allow(clippy::too_many_arguments)]
 pub fn seg_train_step(
     mut model: PartSegModel,
@@ -279,18 +279,15 @@ pub fn seg_train_step(
     double_step: bool,
     rng: &mut Rng,
     ad: &Device,
-) -> Result<(PartSegModel, f64, Vec<f32>), TrainError> {
+) -> Result<(PartSegModel, Tensor<1>, Tensor<3>), TrainError> {
     let b = batch.len();
     let n = batch.first().map(|i| i.points.len()).unwrap_or(0);
     let (pts, cats, labels) = flatten(batch);
     let mut ctx = ForwardCtx::train(rng);
     let out = model.forward_points(&pts, &cats, b, n, ad, &mut ctx)?;
-    let lp_host = host_vec(out.log_probs.clone());
+    let log_probs = out.log_probs.clone().inner();
     let loss = nll_loss(out.log_probs, &labels)?;
-    let loss_v = loss.clone().into_scalar::<f32>() as f64;
-    if !loss_v.is_finite() {
-        return Ok((model, loss_v, lp_host));
-    }
+    let loss_value = loss.clone().inner();
     let grads = loss.backward();
     let model = if double_step {
         // first step unclipped, as the official script's step before clip_grad_norm_
@@ -301,7 +298,7 @@ pub fn seg_train_step(
     } else {
         opt.step(model, &grads, lr).0
     };
-    Ok((model, loss_v, lp_host))
+    Ok((model, loss_value, log_probs))
 }
 
 /// Loss and mIoU of one evaluation.
@@ -438,6 +435,9 @@ pub struct PartSeg {
     cfg: PartSegTrainConfig,
     data: PreparedSeg,
     train_acc: MiouAccumulator,
+    /// Steps not yet read back: log-probabilities on the device and each shape's category
+    /// and point labels.
+    pending: Vec<(Tensor<3>, Vec<(usize, Vec<usize>)>)>,
     per_category: Vec<CategoryIou>,
     device: Device,
 }
@@ -500,6 +500,7 @@ impl Task for PartSeg {
                 cfg: cfg.clone(),
                 data,
                 train_acc,
+                pending: Vec::new(),
                 per_category: Vec::new(),
                 device: device.clone(),
             },
@@ -537,6 +538,7 @@ impl Task for PartSeg {
             self.data.category_parts.clone(),
             self.data.category_names.clone(),
         );
+        self.pending.clear();
     }
 
     fn step(
@@ -547,7 +549,7 @@ impl Task for PartSeg {
         lr: f64,
         rng: &mut Rng,
         ad: &Device,
-    ) -> Result<(PartSegModel, f64, Option<f64>), TrainError> {
+    ) -> Result<(PartSegModel, Tensor<1>), TrainError> {
         let npoints = self.cfg.model.npoints;
         let batch: Vec<SegItem> = items
             .iter()
@@ -559,16 +561,23 @@ impl Task for PartSeg {
             .collect();
         let double = self.cfg.official_double_step;
         let (model, loss, lp) = seg_train_step(model, opt, &batch, lr, double, rng, ad)?;
-        if loss.is_finite() {
-            let parts = self.cfg.model.num_parts;
-            for (i, it) in batch.iter().enumerate() {
-                let rows = &lp[i * npoints * parts..(i + 1) * npoints * parts];
+        let truth = batch.into_iter().map(|it| (it.category, it.labels)).collect();
+        self.pending.push((lp, truth));
+        Ok((model, loss))
+    }
+
+    fn read_running(&mut self) -> Result<Option<f64>, TrainError> {
+        let parts = self.cfg.model.num_parts;
+        for (lp, truth) in std::mem::take(&mut self.pending) {
+            let lp = host_vec(lp);
+            let per_shape = lp.len() / truth.len().max(1);
+            for (rows, (category, labels)) in lp.chunks(per_shape.max(1)).zip(&truth) {
                 self.train_acc
-                    .add_scores(it.category, rows, parts, &it.labels)
+                    .add_scores(*category, rows, parts, labels)
                     .map_err(|e| TrainError::Config(e.to_string()))?;
             }
         }
-        Ok((model, loss, Some(self.train_acc.point_accuracy())))
+        Ok(Some(self.train_acc.point_accuracy()))
     }
 
     fn train_metrics(&self, m: EpochMetrics) -> EpochMetrics {

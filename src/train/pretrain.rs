@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -177,8 +177,8 @@ pub fn pretrain_batch(clouds: &[&Vec<[f32; 3]>], npoints: usize, rng: &mut Rng) 
 }
 
 /// One optimisation step: random masks, forward in training mode on the autodiff device,
-/// Chamfer-L2, backward, AdamW (no clipping unless configured). A non-finite loss leaves the
-/// model untouched.
+/// Chamfer-L2, backward, AdamW (no clipping unless configured), queued without a read: the
+/// loss comes back on the device (`[1]`) and the driver checks it when it reads it.
 pub fn pretrain_step(
     mut model: PointMae,
     opt: &mut AdamW,
@@ -187,15 +187,12 @@ pub fn pretrain_step(
     lr: f64,
     rng: &mut Rng,
     ad: &Device,
-) -> Result<(PointMae, f64), TrainError> {
+) -> Result<(PointMae, Tensor<1>), TrainError> {
     let (out, _, _) = model.forward_drawn(points, b, model.config.npoints, ad, rng, true)?;
-    let loss_v = out.loss.clone().into_scalar::<f32>() as f64;
-    if !loss_v.is_finite() {
-        return Ok((model, loss_v));
-    }
+    let loss_value = out.loss.clone().inner();
     let grads = out.loss.backward();
     let (model, _norm) = opt.step(model, &grads, lr);
-    Ok((model, loss_v))
+    Ok((model, loss_value))
 }
 
 /// Mean masked-reconstruction loss over `clouds` in eval mode, with masks drawn from a fixed
@@ -363,11 +360,10 @@ impl Task for Pretrain {
         lr: f64,
         rng: &mut Rng,
         ad: &Device,
-    ) -> Result<(PointMae, f64, Option<f64>), TrainError> {
+    ) -> Result<(PointMae, Tensor<1>), TrainError> {
         let clouds: Vec<&Vec<[f32; 3]>> = items.iter().map(|&i| &self.data.train[i]).collect();
         let pts = pretrain_batch(&clouds, self.cfg.model.npoints, rng);
-        let (model, loss) = pretrain_step(model, opt, &pts, items.len(), lr, rng, ad)?;
-        Ok((model, loss, None))
+        pretrain_step(model, opt, &pts, items.len(), lr, rng, ad)
     }
 
     fn train_metrics(&self, m: EpochMetrics) -> EpochMetrics {
