@@ -45,13 +45,14 @@ fn check_case(case: &str, device: &Device, check_intermediates: bool, grad_tol: 
         .unwrap();
     if check_intermediates {
         let want_c: Vec<f64> = io["centers"].data.clone();
-        let got_c: Vec<f32> = groups.centers.iter().flatten().copied().collect();
+        let got_c: Vec<f32> = groups.centers_host().iter().flatten().copied().collect();
         assert_close("centers", &got_c, &io["centers"], 0.0);
         assert_eq!(got_c.len(), want_c.len());
         // KNN index sets equal per group (order within a group is irrelevant downstream)
         let want_idx = io["knn_idx"].usize();
         let m = model.config.group_size;
-        for (g, (a, w)) in groups.knn_idx.chunks(m).zip(want_idx.chunks(m)).enumerate() {
+        let got_idx = groups.knn_idx_host();
+        for (g, (a, w)) in got_idx.chunks(m).zip(want_idx.chunks(m)).enumerate() {
             let mut a = a.to_vec();
             let mut w = w.to_vec();
             a.sort();

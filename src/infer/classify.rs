@@ -61,7 +61,7 @@ pub fn scale_snapshot(
     let (out, groups) = model.forward_points(points, 1, n, device, &mut ctx)?;
     let g = model.config.num_group;
     let mut snap = ScaleSnapshot {
-        centers: groups.centers.clone(),
+        centers: groups.centers_host(),
         groups: groups.members(0),
         points: points.to_vec(),
         ..Default::default()

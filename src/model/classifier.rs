@@ -10,7 +10,7 @@ use super::ModelError;
 use super::block::{Block, run_dapt, run_plain, stack};
 use super::config::{ModelConfig, ModelKind, Pool};
 use super::encoder::{PatchEncoder, PosEmbed};
-use super::grouping::{Groups, group};
+use super::grouping::Patches;
 use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param, trunc_normal};
 
 /// `cls_head_finetune`: Linear → BN → ReLU → Dropout(0.5) → Linear → BN → ReLU → Dropout → Linear.
@@ -74,7 +74,7 @@ pub struct ForwardOutput {
 }
 
 /// The grouping of the last forward pass, kept for the viewer (patch membership, centres).
-pub type ForwardState = Groups;
+pub type ForwardState = Patches;
 
 impl Classifier {
     /// A freshly initialised model (official init where it matters: adapters start at zero,
@@ -114,14 +114,24 @@ impl Classifier {
         n: usize,
         device: &Device,
         ctx: &mut ForwardCtx,
-    ) -> Result<(ForwardOutput, Groups), ModelError> {
-        let groups = group(points, b, n, self.config.num_group, self.config.group_size)?;
-        let out = self.forward_groups(
-            groups.neighborhoods_tensor(device),
-            groups.centers_tensor(device),
-            ctx,
-        );
-        Ok((out, groups))
+    ) -> Result<(ForwardOutput, Patches), ModelError> {
+        let (g, m) = (self.config.num_group, self.config.group_size);
+        let patches = Patches::build(points, b, n, g, m, device)?;
+        let out = self.forward_groups(patches.neighborhoods.clone(), patches.centers.clone(), ctx);
+        Ok((out, patches))
+    }
+
+    /// Groups clouds already on the device (`[b, n, 3]`) with the device kernels and runs
+    /// the network.
+    pub fn forward_cloud(
+        &mut self,
+        cloud: &Tensor<3>,
+        ctx: &mut ForwardCtx,
+    ) -> (ForwardOutput, Patches) {
+        let (g, m) = (self.config.num_group, self.config.group_size);
+        let patches = Patches::on_device(cloud, g, m);
+        let out = self.forward_groups(patches.neighborhoods.clone(), patches.centers.clone(), ctx);
+        (out, patches)
     }
 
     /// `neighborhoods`: `[b, g, m, 3]`, `centers`: `[b, g, 3]`.

@@ -8,22 +8,23 @@ use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use super::batch::{Item, pad_to, test_points, train_batch};
+use super::batch::{Item, pad_to, test_points, train_batch, train_batch_on_device};
 use super::config::TrainConfig;
 use super::driver::{Outcome, Score, Task};
 use super::eval::{EvalResult, evaluate, scale_snapshot};
 use super::events::{EpochMetrics, TrainEvent};
-use super::metrics::{Confusion, argmax};
+use super::metrics::{Confusion, confusion_tensor};
 use super::optim::AdamW;
 use super::run_dir::{CheckpointFile, RunDir, write_json};
 use crate::data::{DataSpec, ReadOptions, Rng, ShortClass};
 use crate::model::Classifier;
 use crate::model::checkpoint::{LoadMode, load_into, read_state_dict};
 use crate::model::classifier::cross_entropy;
+use crate::model::grouping::Placement;
 use crate::model::layers::{ForwardCtx, host_vec};
 use crate::model::load::{ADAPTER_KIND, adapter_metadata, split_for_adapter};
 use crate::model::names::{RawTensor, Reader, Trainable, count_params, named_params};
@@ -239,10 +240,20 @@ pub fn adapter_file(
     }
 }
 
+/// What one optimisation step leaves on the device (no autodiff graph attached). Nothing
+/// here has been read: on a GPU the step has only been queued.
+pub struct StepTensors {
+    /// Cross-entropy of the batch, `[1]`.
+    pub loss: Tensor<1>,
+    /// `[b, classes]`.
+    pub logits: Tensor<2>,
+    /// L2 norm of the gradients before clipping, `[1]`.
+    pub grad_norm: Tensor<1>,
+}
+
 /// One optimisation step of the real training path (also what `dapt bench` times):
-/// forward in training mode on the autodiff device, cross-entropy, backward, clip, AdamW.
-/// Returns the updated model, the loss and the batch logits. A non-finite loss leaves the
-/// model untouched.
+/// forward in training mode on the autodiff device, cross-entropy, backward, clip, AdamW,
+/// all queued on the device without a read-back.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: Classifier,
@@ -253,19 +264,18 @@ pub fn train_step(
     lr: f64,
     rng: &mut Rng,
     ad: &Device,
-) -> Result<(Classifier, f64, Vec<f32>), TrainError> {
+) -> Result<(Classifier, StepTensors), TrainError> {
     let mut ctx = ForwardCtx::train(rng);
-    let (model, loss, logits, _) =
-        train_step_in(model, opt, points, labels, npoints, lr, &mut ctx, ad)?;
-    Ok((model, loss, logits))
+    train_step_in(model, opt, points, labels, npoints, lr, &mut ctx, ad)
 }
 
 /// [`train_step`] under the caller's forward context (the training-parity test runs it
-/// without a random source, so the head's dropout is off as in the reference trajectory),
-/// also returning the gradient norm before clipping (0 when the loss is not finite).
+/// without a random source, so the head's dropout is off as in the reference trajectory).
+/// A non-finite loss is not caught here (that would need a read): the driver checks the
+/// losses when it reads them and stops the run before anything is saved.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_in(
-    mut model: Classifier,
+    model: Classifier,
     opt: &mut AdamW,
     points: &[[f32; 3]],
     labels: &[usize],
@@ -273,18 +283,48 @@ pub fn train_step_in(
     lr: f64,
     ctx: &mut ForwardCtx<'_>,
     ad: &Device,
-) -> Result<(Classifier, f64, Vec<f32>, f64), TrainError> {
+) -> Result<(Classifier, StepTensors), TrainError> {
+    train_step_on(model, opt, Batch::Host { points, npoints }, labels, lr, ctx, ad)
+}
+
+/// A training batch: host clouds (grouped where the device groups) or clouds already on
+/// the device (`[b, n, 3]`, from [`super::batch::train_batch_on_device`]).
+pub enum Batch<'a> {
+    Host {
+        points: &'a [[f32; 3]],
+        npoints: usize,
+    },
+    Device(Tensor<3>),
+}
+
+/// The step of [`train_step_in`] on either kind of batch.
+pub fn train_step_on(
+    mut model: Classifier,
+    opt: &mut AdamW,
+    batch: Batch<'_>,
+    labels: &[usize],
+    lr: f64,
+    ctx: &mut ForwardCtx<'_>,
+    ad: &Device,
+) -> Result<(Classifier, StepTensors), TrainError> {
     let b = labels.len();
-    let (out, _) = model.forward_points(points, b, npoints, ad, ctx)?;
-    let logits_host = host_vec(out.logits.clone());
+    let out = match batch {
+        Batch::Host { points, npoints } => model.forward_points(points, b, npoints, ad, ctx)?.0,
+        Batch::Device(cloud) => model.forward_cloud(&cloud, ctx).0,
+    };
+    let logits = out.logits.clone().inner();
     let loss = cross_entropy(out.logits, labels);
-    let loss_v = loss.clone().into_scalar::<f32>() as f64;
-    if !loss_v.is_finite() {
-        return Ok((model, loss_v, logits_host, 0.0));
-    }
+    let loss_value = loss.clone().inner();
     let grads = loss.backward();
-    let (model, norm) = opt.step(model, &grads, lr);
-    Ok((model, loss_v, logits_host, norm))
+    let (model, grad_norm) = opt.step(model, &grads, lr);
+    Ok((
+        model,
+        StepTensors {
+            loss: loss_value,
+            logits,
+            grad_norm,
+        },
+    ))
 }
 
 /// Classification for the driver: the prepared data, the epoch's running confusion matrix.
@@ -292,7 +332,20 @@ pub struct Classification {
     cfg: TrainConfig,
     data: Prepared,
     conf: Confusion,
+    /// This epoch's counts not yet read back (`[classes, classes]` on the device).
+    conf_pending: Option<Tensor<2>>,
     device: Device,
+}
+
+impl Classification {
+    /// Adds a batch's predictions to the epoch's confusion counts on the device.
+    fn count(&mut self, logits: Tensor<2>, labels: &[usize]) {
+        let counts = confusion_tensor(logits, labels);
+        self.conf_pending = Some(match self.conf_pending.take() {
+            Some(acc) => acc + counts,
+            None => counts,
+        });
+    }
 }
 
 impl Task for Classification {
@@ -368,6 +421,7 @@ impl Task for Classification {
                 cfg: cfg.clone(),
                 data,
                 conf,
+                conf_pending: None,
                 device: device.clone(),
             },
             model,
@@ -393,6 +447,7 @@ impl Task for Classification {
 
     fn begin_epoch(&mut self) {
         self.conf = Confusion::new(self.cfg.model.cls_dim);
+        self.conf_pending = None;
     }
 
     fn step(
@@ -403,19 +458,36 @@ impl Task for Classification {
         lr: f64,
         rng: &mut Rng,
         ad: &Device,
-    ) -> Result<(Classifier, f64, Option<f64>), TrainError> {
+    ) -> Result<(Classifier, Tensor<1>), TrainError> {
         let npoints = self.cfg.model.npoints;
         let point_all = self.cfg.point_all_for(npoints);
         let batch: Vec<&Item> = items.iter().map(|&i| &self.data.train[i]).collect();
-        let (pts, labels) = train_batch(&batch, npoints, point_all, true, rng);
-        let (model, loss, logits) = train_step(model, opt, &pts, &labels, npoints, lr, rng, ad)?;
-        let k = self.cfg.model.cls_dim;
-        if loss.is_finite() {
-            for (i, &l) in labels.iter().enumerate() {
-                self.conf.add(l, argmax(&logits[i * k..(i + 1) * k]));
+        let on_device = (Placement::for_device(ad) == Placement::Device)
+            .then(|| train_batch_on_device(&batch, npoints, point_all, true, rng, ad))
+            .flatten();
+        let (model, out) = match on_device {
+            Some((cloud, labels)) => {
+                let mut ctx = ForwardCtx::train(rng);
+                let (model, out) =
+                    train_step_on(model, opt, Batch::Device(cloud), &labels, lr, &mut ctx, ad)?;
+                self.count(out.logits.clone(), &labels);
+                (model, out)
             }
+            None => {
+                let (pts, labels) = train_batch(&batch, npoints, point_all, true, rng);
+                let (model, out) = train_step(model, opt, &pts, &labels, npoints, lr, rng, ad)?;
+                self.count(out.logits.clone(), &labels);
+                (model, out)
+            }
+        };
+        Ok((model, out.loss))
+    }
+
+    fn read_running(&mut self) -> Result<Option<f64>, TrainError> {
+        if let Some(counts) = self.conf_pending.take() {
+            self.conf.add_counts(&host_vec(counts));
         }
-        Ok((model, loss, Some(self.conf.overall_accuracy())))
+        Ok(Some(self.conf.overall_accuracy()))
     }
 
     fn after_step(
