@@ -9,6 +9,8 @@ use burn::module::Module;
 use crate::backend::{BackendChoice, select};
 use crate::data::Rng;
 use crate::model::ModelConfig;
+use crate::model::grouping::Placement;
+use crate::readback::reads_on_this_thread;
 use crate::model::layers::ForwardCtx;
 use crate::train::engine::{build_model, train_step};
 use crate::train::optim::AdamW;
@@ -22,11 +24,23 @@ pub enum BenchMode {
     Infer,
 }
 
+/// The official model configurations `dapt bench` knows by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// ModelNet40: 1024 points, 64 groups of 32, 40 classes.
+    Modelnet40,
+    /// ScanObjectNN OBJ_BG: 2048 points, 128 groups of 32, 15 classes.
+    Objbg,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Model config (default: the official ModelNet40 DAPT model).
+    /// Model config file (overrides --preset).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// One of the official DAPT model configurations.
+    #[arg(long, value_enum, default_value_t = Preset::Modelnet40)]
+    pub preset: Preset,
     #[arg(long, value_enum, default_value_t = BenchMode::Dapt)]
     pub mode: BenchMode,
     #[arg(long, default_value_t = 32)]
@@ -45,9 +59,36 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let v = measure(&args)?;
+    if args.json {
+        super::output::print_json(&v);
+    } else {
+        let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+        println!(
+            "{} batch {} x {} points on {}: {:.1} ms/step (mean of {}), {:.1} samples/s, peak RSS {:.0} MiB, {} host reads per step, grouping on the {}",
+            v["mode"].as_str().unwrap_or(""),
+            v["batch"],
+            v["points"],
+            v["backend"].as_str().unwrap_or(""),
+            f("ms_per_step"),
+            args.steps,
+            f("samples_per_s"),
+            f("peak_memory_mib"),
+            f("host_reads_per_step"),
+            v["grouping"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(())
+}
+
+/// Runs the benchmark `args` describes and returns its JSON line.
+pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let mut model_cfg = match &args.config {
         Some(p) => ModelConfig::load(p)?,
-        None => ModelConfig::dapt_modelnet40(),
+        None => match args.preset {
+            Preset::Modelnet40 => ModelConfig::dapt_modelnet40(),
+            Preset::Objbg => ModelConfig::dapt_scan_objbg(),
+        },
     };
     if let Some(p) = args.points {
         model_cfg.npoints = p;
@@ -78,63 +119,78 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         })
         .collect();
     let labels: Vec<usize> = (0..b).map(|i| i % model_cfg.cls_dim).collect();
-    let mut times = Vec::new();
+    // Steps are timed as a run: warm-up, a sync, the steps queued back to back, a sync. On
+    // a GPU a step only queues work, so per-step wall times would measure the host alone.
+    let sync = || device.sync().map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+    let reads_before;
+    let elapsed;
     if args.mode == BenchMode::Infer {
         let mut model = model.valid();
-        for i in 0..args.warmup + args.steps {
-            let t = Instant::now();
-            let mut ctx = ForwardCtx::eval();
-            let (out, _) = model.forward_points(&clouds, b, npoints, &device, &mut ctx)?;
-            let _ = out.logits.into_data();
-            if i >= args.warmup {
-                times.push(t.elapsed().as_secs_f64());
+        let mut run = |steps: usize| -> anyhow::Result<()> {
+            for _ in 0..steps {
+                let mut ctx = ForwardCtx::eval();
+                let (out, _) = model.forward_points(&clouds, b, npoints, &device, &mut ctx)?;
+                // a prediction reads its logits
+                crate::readback::host_vec(out.logits);
             }
-        }
+            Ok(())
+        };
+        run(args.warmup)?;
+        sync()?;
+        reads_before = reads_on_this_thread();
+        let t = Instant::now();
+        run(args.steps)?;
+        sync()?;
+        elapsed = t.elapsed().as_secs_f64();
     } else {
         let ad = device.clone().autodiff();
-        let mut model = model.train();
+        let mut model = Some(model.train());
         let mut opt = AdamW::new(cfg.optim.clone());
-        for i in 0..args.warmup + args.steps {
-            let t = Instant::now();
-            // the batch sampling of `dapt train` is per-batch host work; include FPS grouping
-            // (inside forward_points) but not data loading, as PyTorch benchmarks do
-            let (m, _loss, _) = train_step(
-                model, &mut opt, &clouds, &labels, npoints, 1e-4, &mut rng, &ad,
-            )?;
-            model = m;
-            if i >= args.warmup {
-                times.push(t.elapsed().as_secs_f64());
+        // the batch sampling of `dapt train` is per-batch host work; include FPS grouping
+        // (inside forward_points) but not data loading, as PyTorch benchmarks do
+        let mut run = |steps: usize| -> anyhow::Result<()> {
+            for _ in 0..steps {
+                let m = model.take().ok_or_else(|| anyhow::anyhow!("no model"))?;
+                let (m, _) =
+                    train_step(m, &mut opt, &clouds, &labels, npoints, 1e-4, &mut rng, &ad)?;
+                model = Some(m);
             }
-        }
+            Ok(())
+        };
+        run(args.warmup)?;
+        sync()?;
+        reads_before = reads_on_this_thread();
+        let t = Instant::now();
+        run(args.steps)?;
+        sync()?;
+        elapsed = t.elapsed().as_secs_f64();
     }
-    times.sort_by(f64::total_cmp);
-    let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    let steps = args.steps.max(1);
+    let reads_per_step = (reads_on_this_thread() - reads_before) as f64 / steps as f64;
+    let mean = elapsed / steps as f64;
+    let device_mib = device
+        .memory_pool_usage()
+        .map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let v = serde_json::json!({
         "mode": format!("{:?}", args.mode).to_lowercase(),
+        "config": match &args.config {
+            Some(p) => p.display().to_string(),
+            None => format!("{:?}", args.preset).to_lowercase(),
+        },
         "batch": b,
         "points": npoints,
         "steps": args.steps,
-        "ms_per_step": median * 1e3,
-        "samples_per_s": b as f64 / median.max(1e-12),
+        "ms_per_step": mean * 1e3,
+        "host_reads_per_step": reads_per_step,
+        "grouping": Placement::for_device(&device).name(),
+        "device_memory_mib": device_mib,
+        "samples_per_s": b as f64 / mean.max(1e-12),
         "peak_memory_mib": super::output::peak_rss_mib(),
         "backend": selected.description,
         "threads": threads,
     });
-    if args.json {
-        super::output::print_json(&v);
-    } else {
-        println!(
-            "{} batch {b} x {npoints} points on {}: {:.1} ms/step (median of {}), {:.1} samples/s, peak RSS {:.0} MiB",
-            v["mode"].as_str().unwrap_or(""),
-            selected.description,
-            median * 1e3,
-            args.steps,
-            b as f64 / median.max(1e-12),
-            super::output::peak_rss_mib().unwrap_or(0.0)
-        );
-    }
-    Ok(())
+    Ok(v)
 }
