@@ -101,6 +101,16 @@ fn write_ply(path: &Path) {
 
 /// Runs `dapt` with `args` on `display` and waits for it (bounded); returns its stderr.
 fn run_dapt(display: u32, dir: &Path, args: &[&std::ffi::OsStr]) -> String {
+    run_dapt_env(display, dir, args, &[])
+}
+
+/// [`run_dapt`] with extra environment variables.
+fn run_dapt_env(
+    display: u32,
+    dir: &Path,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+) -> String {
     // a binary from another checkout (a shared CARGO_TARGET_DIR) would fail confusingly below
     let help = Command::new(env!("CARGO_BIN_EXE_dapt"))
         .args(["view", "--help"])
@@ -117,6 +127,7 @@ fn run_dapt(display: u32, dir: &Path, args: &[&std::ffi::OsStr]) -> String {
         .env("DISPLAY", format!(":{display}"))
         .env_remove("WAYLAND_DISPLAY")
         .env("XDG_CONFIG_HOME", dir)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -296,4 +307,43 @@ fn transparent_screenshots_from_the_binary() {
     let opaque = img.pixels().filter(|p| p.0[3] == 255).count();
     assert!(clear > total / 3, "{clear} of {total} transparent");
     assert!(opaque > 5_000, "{opaque} opaque pixels (the points)");
+}
+
+/// The renderer drawing on the wgpu device burn created (what `dapt view` does on a hardware
+/// GPU, forced here on lavapipe): the window still shows the cloud.
+#[test]
+fn the_renderer_draws_on_the_engines_wgpu_device() {
+    let (_xvfb, display) = start_xvfb();
+    let dir = tempfile::tempdir().unwrap();
+    let ply = dir.path().join("sphere.ply");
+    let png = dir.path().join("shared.png");
+    write_ply(&ply);
+    let stderr = run_dapt_env(
+        display,
+        dir.path(),
+        &[
+            "view".as_ref(),
+            ply.as_os_str(),
+            "--screenshot".as_ref(),
+            png.as_os_str(),
+        ],
+        &[("DAPT_SHARE_GPU", "1")],
+    );
+    assert!(
+        stderr.contains("renderer and engine share one wgpu device"),
+        "{stderr}"
+    );
+    let img = image::open(&png).expect("read screenshot").to_rgba8();
+    let palette: Vec<[u8; 4]> = (0..=64)
+        .map(|i| Colormap::Viridis.sample_u8(i as f32 / 64.0))
+        .collect();
+    let n = img
+        .pixels()
+        .filter(|p| {
+            palette
+                .iter()
+                .any(|c| (0..3).all(|k| (p.0[k] as i32 - c[k] as i32).abs() <= 10))
+        })
+        .count();
+    assert!(n > 10_000, "{n} viridis pixels");
 }

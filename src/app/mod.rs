@@ -16,7 +16,7 @@ mod jobs;
 pub mod keymap;
 pub mod loader;
 pub mod model_hook;
-mod native;
+pub mod native;
 mod pick;
 mod recolour;
 pub mod run_history;

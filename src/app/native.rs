@@ -14,6 +14,37 @@ impl eframe::App for EframeApp {
     }
 }
 
+/// Creates burn's default wgpu device first and returns its handles for the renderer, so the
+/// viewer and the engine (analysis and the run panel's training, which pick wgpu on a
+/// hardware GPU) draw and compute on one device and queue. Only where a hardware GPU exists
+/// (lavapipe is the CPU, and the engine then runs on burn-flex), unless `DAPT_SHARE_GPU=1`
+/// forces it; `DAPT_SHARE_GPU=0` turns it off. Returns the setup and the adapter's name.
+pub fn shared_device_setup() -> Option<(egui_wgpu::WgpuSetup, String)> {
+    match std::env::var("DAPT_SHARE_GPU").ok().as_deref() {
+        Some("0") => return None,
+        Some("1") => {}
+        _ => {
+            crate::backend::hardware_gpu()?;
+        }
+    }
+    match burn::tensor::Device::wgpu_options().init_with_setup() {
+        Ok((_, s)) => {
+            let name = s.adapter.get_info().name;
+            let setup = egui_wgpu::WgpuSetup::Existing(egui_wgpu::WgpuSetupExisting {
+                instance: s.instance,
+                adapter: s.adapter,
+                device: s.device,
+                queue: s.queue,
+            });
+            Some((setup, name))
+        }
+        Err(e) => {
+            eprintln!("note: the renderer gets its own wgpu device ({e})");
+            None
+        }
+    }
+}
+
 /// Opens the app window and runs until it is closed.
 pub fn run_app(mut options: AppOptions) -> anyhow::Result<()> {
     let mut wgpu_options = egui_wgpu::WgpuConfiguration::default();

@@ -63,6 +63,11 @@ pub fn parse_layers(list: &str) -> anyhow::Result<(app::LayerSettings, bool)> {
 
 pub fn run(args: ViewArgs) -> anyhow::Result<()> {
     let layers = args.layers.as_deref().map(parse_layers).transpose()?;
+    // before anything touches the GPU: burn's runtime can be registered only once
+    let wgpu_setup = app::native::shared_device_setup().map(|(setup, name)| {
+        eprintln!("renderer and engine share one wgpu device: {name}");
+        setup
+    });
     let mut startup_message = None;
     let analyzer = match &args.checkpoint {
         None => None,
@@ -93,7 +98,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<()> {
             app::default_settings_path()
         },
         screenshot_dir: None,
-        wgpu_setup: None,
+        wgpu_setup,
         startup_message,
         colour_by: args.colour_by,
         show_centers: args.show_centres || layers.as_ref().is_some_and(|l| l.1),
