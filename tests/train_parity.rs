@@ -224,9 +224,17 @@ fn replay(device: &Device, backend: &str) {
         // 1e-4 to 1e-3 here. Units sit within ~3e-4 of zero, and BN1's bias (whose gradient
         // is exactly zero wherever the unit passes every sample, BN5 removing the batch mean)
         // takes ±lr AdamW steps driven by rounding, so a seed may flip one against PyTorch.
-        if norm_err > 1e-4 {
+        // On wgpu the first step's norm meets 1e-4 like the CPU's; later steps get 3e-4:
+        // the backend's reductions round differently from PyTorch's CPU ones (step 0: 1.7e-5
+        // here against 1.5e-6 on flex, with the loss exact), and the kink above amplifies
+        // that along the trajectory: 9.2e-5 at step 3 on lavapipe without burn's fusion,
+        // 1.27e-4 with it, while losses stay within 2e-6 and the trained tensors' median
+        // within 2e-6. Changing only the summation order of the norm moves flex's step-3
+        // value from 9e-6 to 3.7e-5 (measured), so this is rounding, not a port error.
+        let norm_tol = if backend == "wgpu" && i > 0 { 3e-4 } else { 1e-4 };
+        if norm_err > norm_tol {
             failures.push(format!(
-                "step {i}: grad norm {norm} vs {} (rel {norm_err:.2e} > 1e-4)",
+                "step {i}: grad norm {norm} vs {} (rel {norm_err:.2e} > {norm_tol:e})",
                 norms[i]
             ));
         }
