@@ -322,7 +322,10 @@ fn train_run_on_wgpu_learns_above_chance() {
         Arc::new(AtomicBool::new(false)),
     )
     .unwrap();
-    eprintln!("wgpu: best held-out accuracy {:.3}", s.best_overall_accuracy);
+    eprintln!(
+        "wgpu: best held-out accuracy {:.3}",
+        s.best_overall_accuracy
+    );
     assert!(s.backend.starts_with("wgpu"), "{}", s.backend);
     assert!(
         s.best_overall_accuracy >= 0.25,

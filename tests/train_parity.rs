@@ -18,9 +18,9 @@ use burn::tensor::Device;
 use common::*;
 use dapt::model::checkpoint::{LoadMode, load_into, read_state_dict};
 use dapt::model::layers::{ForwardCtx, host_vec};
-use dapt::readback::host_scalar;
 use dapt::model::names::{Trainable, named_params};
 use dapt::model::{Classifier, ModelConfig};
+use dapt::readback::host_scalar;
 use dapt::train::Mode;
 use dapt::train::engine::{model_tensors, train_step_in};
 use dapt::train::optim::{AdamW, AdamWConfig};
@@ -128,7 +128,8 @@ fn step(
         training: true,
         rng: None,
     };
-    let (model, out) = train_step_in(model, opt, points, labels, npoints, lr, &mut ctx, ad).unwrap();
+    let (model, out) =
+        train_step_in(model, opt, points, labels, npoints, lr, &mut ctx, ad).unwrap();
     let loss = host_scalar(out.loss);
     let norm = host_scalar(out.grad_norm);
     assert!(loss.is_finite(), "loss {loss}");
@@ -231,7 +232,11 @@ fn replay(device: &Device, backend: &str) {
         // 1.27e-4 with it, while losses stay within 2e-6 and the trained tensors' median
         // within 2e-6. Changing only the summation order of the norm moves flex's step-3
         // value from 9e-6 to 3.7e-5 (measured), so this is rounding, not a port error.
-        let norm_tol = if backend == "wgpu" && i > 0 { 3e-4 } else { 1e-4 };
+        let norm_tol = if backend == "wgpu" && i > 0 {
+            3e-4
+        } else {
+            1e-4
+        };
         if norm_err > norm_tol {
             failures.push(format!(
                 "step {i}: grad norm {norm} vs {} (rel {norm_err:.2e} > {norm_tol:e})",

@@ -10,8 +10,8 @@ use crate::backend::{BackendChoice, select};
 use crate::data::Rng;
 use crate::model::ModelConfig;
 use crate::model::grouping::Placement;
-use crate::readback::reads_on_this_thread;
 use crate::model::layers::ForwardCtx;
+use crate::readback::reads_on_this_thread;
 use crate::train::engine::{build_model, train_step};
 use crate::train::optim::AdamW;
 use crate::train::{Mode, TrainConfig};
@@ -121,7 +121,11 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let labels: Vec<usize> = (0..b).map(|i| i % model_cfg.cls_dim).collect();
     // Steps are timed as a run: warm-up, a sync, the steps queued back to back, a sync. On
     // a GPU a step only queues work, so per-step wall times would measure the host alone.
-    let sync = || device.sync().map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
+    };
     let reads_before;
     let elapsed;
     if args.mode == BenchMode::Infer {

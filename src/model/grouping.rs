@@ -76,7 +76,10 @@ impl Patches {
                 placement,
                 centers: g.centers_tensor(device),
                 neighborhoods: g.neighborhoods_tensor(device),
-                knn_idx: Tensor::from_data(TensorData::new(idx, [b, num_group, group_size]), device),
+                knn_idx: Tensor::from_data(
+                    TensorData::new(idx, [b, num_group, group_size]),
+                    device,
+                ),
             });
         }
         let flat: Vec<f32> = points.iter().flatten().copied().collect();
@@ -93,7 +96,10 @@ impl Patches {
         let m = knn_idx.dims()[2];
         let members = device::gather_points(cloud, knn_idx.clone().reshape([b, num_group * m]));
         let neighborhoods = members.reshape([b, num_group, m, 3])
-            - centers.clone().reshape([b, num_group, 1, 3]).expand([b, num_group, m, 3]);
+            - centers
+                .clone()
+                .reshape([b, num_group, 1, 3])
+                .expand([b, num_group, m, 3]);
         Self {
             batch: b,
             num_group,

@@ -6,9 +6,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::Rng;
 use crate::gpu::cpu::fps;
-use crate::model::grouping::device::{fps as device_fps, gather_points};
 /// The test-time sampling lives with inference; training and evaluation use the same.
 pub use crate::infer::sampling::{pad_to, test_points};
+use crate::model::grouping::device::{fps as device_fps, gather_points};
 
 /// A cloud ready for the model plus its label.
 #[derive(Clone, Debug)]

@@ -284,7 +284,15 @@ pub fn train_step_in(
     ctx: &mut ForwardCtx<'_>,
     ad: &Device,
 ) -> Result<(Classifier, StepTensors), TrainError> {
-    train_step_on(model, opt, Batch::Host { points, npoints }, labels, lr, ctx, ad)
+    train_step_on(
+        model,
+        opt,
+        Batch::Host { points, npoints },
+        labels,
+        lr,
+        ctx,
+        ad,
+    )
 }
 
 /// A training batch: host clouds (grouped where the device groups) or clouds already on
@@ -294,7 +302,7 @@ pub enum Batch<'a> {
         points: &'a [[f32; 3]],
         npoints: usize,
     },
-    Device(Tensor<3>),
+    Device(Box<Tensor<3>>),
 }
 
 /// The step of [`train_step_in`] on either kind of batch.
@@ -468,8 +476,15 @@ impl Task for Classification {
         let (model, out) = match on_device {
             Some((cloud, labels)) => {
                 let mut ctx = ForwardCtx::train(rng);
-                let (model, out) =
-                    train_step_on(model, opt, Batch::Device(cloud), &labels, lr, &mut ctx, ad)?;
+                let (model, out) = train_step_on(
+                    model,
+                    opt,
+                    Batch::Device(Box::new(cloud)),
+                    &labels,
+                    lr,
+                    &mut ctx,
+                    ad,
+                )?;
                 self.count(out.logits.clone(), &labels);
                 (model, out)
             }

@@ -430,6 +430,9 @@ fn adapter_file(
     }
 }
 
+/// A step's log-probabilities on the device, with each shape's category and point labels.
+type PendingBatch = (Tensor<3>, Vec<(usize, Vec<usize>)>);
+
 /// Part segmentation for the driver: the prepared shapes and the epoch's running mIoU.
 pub struct PartSeg {
     cfg: PartSegTrainConfig,
@@ -437,7 +440,7 @@ pub struct PartSeg {
     train_acc: MiouAccumulator,
     /// Steps not yet read back: log-probabilities on the device and each shape's category
     /// and point labels.
-    pending: Vec<(Tensor<3>, Vec<(usize, Vec<usize>)>)>,
+    pending: Vec<PendingBatch>,
     per_category: Vec<CategoryIou>,
     device: Device,
 }
@@ -561,7 +564,10 @@ impl Task for PartSeg {
             .collect();
         let double = self.cfg.official_double_step;
         let (model, loss, lp) = seg_train_step(model, opt, &batch, lr, double, rng, ad)?;
-        let truth = batch.into_iter().map(|it| (it.category, it.labels)).collect();
+        let truth = batch
+            .into_iter()
+            .map(|it| (it.category, it.labels))
+            .collect();
         self.pending.push((lp, truth));
         Ok((model, loss))
     }

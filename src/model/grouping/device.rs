@@ -57,7 +57,11 @@ pub fn fps(points: &Tensor<3>, m: usize) -> Tensor<2, Int> {
             .clone()
             .gather(1, old.reshape([b, 1, 1]).expand([b, 1, 3]));
         let at = |p: &Tensor<2>, k: usize| {
-            p.clone() - c.clone().slice_dim(2, k..k + 1).reshape([b, 1]).expand([b, n])
+            p.clone()
+                - c.clone()
+                    .slice_dim(2, k..k + 1)
+                    .reshape([b, 1])
+                    .expand([b, n])
         };
         let (dx, dy, dz) = (at(&x, 0), at(&y, 1), at(&z, 2));
         let d = dx.clone() * dx + dy.clone() * dy + dz.clone() * dz;
