@@ -80,6 +80,21 @@ fn start_xvfb() -> (KillOnDrop, u32) {
     panic!("Xvfb did not come up");
 }
 
+/// Pixels within 10 per channel of some colour of the viridis map (the default height
+/// colouring).
+fn viridis_pixels(img: &image::RgbaImage) -> usize {
+    let palette: Vec<[u8; 4]> = (0..=64)
+        .map(|i| Colormap::Viridis.sample_u8(i as f32 / 64.0))
+        .collect();
+    img.pixels()
+        .filter(|p| {
+            palette
+                .iter()
+                .any(|c| (0..3).all(|k| (p.0[k] as i32 - c[k] as i32).abs() <= 10))
+        })
+        .count()
+}
+
 /// Fibonacci sphere, 4000 points, written as ascii PLY.
 fn write_ply(path: &Path) {
     let n = 4000;
@@ -185,20 +200,10 @@ fn binary_renders_points_under_xvfb() {
         img.height()
     );
     // default colouring: height on viridis; count pixels close to some viridis colour
-    let palette: Vec<[u8; 4]> = (0..=64)
-        .map(|i| Colormap::Viridis.sample_u8(i as f32 / 64.0))
-        .collect();
-    let viridis_pixels = img
-        .pixels()
-        .filter(|p| {
-            palette
-                .iter()
-                .any(|c| (0..3).all(|k| (p.0[k] as i32 - c[k] as i32).abs() <= 10))
-        })
-        .count();
+    let found = viridis_pixels(&img);
     assert!(
-        viridis_pixels > 10_000,
-        "expected a window full of viridis-coloured points, found {viridis_pixels} such pixels"
+        found > 10_000,
+        "expected a window full of viridis-coloured points, found {found} such pixels"
     );
     // and colours spanning the map (points at both ends of the height range)
     let near = |c: [u8; 4]| {
@@ -264,17 +269,7 @@ fn view_only_screenshots_crop_the_panels_away() {
     );
     assert_eq!(view.height(), full.height());
     // the crop still holds the points (viridis pixels)
-    let palette: Vec<[u8; 4]> = (0..=64)
-        .map(|i| Colormap::Viridis.sample_u8(i as f32 / 64.0))
-        .collect();
-    let n = view
-        .pixels()
-        .filter(|p| {
-            palette
-                .iter()
-                .any(|c| (0..3).all(|k| (p.0[k] as i32 - c[k] as i32).abs() <= 10))
-        })
-        .count();
+    let n = viridis_pixels(&view);
     assert!(n > 10_000, "{n}");
 }
 
@@ -334,16 +329,6 @@ fn the_renderer_draws_on_the_engines_wgpu_device() {
         "{stderr}"
     );
     let img = image::open(&png).expect("read screenshot").to_rgba8();
-    let palette: Vec<[u8; 4]> = (0..=64)
-        .map(|i| Colormap::Viridis.sample_u8(i as f32 / 64.0))
-        .collect();
-    let n = img
-        .pixels()
-        .filter(|p| {
-            palette
-                .iter()
-                .any(|c| (0..3).all(|k| (p.0[k] as i32 - c[k] as i32).abs() <= 10))
-        })
-        .count();
+    let n = viridis_pixels(&img);
     assert!(n > 10_000, "{n} viridis pixels");
 }

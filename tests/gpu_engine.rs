@@ -9,11 +9,12 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use burn::module::Module;
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
-use common::tiny_config;
+use common::clouds::{Kind, batch};
+use common::{comparable_metrics, stop_after_epoch, tiny_config};
 use dapt::backend::BackendChoice;
 use dapt::data::rng::Rng;
 use dapt::gpu::cpu;
@@ -30,54 +31,6 @@ fn wgpu() -> Device {
 
 fn devices() -> [(&'static str, Device); 2] {
     [("flex", Device::flex()), ("wgpu", wgpu())]
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Normal,
-    /// Small integer grid: many exactly equal distances, so tie-breaking decides.
-    Grid,
-    /// Every point three times.
-    Duplicated,
-    /// A third of the points inside the skipped ball around the origin.
-    NearOrigin,
-    /// No eligible point at all.
-    AllNearOrigin,
-}
-
-fn cloud(rng: &mut Rng, kind: Kind, n: usize) -> Vec<[f32; 3]> {
-    let mut pts: Vec<[f32; 3]> = (0..n)
-        .map(|_| match kind {
-            Kind::Normal => [rng.normal(), rng.normal(), rng.normal()],
-            Kind::Grid => [
-                rng.below(5) as f32 - 2.0,
-                rng.below(5) as f32 - 2.0,
-                rng.below(3) as f32,
-            ],
-            Kind::Duplicated | Kind::NearOrigin => [
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-            ],
-            Kind::AllNearOrigin => [rng.range(-0.01, 0.01), rng.range(-0.01, 0.01), 0.0],
-        })
-        .collect();
-    match kind {
-        Kind::Duplicated => {
-            for i in 0..n {
-                pts[i] = pts[i / 3 * 3];
-            }
-        }
-        Kind::NearOrigin => {
-            for (i, p) in pts.iter_mut().enumerate() {
-                if i % 3 == 1 {
-                    *p = [rng.range(-0.015, 0.015), rng.range(-0.015, 0.015), 0.0];
-                }
-            }
-        }
-        _ => {}
-    }
-    pts
 }
 
 fn upload(points: &[[f32; 3]], b: usize, n: usize, device: &Device) -> Tensor<3> {
@@ -103,7 +56,7 @@ fn device_fps_picks_exactly_the_cpu_indices() {
     for (name, device) in devices() {
         let mut rng = Rng::new(0x5eed);
         for (kind, b, n, m) in cases {
-            let pts: Vec<[f32; 3]> = (0..b).flat_map(|_| cloud(&mut rng, kind, n)).collect();
+            let pts = batch(&mut rng, kind, b, n);
             let want = cpu::fps_batch(&pts, b, n, m);
             let got = as_usize(host_ints(dg::fps(&upload(&pts, b, n, &device), m)));
             assert_eq!(got, want, "{name}: {kind:?} b={b} n={n} m={m}");
@@ -123,7 +76,7 @@ fn device_knn_returns_the_cpu_neighbours_in_the_cpu_order() {
     for (name, device) in devices() {
         let mut rng = Rng::new(0xc0ffee);
         for (kind, b, n, g, k) in cases {
-            let refs: Vec<[f32; 3]> = (0..b).flat_map(|_| cloud(&mut rng, kind, n)).collect();
+            let refs = batch(&mut rng, kind, b, n);
             let mut queries = Vec::with_capacity(b * g);
             for c in 0..b {
                 for j in 0..g {
@@ -153,9 +106,7 @@ fn device_knn_returns_the_cpu_neighbours_in_the_cpu_order() {
 fn device_patches_equal_the_host_patches() {
     let mut rng = Rng::new(7);
     let (b, n, g, m) = (3, 256, 16, 16);
-    let pts: Vec<[f32; 3]> = (0..b)
-        .flat_map(|_| cloud(&mut rng, Kind::Normal, n))
-        .collect();
+    let pts = batch(&mut rng, Kind::Normal, b, n);
     let host = group(&pts, b, n, g, m).unwrap();
     let want_nb: Vec<f32> = host.neighborhoods.iter().flatten().copied().collect();
     let want_c: Vec<f32> = host.centers.iter().flatten().copied().collect();
@@ -212,9 +163,7 @@ fn a_training_step_on_wgpu_reads_nothing_back() {
     let mut model = build_model(&cfg, &device).unwrap().train();
     let mut rng = Rng::new(1);
     let (b, n) = (4, 64);
-    let pts: Vec<[f32; 3]> = (0..b)
-        .flat_map(|_| cloud(&mut rng, Kind::Normal, n))
-        .collect();
+    let pts = batch(&mut rng, Kind::Normal, b, n);
     let labels = [0, 1, 2, 3];
     let mut opt = AdamW::new(AdamWConfig::default());
     let ad = device.clone().autodiff();
@@ -295,18 +244,6 @@ fn wgpu_run(out: &Path, epochs: usize) -> TrainConfig {
     }
 }
 
-fn metrics(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("wall_secs");
-            v.to_string()
-        })
-        .collect()
-}
-
 /// `train::run` on wgpu learns above chance (10 classes, 30 held-out clouds; the same
 /// configuration reaches 0.33-0.43 over four seeds on the CPU), reporting every step
 /// although the losses are read in windows.
@@ -362,21 +299,9 @@ fn a_stopped_wgpu_run_resumes_exactly() {
     )
     .unwrap();
     let cut = tempfile::tempdir().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stop2 = stop.clone();
-    let watcher = std::thread::spawn(move || {
-        for ev in rx {
-            if let TrainEvent::Metrics(m) = ev
-                && m.epoch == 1
-                && m.split == "test"
-            {
-                stop2.store(true, Ordering::SeqCst);
-            }
-        }
-    });
+    let (tx, stop, watcher) = stop_after_epoch(1);
     let s = dapt::train::run(wgpu_run(cut.path(), epochs), None, Some(tx), stop).unwrap();
-    watcher.join().unwrap();
+    assert!(watcher.join().unwrap(), "no Stopped event");
     assert!(s.stopped);
     assert_eq!(s.epochs_done, 2);
     let s2 = dapt::train::run(
@@ -387,5 +312,7 @@ fn a_stopped_wgpu_run_resumes_exactly() {
     )
     .unwrap();
     assert_eq!(s2.epochs_done, epochs);
-    assert_eq!(metrics(full.path()), metrics(cut.path()));
+    let want = comparable_metrics(full.path());
+    assert_eq!(want.len(), 2 * epochs);
+    assert_eq!(comparable_metrics(cut.path()), want);
 }

@@ -13,6 +13,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use common::clouds::{Kind, batch};
 use dapt::data::rng::Rng;
 use dapt::gpu::{GpuContext, GpuError, cpu, fps_gpu, knn_gpu};
 
@@ -186,63 +187,6 @@ fn gpu_knn_reproduces_the_fixture_and_the_cpu_order() {
 }
 
 // ---------------------------------------------------------------- GPU vs CPU, random
-
-/// Kinds of random clouds, each aimed at one way the kernels could diverge.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    /// Gaussian blob: generic floats.
-    Normal,
-    /// Small integer grid: many exactly equal distances, so tie-breaking decides.
-    Grid,
-    /// Every point repeated: equal points, zero distances.
-    Duplicated,
-    /// A third of the points inside (or on the edge of) the skipped ball around the origin.
-    NearOrigin,
-    /// Every point inside the skipped ball: no eligible point at all.
-    AllNearOrigin,
-}
-
-fn cloud(rng: &mut Rng, kind: Kind, n: usize) -> Vec<[f32; 3]> {
-    let mut pts: Vec<[f32; 3]> = (0..n)
-        .map(|_| match kind {
-            Kind::Normal => [rng.normal(), rng.normal(), rng.normal()],
-            Kind::Grid => [
-                rng.below(5) as f32 - 2.0,
-                rng.below(5) as f32 - 2.0,
-                rng.below(3) as f32,
-            ],
-            Kind::Duplicated | Kind::NearOrigin => [
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-            ],
-            Kind::AllNearOrigin => [rng.range(-0.01, 0.01), rng.range(-0.01, 0.01), 0.0],
-        })
-        .collect();
-    match kind {
-        Kind::Duplicated => {
-            for i in 0..n {
-                pts[i] = pts[i / 3 * 3];
-            }
-        }
-        Kind::NearOrigin => {
-            for (i, p) in pts.iter_mut().enumerate() {
-                if i % 3 == 1 {
-                    *p = [rng.range(-0.015, 0.015), rng.range(-0.015, 0.015), 0.0];
-                } else if i % 9 == 2 {
-                    // |p|² = 1e-3 exactly in f32 arithmetic or as close as it gets
-                    *p = [1e-3f32.sqrt(), 0.0, 0.0];
-                }
-            }
-        }
-        _ => {}
-    }
-    pts
-}
-
-fn batch(rng: &mut Rng, kind: Kind, b: usize, n: usize) -> Vec<[f32; 3]> {
-    (0..b).flat_map(|_| cloud(rng, kind, n)).collect()
-}
 
 #[test]
 fn gpu_fps_equals_cpu_on_random_inputs() {

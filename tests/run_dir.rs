@@ -54,17 +54,8 @@ fn tiny_cfg(out: &Path, epochs: usize) -> TrainConfig {
 
 const EPOCHS: usize = 4;
 
-/// metrics.jsonl without wall-clock times, one string per line.
 fn metrics(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("wall_secs");
-            v.to_string()
-        })
-        .collect()
+    common::comparable_metrics(dir)
 }
 
 fn reference() -> &'static Vec<String> {

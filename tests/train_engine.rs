@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -15,7 +15,7 @@ use dapt::model::names::{Reader, no_weight_decay};
 use dapt::model::{ModelConfig, ModelKind, Pool};
 use dapt::train::engine::{build_model, train_step};
 use dapt::train::optim::{AdamW, AdamWConfig};
-use dapt::train::{Mode, TrainConfig, TrainEvent};
+use dapt::train::{Mode, TrainConfig};
 
 /// A model small enough to train in seconds in a debug build.
 fn tiny_model() -> ModelConfig {
@@ -159,22 +159,7 @@ fn resume_after_interruption_matches_an_uninterrupted_run() {
 
     // interrupt: ask to stop once epoch 1 is evaluated; the engine stops inside epoch 2
     let cut = tempfile::tempdir().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stop2 = stop.clone();
-    let watcher = std::thread::spawn(move || {
-        let mut saw_stopped = false;
-        for ev in rx {
-            match ev {
-                TrainEvent::Metrics(m) if m.epoch == 1 && m.split == "test" => {
-                    stop2.store(true, Ordering::SeqCst)
-                }
-                TrainEvent::Stopped { .. } => saw_stopped = true,
-                _ => {}
-            }
-        }
-        saw_stopped
-    });
+    let (tx, stop, watcher) = common::stop_after_epoch(1);
     let s = dapt::train::run(tiny_cfg(Mode::Dapt, cut.path(), 4), None, Some(tx), stop).unwrap();
     assert!(watcher.join().unwrap(), "no Stopped event");
     assert!(s.stopped);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
+use burn::tensor::Device;
 
 use crate::backend::{BackendChoice, select};
 use crate::data::Rng;
@@ -81,6 +82,32 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `run(warmup)`, syncs, then times `run(steps)` between two device syncs: on a GPU a
+/// step only queues work, so per-step wall times would measure the host alone. Returns the
+/// seconds and the host reads the timed steps made.
+fn time_steps(
+    device: &Device,
+    warmup: usize,
+    steps: usize,
+    mut run: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, u64)> {
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
+    };
+    run(warmup)?;
+    sync()?;
+    let reads_before = reads_on_this_thread();
+    let t = Instant::now();
+    run(steps)?;
+    sync()?;
+    Ok((
+        t.elapsed().as_secs_f64(),
+        reads_on_this_thread() - reads_before,
+    ))
+}
+
 /// Runs the benchmark `args` describes and returns its JSON line.
 pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let mut model_cfg = match &args.config {
@@ -119,18 +146,9 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         })
         .collect();
     let labels: Vec<usize> = (0..b).map(|i| i % model_cfg.cls_dim).collect();
-    // Steps are timed as a run: warm-up, a sync, the steps queued back to back, a sync. On
-    // a GPU a step only queues work, so per-step wall times would measure the host alone.
-    let sync = || {
-        device
-            .sync()
-            .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
-    };
-    let reads_before;
-    let elapsed;
-    if args.mode == BenchMode::Infer {
+    let (elapsed, reads) = if args.mode == BenchMode::Infer {
         let mut model = model.valid();
-        let mut run = |steps: usize| -> anyhow::Result<()> {
+        time_steps(&device, args.warmup, args.steps, |steps| {
             for _ in 0..steps {
                 let mut ctx = ForwardCtx::eval();
                 let (out, _) = model.forward_points(&clouds, b, npoints, &device, &mut ctx)?;
@@ -138,21 +156,14 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                 crate::readback::host_vec(out.logits);
             }
             Ok(())
-        };
-        run(args.warmup)?;
-        sync()?;
-        reads_before = reads_on_this_thread();
-        let t = Instant::now();
-        run(args.steps)?;
-        sync()?;
-        elapsed = t.elapsed().as_secs_f64();
+        })?
     } else {
         let ad = device.clone().autodiff();
         let mut model = Some(model.train());
         let mut opt = AdamW::new(cfg.optim.clone());
         // the batch sampling of `dapt train` is per-batch host work; include FPS grouping
         // (inside forward_points) but not data loading, as PyTorch benchmarks do
-        let mut run = |steps: usize| -> anyhow::Result<()> {
+        time_steps(&device, args.warmup, args.steps, |steps| {
             for _ in 0..steps {
                 let m = model.take().ok_or_else(|| anyhow::anyhow!("no model"))?;
                 let (m, _) =
@@ -160,17 +171,10 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
                 model = Some(m);
             }
             Ok(())
-        };
-        run(args.warmup)?;
-        sync()?;
-        reads_before = reads_on_this_thread();
-        let t = Instant::now();
-        run(args.steps)?;
-        sync()?;
-        elapsed = t.elapsed().as_secs_f64();
-    }
+        })?
+    };
     let steps = args.steps.max(1);
-    let reads_per_step = (reads_on_this_thread() - reads_before) as f64 / steps as f64;
+    let reads_per_step = reads as f64 / steps as f64;
     let mean = elapsed / steps as f64;
     let device_mib = device
         .memory_pool_usage()

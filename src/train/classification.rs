@@ -473,28 +473,20 @@ impl Task for Classification {
         let on_device = (Placement::for_device(ad) == Placement::Device)
             .then(|| train_batch_on_device(&batch, npoints, point_all, true, rng, ad))
             .flatten();
-        let (model, out) = match on_device {
+        let (model, out, labels) = match on_device {
             Some((cloud, labels)) => {
                 let mut ctx = ForwardCtx::train(rng);
-                let (model, out) = train_step_on(
-                    model,
-                    opt,
-                    Batch::Device(Box::new(cloud)),
-                    &labels,
-                    lr,
-                    &mut ctx,
-                    ad,
-                )?;
-                self.count(out.logits.clone(), &labels);
-                (model, out)
+                let cloud = Batch::Device(Box::new(cloud));
+                let (model, out) = train_step_on(model, opt, cloud, &labels, lr, &mut ctx, ad)?;
+                (model, out, labels)
             }
             None => {
                 let (pts, labels) = train_batch(&batch, npoints, point_all, true, rng);
                 let (model, out) = train_step(model, opt, &pts, &labels, npoints, lr, rng, ad)?;
-                self.count(out.logits.clone(), &labels);
-                (model, out)
+                (model, out, labels)
             }
         };
+        self.count(out.logits.clone(), &labels);
         Ok((model, out.loss))
     }
 

@@ -2,6 +2,8 @@
 //! comparing with relative tolerances.
 #![allow(dead_code)]
 
+pub mod clouds;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -168,4 +170,48 @@ pub fn tiny_config(dir: &Path, classes: usize) -> PathBuf {
     let p = dir.join("tiny.json");
     std::fs::write(&p, cfg.to_string()).unwrap();
     p
+}
+
+/// metrics.jsonl of the run in `dir` without wall-clock times, one string per line (empty
+/// when there is no file yet), for exact comparisons between runs.
+pub fn comparable_metrics(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("wall_secs");
+            v.to_string()
+        })
+        .collect()
+}
+
+/// An event sink that sets the returned stop flag once epoch `epoch` has been evaluated;
+/// the thread's result says whether a `Stopped` event followed.
+pub fn stop_after_epoch(
+    epoch: usize,
+) -> (
+    std::sync::mpsc::Sender<dapt::train::TrainEvent>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<bool>,
+) {
+    use dapt::train::TrainEvent;
+    use std::sync::atomic::Ordering;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let flag = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut saw_stopped = false;
+        for ev in rx {
+            match ev {
+                TrainEvent::Metrics(m) if m.epoch == epoch && m.split == "test" => {
+                    flag.store(true, Ordering::SeqCst)
+                }
+                TrainEvent::Stopped { .. } => saw_stopped = true,
+                _ => {}
+            }
+        }
+        saw_stopped
+    });
+    (tx, stop, watcher)
 }
