@@ -11,6 +11,7 @@ pub mod cli;
 pub mod data;
 pub mod gpu;
 pub mod infer;
+pub mod launches;
 pub mod model;
 pub mod readback;
 pub mod render;

@@ -206,6 +206,15 @@ fn bench_on_wgpu_groups_on_the_device_and_reads_nothing_per_step() {
     assert_eq!(v["host_reads_per_step"].as_f64(), Some(0.0), "{v}");
     assert!(v["ms_per_step"].as_f64().unwrap() > 0.0);
     assert!(v["device_memory_mib"].as_f64().unwrap() > 0.0, "{v}");
+    let launches = v["kernel_launches_per_step"].as_f64().unwrap();
+    assert!(launches > 10.0, "{v}");
+    let top: f64 = v["top_kernels_per_step"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_f64().unwrap())
+        .sum();
+    assert!(top > 0.0 && top <= launches, "{v}");
     // inference reads its logits, once per batch
     let v = measure(&args(BackendChoice::Wgpu, BenchMode::Infer)).unwrap();
     assert_eq!(v["host_reads_per_step"].as_f64(), Some(1.0), "{v}");

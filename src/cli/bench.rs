@@ -9,6 +9,7 @@ use burn::tensor::Device;
 
 use crate::backend::{BackendChoice, select};
 use crate::data::Rng;
+use crate::launches::LaunchCount;
 use crate::model::ModelConfig;
 use crate::model::grouping::Placement;
 use crate::model::layers::ForwardCtx;
@@ -66,7 +67,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
         println!(
-            "{} batch {} x {} points on {}: {:.1} ms/step (mean of {}), {:.1} samples/s, peak RSS {:.0} MiB, {} host reads per step, grouping on the {}",
+            "{} batch {} x {} points on {}: {:.1} ms/step (mean of {}), {:.1} samples/s, peak RSS {:.0} MiB, {} host reads per step, grouping on the {}{}",
             v["mode"].as_str().unwrap_or(""),
             v["batch"],
             v["points"],
@@ -77,6 +78,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             f("peak_memory_mib"),
             f("host_reads_per_step"),
             v["grouping"].as_str().unwrap_or(""),
+            match v["kernel_launches_per_step"].as_f64() {
+                Some(n) => format!(", {n:.0} kernel launches per step"),
+                None => String::new(),
+            },
         );
     }
     Ok(())
@@ -84,13 +89,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Runs `run(warmup)`, syncs, then times `run(steps)` between two device syncs: on a GPU a
 /// step only queues work, so per-step wall times would measure the host alone. Returns the
-/// seconds and the host reads the timed steps made.
+/// seconds, the host reads the timed steps made and the kernels they launched.
 fn time_steps(
     device: &Device,
     warmup: usize,
     steps: usize,
     mut run: impl FnMut(usize) -> anyhow::Result<()>,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<Timed> {
     let sync = || {
         device
             .sync()
@@ -99,13 +104,24 @@ fn time_steps(
     run(warmup)?;
     sync()?;
     let reads_before = reads_on_this_thread();
+    let launches = LaunchCount::start();
     let t = Instant::now();
     run(steps)?;
+    // fused kernels are issued at the flush the sync forces, so count after it
     sync()?;
-    Ok((
-        t.elapsed().as_secs_f64(),
-        reads_on_this_thread() - reads_before,
-    ))
+    Ok(Timed {
+        secs: t.elapsed().as_secs_f64(),
+        reads: reads_on_this_thread() - reads_before,
+        launches: launches.total(),
+        by_kernel: launches.by_kernel(),
+    })
+}
+
+struct Timed {
+    secs: f64,
+    reads: u64,
+    launches: u64,
+    by_kernel: Vec<(String, u64)>,
 }
 
 /// Runs the benchmark `args` describes and returns its JSON line.
@@ -146,7 +162,7 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         })
         .collect();
     let labels: Vec<usize> = (0..b).map(|i| i % model_cfg.cls_dim).collect();
-    let (elapsed, reads) = if args.mode == BenchMode::Infer {
+    let timed = if args.mode == BenchMode::Infer {
         let mut model = model.valid();
         time_steps(&device, args.warmup, args.steps, |steps| {
             for _ in 0..steps {
@@ -174,8 +190,20 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         })?
     };
     let steps = args.steps.max(1);
-    let reads_per_step = reads as f64 / steps as f64;
-    let mean = elapsed / steps as f64;
+    let reads_per_step = timed.reads as f64 / steps as f64;
+    let mean = timed.secs / steps as f64;
+    // burn-flex computes on the host: no kernels to count
+    let on_cubecl = selected.is_gpu;
+    let per_step = |n: u64| n as f64 / steps as f64;
+    let launches_per_step = on_cubecl.then(|| per_step(timed.launches));
+    let top_kernels: Option<serde_json::Map<String, serde_json::Value>> = on_cubecl.then(|| {
+        timed
+            .by_kernel
+            .iter()
+            .take(8)
+            .map(|(k, n)| (k.clone(), serde_json::json!(per_step(*n))))
+            .collect()
+    });
     let device_mib = device
         .memory_pool_usage()
         .map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0));
@@ -193,6 +221,8 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "steps": args.steps,
         "ms_per_step": mean * 1e3,
         "host_reads_per_step": reads_per_step,
+        "kernel_launches_per_step": launches_per_step,
+        "top_kernels_per_step": top_kernels,
         "grouping": Placement::for_device(&device).name(),
         "device_memory_mib": device_mib,
         "samples_per_s": b as f64 / mean.max(1e-12),

@@ -32,27 +32,89 @@ impl Default for AdamWConfig {
     }
 }
 
-/// First and second moments, flattened, per official name.
+/// Parameter segments in a group's flat buffers start at multiples of this many elements
+/// (256 bytes), so slicing a parameter back out is a view on every backend: CubeCL copies a
+/// slice whose byte offset is not a multiple of the device's storage alignment.
+const ALIGN: usize = 64;
+
+/// Inputs per `cat`: fusion merges a cat into one kernel only while its inputs fit the
+/// device's bindings, so long lists are joined in a tree of small cats.
+const CAT_CHUNK: usize = 6;
+
+/// One trainable tensor's place in its group's flat buffers.
+#[derive(Clone, Debug, PartialEq)]
+struct Segment {
+    name: String,
+    dims: Vec<usize>,
+    offset: usize,
+    len: usize,
+}
+
+/// The tensors sharing one weight decay, updated as one flat vector: a handful of kernels
+/// per group instead of a dozen per tensor.
+struct Group {
+    weight_decay: f64,
+    segments: Vec<Segment>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    /// Zero fillers between segments, by length, made once per layout.
+    pads: HashMap<usize, Tensor<1>>,
+}
+
+/// AdamW over the official parameter groups, each updated as one flat vector (a
+/// multi-tensor update). Moments are saved and restored per official name.
 pub struct AdamW {
     pub config: AdamWConfig,
     pub step: u64,
-    pub moments: HashMap<String, (Tensor<1>, Tensor<1>)>,
+    groups: Vec<Group>,
+    /// Per-name moments not yet placed in a group (restored from a checkpoint, or left by a
+    /// layout change), merged at the next step.
+    loose: HashMap<String, (Tensor<1>, Tensor<1>)>,
 }
 
-struct NormVisitor<'a> {
+/// A trainable tensor and its gradient, as the visitor found them.
+struct Found {
+    name: String,
+    dims: Vec<usize>,
+    weight_decay: f64,
+    param: Tensor<1>,
+    grad: Tensor<1>,
+}
+
+struct Collect<'a> {
     grads: &'a Gradients,
-    sum_sq: Option<Tensor<1>>,
+    weight_decay: f64,
+    path: Vec<String>,
+    found: Vec<Found>,
 }
 
-impl ModuleVisitor for NormVisitor<'_> {
+impl ModuleVisitor for Collect<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if let Some(g) = param.val().grad(self.grads) {
-            let s = g.square().sum();
-            self.sum_sq = Some(match self.sum_sq.take() {
-                Some(acc) => acc + s,
-                None => s,
-            });
-        }
+        let Some(g) = param.val().grad(self.grads) else {
+            return;
+        };
+        let name = official_name(&self.path.join("."));
+        let dims = g.dims().to_vec();
+        let n: usize = dims.iter().product();
+        // rank is the same in burn and torch layouts, which is all the rule looks at
+        let weight_decay = if no_weight_decay(&name, &dims) {
+            0.0
+        } else {
+            self.weight_decay
+        };
+        self.found.push(Found {
+            name,
+            dims,
+            weight_decay,
+            param: param.val().inner().reshape([n]),
+            grad: g.reshape([n]),
+        });
     }
 }
 
@@ -61,15 +123,124 @@ fn first_device<M: Module>(module: &M) -> Device {
     module.devices().into_iter().next().unwrap_or_default()
 }
 
+/// Joins 1-D tensors in a tree of cats of at most [`CAT_CHUNK`] inputs.
+fn cat_tree(mut parts: Vec<Tensor<1>>) -> Tensor<1> {
+    while parts.len() > CAT_CHUNK {
+        let mut next = Vec::with_capacity(parts.len().div_ceil(CAT_CHUNK));
+        let mut it = parts.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<Tensor<1>> = it.by_ref().take(CAT_CHUNK).collect();
+            next.push(Tensor::cat(chunk, 0));
+        }
+        parts = next;
+    }
+    Tensor::cat(parts, 0)
+}
+
+fn padded(len: usize) -> usize {
+    len.div_ceil(ALIGN) * ALIGN
+}
+
+impl Group {
+    /// The flat, padded concatenation of `tensors` (one per segment, in order).
+    fn flatten(&self, tensors: Vec<Tensor<1>>) -> Tensor<1> {
+        let mut parts = Vec::with_capacity(2 * tensors.len());
+        for (seg, t) in self.segments.iter().zip(tensors) {
+            parts.push(t);
+            if let Some(pad) = self.pads.get(&(padded(seg.len) - seg.len)) {
+                parts.push(pad.clone());
+            }
+        }
+        cat_tree(parts)
+    }
+
+    /// Segment `seg` of a flat buffer (a view: segments start at aligned offsets).
+    fn part(flat: &Tensor<1>, seg: &Segment) -> Tensor<1> {
+        flat.clone().narrow(0, seg.offset, seg.len)
+    }
+
+    /// A group for `found` (all of one weight decay), taking existing moments from `loose`.
+    fn new(
+        weight_decay: f64,
+        found: &[&Found],
+        loose: &mut HashMap<String, (Tensor<1>, Tensor<1>)>,
+        device: &Device,
+    ) -> Self {
+        let mut segments = Vec::with_capacity(found.len());
+        let mut offset = 0;
+        let mut pads = HashMap::new();
+        for f in found {
+            let len = f.grad.dims()[0];
+            segments.push(Segment {
+                name: f.name.clone(),
+                dims: f.dims.clone(),
+                offset,
+                len,
+            });
+            let pad = padded(len) - len;
+            if pad > 0 {
+                pads.entry(pad)
+                    .or_insert_with(|| Tensor::zeros([pad], device));
+            }
+            offset += padded(len);
+        }
+        let mut group = Self {
+            weight_decay,
+            segments,
+            m: Tensor::zeros([offset.max(1)], device),
+            v: Tensor::zeros([offset.max(1)], device),
+            pads,
+        };
+        let (mut ms, mut vs) = (Vec::new(), Vec::new());
+        for seg in &group.segments {
+            let (m, v) = match loose.remove(&seg.name) {
+                Some((m, v)) if m.dims()[0] == seg.len && v.dims()[0] == seg.len => (m, v),
+                _ => (
+                    Tensor::zeros([seg.len], device),
+                    Tensor::zeros([seg.len], device),
+                ),
+            };
+            ms.push(m);
+            vs.push(v);
+        }
+        if offset > 0 {
+            group.m = group.flatten(ms);
+            group.v = group.flatten(vs);
+        }
+        group
+    }
+
+    /// Hands this group's moments back per name (for a new layout or a checkpoint).
+    fn per_name(&self) -> Vec<(String, Tensor<1>, Tensor<1>)> {
+        self.segments
+            .iter()
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    Self::part(&self.m, s),
+                    Self::part(&self.v, s),
+                )
+            })
+            .collect()
+    }
+}
+
 /// L2 norm of all gradients together, on the device (`[1]`; 0 when there are none).
 pub fn grad_norm<M: Module>(module: &M, grads: &Gradients, device: &Device) -> Tensor<1> {
-    let mut v = NormVisitor {
+    let mut c = Collect {
         grads,
-        sum_sq: None,
+        weight_decay: 0.0,
+        path: Vec::new(),
+        found: Vec::new(),
     };
-    module.visit(&mut v);
-    v.sum_sq
-        .unwrap_or_else(|| Tensor::zeros([1], &device.clone().without_autodiff()))
+    module.visit(&mut c);
+    let device = device.clone().without_autodiff();
+    if c.found.is_empty() {
+        return Tensor::zeros([1], &device);
+    }
+    cat_tree(c.found.into_iter().map(|f| f.grad).collect())
+        .square()
+        .sum()
         .sqrt()
 }
 
@@ -82,15 +253,13 @@ fn clip_factor(norm: &Tensor<1>, max: Option<f64>) -> Option<Tensor<1>> {
     Some(norm.ones_like().mask_where(over, scaled))
 }
 
-struct Stepper<'a> {
-    opt: &'a mut AdamW,
-    grads: &'a Gradients,
-    lr: f64,
-    clip_scale: Option<Tensor<1>>,
+/// Puts the updated parameters (views of the groups' flat buffers) back into the module.
+struct Assign {
+    updated: HashMap<String, Tensor<1>>,
     path: Vec<String>,
 }
 
-impl ModuleMapper for Stepper<'_> {
+impl ModuleMapper for Assign {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -98,39 +267,12 @@ impl ModuleMapper for Stepper<'_> {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(g) = param.val().grad(self.grads) else {
+        let name = official_name(&self.path.join("."));
+        let Some(flat) = self.updated.remove(&name) else {
             return param;
         };
-        let name = official_name(&self.path.join("."));
-        let c = self.opt.config.clone();
-        let t = self.opt.step as i32;
-        let lr = self.lr;
-        let dims = g.dims();
-        let n: usize = dims.iter().product();
-        // rank is the same in burn and torch layouts, which is all the rule looks at
-        let wd = if no_weight_decay(&name, &dims) {
-            0.0
-        } else {
-            c.weight_decay
-        };
-        let g = match &self.clip_scale {
-            Some(c) => g.reshape([n]) * c.clone(),
-            None => g.reshape([n]),
-        };
-        let (m, v) = match self.opt.moments.remove(&name) {
-            Some(mv) => mv,
-            None => (g.zeros_like(), g.zeros_like()),
-        };
-        let m = m * c.beta1 + g.clone() * (1.0 - c.beta1);
-        let v = v * c.beta2 + g.square() * (1.0 - c.beta2);
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
-        let update = (m.clone() / bc1) / ((v.clone() / bc2).sqrt() + c.eps) * lr;
-        self.opt.moments.insert(name, (m, v));
         param.map(move |p| {
-            let inner = p.inner();
-            let flat = inner.reshape([n]);
-            let flat = flat.clone() * (1.0 - lr * wd) - update;
+            let dims = p.dims();
             Tensor::from_inner(flat.reshape(dims)).require_grad()
         })
     }
@@ -141,36 +283,134 @@ impl AdamW {
         Self {
             config,
             step: 0,
-            moments: HashMap::new(),
+            groups: Vec::new(),
+            loose: HashMap::new(),
         }
     }
 
     /// One optimizer step with learning rate `lr`; returns the gradient norm before clipping,
     /// still on the device (reading it is the caller's choice: it blocks on a GPU).
+    ///
+    /// Each group's gradients and parameters are joined into one flat vector, updated by one
+    /// chain of element-wise ops (which fusion compiles into a kernel or two), and sliced
+    /// back; the arithmetic per element is torch's AdamW exactly.
     pub fn step<M: Module>(&mut self, module: M, grads: &Gradients, lr: f64) -> (M, Tensor<1>) {
-        let device = first_device(&module);
-        let norm = grad_norm(&module, grads, &device);
-        let clip_scale = clip_factor(&norm, self.config.grad_clip);
-        self.step += 1;
-        let mut s = Stepper {
-            opt: self,
+        let device = first_device(&module).without_autodiff();
+        let mut c = Collect {
             grads,
-            lr,
-            clip_scale,
+            weight_decay: self.config.weight_decay,
+            path: Vec::new(),
+            found: Vec::new(),
+        };
+        module.visit(&mut c);
+        self.step += 1;
+        if c.found.is_empty() {
+            return (module, Tensor::zeros([1], &device));
+        }
+        self.arrange(&c.found, &device);
+        let mut found: HashMap<String, Found> =
+            c.found.into_iter().map(|f| (f.name.clone(), f)).collect();
+        // per group, the segments' gradients and parameters in segment order
+        let mut flat_g = Vec::with_capacity(self.groups.len());
+        let mut flat_p = Vec::with_capacity(self.groups.len());
+        for group in &self.groups {
+            let (mut gs, mut ps) = (Vec::new(), Vec::new());
+            for seg in &group.segments {
+                if let Some(f) = found.remove(&seg.name) {
+                    gs.push(f.grad);
+                    ps.push(f.param);
+                }
+            }
+            flat_g.push(group.flatten(gs));
+            flat_p.push(group.flatten(ps));
+        }
+        let norm = flat_g
+            .iter()
+            .map(|g| g.clone().square().sum())
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| Tensor::zeros([1], &device))
+            .sqrt();
+        let clip = clip_factor(&norm, self.config.grad_clip);
+        let c = &self.config;
+        let t = self.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2 = 1.0 - c.beta2.powi(t);
+        let mut updated = HashMap::new();
+        for ((group, g), p) in self.groups.iter_mut().zip(flat_g).zip(flat_p) {
+            let g = match &clip {
+                Some(s) => g * s.clone(),
+                None => g,
+            };
+            let m = group.m.clone() * c.beta1 + g.clone() * (1.0 - c.beta1);
+            let v = group.v.clone() * c.beta2 + g.square() * (1.0 - c.beta2);
+            // padding stays zero: m = v = 0 there, so the update is 0 / eps = 0
+            let update = (m.clone() / bc1) / ((v.clone() / bc2).sqrt() + c.eps) * lr;
+            let p = p * (1.0 - lr * group.weight_decay) - update;
+            for seg in &group.segments {
+                updated.insert(seg.name.clone(), Group::part(&p, seg));
+            }
+            group.m = m;
+            group.v = v;
+        }
+        let mut assign = Assign {
+            updated,
             path: Vec::new(),
         };
-        (module.map(&mut s), norm)
+        (module.map(&mut assign), norm)
+    }
+
+    /// Makes the groups match the tensors `found` (same names, sizes and decay, in visit
+    /// order), re-laying them out, moments kept by name, when they do not.
+    fn arrange(&mut self, found: &[Found], device: &Device) {
+        let mut wanted: Vec<(f64, Vec<&Found>)> = Vec::new();
+        for f in found {
+            match wanted.iter_mut().find(|(wd, _)| *wd == f.weight_decay) {
+                Some((_, list)) => list.push(f),
+                None => wanted.push((f.weight_decay, vec![f])),
+            }
+        }
+        let same = self.groups.len() == wanted.len()
+            && !found.iter().any(|f| self.loose.contains_key(&f.name))
+            && self.groups.iter().zip(&wanted).all(|(g, (wd, list))| {
+                g.weight_decay == *wd
+                    && g.segments.len() == list.len()
+                    && g.segments.iter().zip(list).all(|(s, f)| {
+                        s.name == f.name && s.dims == f.dims && s.len == f.grad.dims()[0]
+                    })
+            });
+        if same {
+            return;
+        }
+        for group in std::mem::take(&mut self.groups) {
+            for (name, m, v) in group.per_name() {
+                self.loose.entry(name).or_insert((m, v));
+            }
+        }
+        self.groups = wanted
+            .iter()
+            .map(|(wd, list)| Group::new(*wd, list, &mut self.loose, device))
+            .collect();
+    }
+
+    /// Moments per official name: the groups' segments and any not yet placed.
+    fn moments(&self) -> Vec<(String, Tensor<1>, Tensor<1>)> {
+        let mut out: Vec<(String, Tensor<1>, Tensor<1>)> =
+            self.groups.iter().flat_map(Group::per_name).collect();
+        for (name, (m, v)) in &self.loose {
+            if !out.iter().any(|(n, _, _)| n == name) {
+                out.push((name.clone(), m.clone(), v.clone()));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// The state as flat tensors (`m.<name>`, `v.<name>`) for a checkpoint.
     pub fn state_tensors(&self) -> Vec<(String, RawTensor)> {
         let mut out = Vec::new();
-        let mut names: Vec<&String> = self.moments.keys().collect();
-        names.sort();
-        for name in names {
-            let (m, v) = &self.moments[name];
+        for (name, m, v) in self.moments() {
             for (prefix, t) in [("m.", m), ("v.", v)] {
-                let data: Vec<f32> = crate::model::layers::host_vec(t.clone());
+                let data: Vec<f32> = crate::model::layers::host_vec(t);
                 out.push((
                     format!("{prefix}{name}"),
                     RawTensor {
@@ -183,7 +423,8 @@ impl AdamW {
         out
     }
 
-    /// Restores moments saved by [`AdamW::state_tensors`].
+    /// Restores moments saved by [`AdamW::state_tensors`]; they join their groups at the
+    /// next step.
     pub fn load_state(
         &mut self,
         step: u64,
@@ -191,7 +432,8 @@ impl AdamW {
         device: &burn::tensor::Device,
     ) {
         self.step = step;
-        self.moments.clear();
+        self.groups.clear();
+        self.loose.clear();
         for (k, m) in tensors {
             let Some(name) = k.strip_prefix("m.") else {
                 continue;
@@ -205,7 +447,7 @@ impl AdamW {
                     device,
                 )
             };
-            self.moments.insert(name.to_string(), (mk(m), mk(v)));
+            self.loose.insert(name.to_string(), (mk(m), mk(v)));
         }
     }
 }
