@@ -24,8 +24,12 @@ pub struct Selected {
     pub is_gpu: bool,
 }
 
-/// Name and type of the first hardware GPU adapter, if any.
+/// Name and type of the first hardware GPU adapter, if any. `DAPT_NO_GPU_PROBE=1` skips the
+/// probe and reports none, so `auto` takes the CPU (the tests set it; scripts may too).
 pub fn hardware_gpu() -> Option<String> {
+    if std::env::var("DAPT_NO_GPU_PROBE").is_ok_and(|v| v == "1") {
+        return None;
+    }
     let instance = wgpu::Instance::default();
     let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
     adapters.into_iter().find_map(|a| {

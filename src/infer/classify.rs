@@ -70,7 +70,14 @@ pub fn scale_snapshot(
         let v: Vec<f32> = host_vec(s);
         let t = v.len();
         // layout of block l's input: [cls, prompts (l of them), patches (g)]
-        snap.cls.push(v.first().copied().unwrap_or(0.0));
+        // a model whose blocks return fewer tokens than this layout is a bug worth naming,
+        // not a panic in the viewer
+        if t < g + 1 {
+            return Err(ModelError::Input(format!(
+                "a block's dynamic scales cover {t} tokens, fewer than the class token and {g} patches"
+            )));
+        }
+        snap.cls.push(v[0]);
         snap.prompts.push(v[1..t - g].to_vec());
         snap.patch.push(v[t - g..].to_vec());
     }
