@@ -3,9 +3,15 @@
 //!
 //! Ten primitive classes are sampled on their surfaces with per-point part labels. Part ids
 //! are global across classes, like ShapeNetPart's 50 (see [`category_parts`]). To keep the
-//! classes separable but not trivially so, each shape gets a mild anisotropic scale, a
-//! uniformly random rotation, Gaussian noise and, sometimes, a cut-out (the points beyond a
-//! random plane are removed). Every cloud is finally normalised with `pc_normalize`.
+//! classes separable but not trivially so, each shape gets a mild anisotropic scale, a random
+//! rotation, Gaussian noise and, sometimes, a cut-out (the points beyond a random plane are
+//! removed). Every cloud is finally normalised with `pc_normalize`.
+//!
+//! The rotation is about the vertical axis only by default ([`Rotation::Upright`]): shapes
+//! stand upright with +Y up, as ModelNet40's do and as the viewer shows them, and the official
+//! recipe, which has no rotation augmentation, learns them as it learns ModelNet40. A uniformly
+//! random rotation in 3D ([`Rotation::Any`], `synthetic:rotate=any`) is the harder variant:
+//! the network must then learn rotation invariance from a few hundred clouds.
 
 use super::transform::pc_normalize;
 use super::{PointCloud, Rng};
@@ -43,6 +49,26 @@ const CUT_PROBABILITY: f32 = 0.3;
 /// Standard deviation of the Gaussian noise, relative to a unit-sized shape.
 const NOISE_SIGMA: f32 = 0.01;
 
+/// How each shape is oriented.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    /// A uniformly random angle about the vertical (+Y) axis: upright, like ModelNet40.
+    #[default]
+    Upright,
+    /// A uniformly random rotation in 3D.
+    Any,
+}
+
+impl Rotation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rotation::Upright => "upright",
+            Rotation::Any => "any",
+        }
+    }
+}
+
 /// What to generate. The default is small enough for tests and the app's demo mode.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -52,6 +78,7 @@ pub struct SyntheticConfig {
     pub test_per_class: usize,
     /// Points per cloud.
     pub points: usize,
+    pub rotation: Rotation,
 }
 
 impl Default for SyntheticConfig {
@@ -61,6 +88,7 @@ impl Default for SyntheticConfig {
             train_per_class: 40,
             test_per_class: 10,
             points: 1024,
+            rotation: Rotation::Upright,
         }
     }
 }
@@ -102,7 +130,13 @@ pub fn generate(cfg: &SyntheticConfig) -> SyntheticSet {
         for class in 0..CLASS_NAMES.len() {
             for _ in 0..per_class {
                 let mut rng = stream.fork();
-                out.push(generate_shape(class, cfg.points, &parts, &mut rng));
+                out.push(generate_shape(
+                    class,
+                    cfg.points,
+                    cfg.rotation,
+                    &parts,
+                    &mut rng,
+                ));
             }
         }
         out
@@ -288,11 +322,21 @@ fn random_rotation(rng: &mut Rng) -> [[f32; 3]; 3] {
     ]
 }
 
+/// The canonical shapes have their axis along +Z; an upright one is turned by a random angle
+/// about that axis and then stood up with +Z becoming +Y (the viewer's and ModelNet40's up).
+fn upright_rotation(rng: &mut Rng) -> [[f32; 3]; 3] {
+    let t = rng.range(0.0, std::f32::consts::TAU);
+    let (s, c) = t.sin_cos();
+    // rows: x' = R_z x, then (x, y, z) -> (x, z, -y)
+    [[c, -s, 0.0], [0.0, 0.0, 1.0], [-s, -c, 0.0]]
+}
+
 /// One cloud of class `class` (index into [`CLASS_NAMES`]) with `points` points, global
 /// part labels from `parts` (as returned by [`category_parts`]) and `class_label` set.
 pub fn generate_shape(
     class: usize,
     points: usize,
+    rotation: Rotation,
     parts: &[Vec<usize>],
     rng: &mut Rng,
 ) -> PointCloud {
@@ -302,7 +346,10 @@ pub fn generate_shape(
     // enough distinct points and no duplicates are needed
     let candidates = points.max(1) * if cut { 2 } else { 1 };
     let scale: [f32; 3] = std::array::from_fn(|_| rng.range(0.85, 1.15));
-    let rot = random_rotation(rng);
+    let rot = match rotation {
+        Rotation::Upright => upright_rotation(rng),
+        Rotation::Any => random_rotation(rng),
+    };
     let mut pos = Vec::with_capacity(candidates);
     let mut labels = Vec::with_capacity(candidates);
     for _ in 0..candidates {

@@ -14,7 +14,7 @@ use super::shapenet55::open_shapenet55;
 use super::shapenetpart::{open_shapenetpart, part_split_files};
 use crate::data::error::{DataError, Result};
 use crate::data::fewshot;
-use crate::data::synthetic::SyntheticConfig;
+use crate::data::synthetic::{Rotation, SyntheticConfig};
 
 /// Which data set to open, as written on the command line or in a config.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,7 +42,11 @@ impl fmt::Display for DataSpec {
                         f,
                         "synthetic:seed={},train={},test={},points={}",
                         c.seed, c.train_per_class, c.test_per_class, c.points
-                    )
+                    )?;
+                    if c.rotation != d.rotation {
+                        write!(f, ",rotate={}", c.rotation.as_str())?;
+                    }
+                    Ok(())
                 }
             }
             Self::ModelNet40(p) => write!(f, "modelnet40:{}", p.display()),
@@ -56,7 +60,7 @@ impl fmt::Display for DataSpec {
 }
 
 impl DataSpec {
-    /// `synthetic[:seed=S,train=N,test=N,points=N]`, `modelnet40:PATH`, `scanobjectnn:PATH`,
+    /// `synthetic[:seed=S,train=N,test=N,points=N,rotate=upright|any]`, `modelnet40:PATH`, `scanobjectnn:PATH`,
     /// `shapenetpart:PATH`, `shapenet55:PATH`, `folder:PATH`, `modelnet40fewshot:PATH`, or a
     /// bare path whose layout is detected.
     pub fn parse(s: &str) -> Result<Self> {
@@ -171,6 +175,18 @@ fn parse_synthetic(rest: &str) -> Result<SyntheticConfig> {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| bad(format!("expected key=value, got `{kv}`")))?;
+        if k.trim() == "rotate" {
+            c.rotation = match v.trim() {
+                "upright" => Rotation::Upright,
+                "any" => Rotation::Any,
+                other => {
+                    return Err(bad(format!(
+                        "rotate must be `upright` or `any`, not `{other}`"
+                    )));
+                }
+            };
+            continue;
+        }
         let n: u64 = v
             .trim()
             .parse()
@@ -183,7 +199,7 @@ fn parse_synthetic(rest: &str) -> Result<SyntheticConfig> {
             "points" => c.points = as_usize(n)?,
             other => {
                 return Err(bad(format!(
-                    "unknown key `{other}` (seed, train, test, points)"
+                    "unknown key `{other}` (seed, train, test, points, rotate)"
                 )));
             }
         }
