@@ -161,6 +161,54 @@ fn synthetic_dataset_through_dataspec() {
     );
     assert!(DataSpec::parse("synthetic:colour=3").is_err());
     assert!(DataSpec::parse("synthetic:points=0").is_err());
+    let any = DataSpec::parse("synthetic:seed=4,rotate=any").unwrap();
+    assert_eq!(
+        any.to_string(),
+        "synthetic:seed=4,train=40,test=10,points=1024,rotate=any"
+    );
+    assert_eq!(DataSpec::parse(&any.to_string()).unwrap(), any);
+    let e = DataSpec::parse("synthetic:rotate=sideways")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rotate must be `upright` or `any`"), "{e}");
+}
+
+/// Upright shapes stand with their canonical axis along +Y: every pyramid's square base is a
+/// horizontal plane (one y up to the noise). Rotations over all of 3D tilt it.
+#[test]
+fn synthetic_shapes_stand_upright_unless_rotate_any() {
+    use dapt::data::synthetic::Rotation;
+    let base = synthetic::category_parts()[6][0];
+    let spreads = |rotation: Rotation| -> Vec<f32> {
+        let set = generate(&SyntheticConfig {
+            train_per_class: 8,
+            test_per_class: 0,
+            points: 512,
+            rotation,
+            ..SyntheticConfig::default()
+        });
+        set.train
+            .iter()
+            .filter(|c| c.class_label == Some(6))
+            .map(|c| {
+                let ys: Vec<f32> = c
+                    .positions
+                    .iter()
+                    .zip(c.labels.as_ref().unwrap())
+                    .filter(|(_, l)| **l as usize == base)
+                    .map(|(p, _)| p[1])
+                    .collect();
+                let mean = ys.iter().sum::<f32>() / ys.len() as f32;
+                (ys.iter().map(|y| (y - mean).powi(2)).sum::<f32>() / ys.len() as f32).sqrt()
+            })
+            .collect()
+    };
+    let upright = spreads(Rotation::Upright);
+    assert_eq!(upright.len(), 8);
+    // noise sigma 0.01 before pc_normalize, which scales by at most ~1/0.9
+    assert!(upright.iter().all(|&s| s < 0.03), "{upright:?}");
+    let any = spreads(Rotation::Any);
+    assert!(any.iter().any(|&s| s > 0.1), "{any:?}");
 }
 
 #[test]
