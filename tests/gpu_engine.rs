@@ -199,9 +199,13 @@ fn bench_on_wgpu_groups_on_the_device_and_reads_nothing_per_step() {
         steps: 2,
         warmup: 1,
         backend,
+        with_data: false,
+        no_checkpointing: false,
+        stored_points: None,
         json: true,
     };
     let v = measure(&args(BackendChoice::Wgpu, BenchMode::Dapt)).unwrap();
+    assert_eq!(v["with_data"], false, "{v}");
     assert_eq!(v["grouping"], "device", "{v}");
     assert_eq!(v["host_reads_per_step"].as_f64(), Some(0.0), "{v}");
     assert!(v["ms_per_step"].as_f64().unwrap() > 0.0);
@@ -222,6 +226,31 @@ fn bench_on_wgpu_groups_on_the_device_and_reads_nothing_per_step() {
     let v = measure(&args(BackendChoice::Cpu, BenchMode::Dapt)).unwrap();
     assert_eq!(v["grouping"], "host", "{v}");
     assert_eq!(v["host_reads_per_step"].as_f64(), Some(0.0), "{v}");
+    // `--with-data`: dapt train's batch pipeline (pre-sampling, subset, augmentation) runs on
+    // the device too, still without a read; on the CPU it is host work
+    let with_data = |backend| BenchArgs {
+        with_data: true,
+        stored_points: Some(300),
+        ..args(backend, BenchMode::Dapt)
+    };
+    let v = measure(&with_data(BackendChoice::Wgpu)).unwrap();
+    assert_eq!(v["with_data"], true, "{v}");
+    assert_eq!(v["stored_points"].as_u64(), Some(300), "{v}");
+    assert_eq!(v["host_reads_per_step"].as_f64(), Some(0.0), "{v}");
+    assert!(
+        v["kernel_launches_per_step"].as_f64().unwrap() > launches,
+        "the device pipeline adds FPS rounds: {v}"
+    );
+    let v = measure(&with_data(BackendChoice::Cpu)).unwrap();
+    assert_eq!(v["host_reads_per_step"].as_f64(), Some(0.0), "{v}");
+    assert!(v["ms_per_step"].as_f64().unwrap() > 0.0, "{v}");
+    // inference samples each cloud once: the pipeline flag is refused, with a reason
+    let err = measure(&BenchArgs {
+        with_data: true,
+        ..args(BackendChoice::Cpu, BenchMode::Infer)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("--with-data"), "{err}");
 }
 
 fn wgpu_run(out: &Path, epochs: usize) -> TrainConfig {

@@ -420,3 +420,32 @@ fn host_initialisation_is_seeded_and_follows_the_official_rules() {
         }
     }
 }
+
+/// Gradient checkpointing (on by default) recomputes element-wise ops in backward instead of
+/// keeping them: the run must be the same bit for bit as one that keeps everything, in every
+/// mode (the frozen backbone, full fine-tuning with drop path, and the head alone).
+#[test]
+fn gradient_checkpointing_changes_no_result() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in [Mode::Dapt, Mode::Full, Mode::Linear] {
+        let run = |checkpointing: bool| {
+            let out = dir
+                .path()
+                .join(format!("{}-{checkpointing}", mode.as_str()));
+            let mut cfg = tiny_cfg(mode, &out, 2);
+            cfg.model.drop_path_rate = 0.1;
+            cfg.checkpointing = checkpointing;
+            dapt::train::run(cfg, None, None, Arc::new(AtomicBool::new(false))).unwrap();
+            (
+                comparable(&metrics_lines(&out)),
+                std::fs::read(out.join("checkpoints/last.safetensors")).unwrap(),
+                std::fs::read(out.join("checkpoints/optimizer.safetensors")).unwrap(),
+            )
+        };
+        let (m1, w1, o1) = run(true);
+        let (m0, w0, o0) = run(false);
+        assert_eq!(m1, m0, "{mode:?}: metrics");
+        assert!(w1 == w0, "{mode:?}: the trained weights differ");
+        assert!(o1 == o0, "{mode:?}: the optimizer moments differ");
+    }
+}

@@ -147,7 +147,9 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn replay(device: &Device, backend: &str) {
+/// Replays the case through `dapt train`'s step; `checkpointing` as `dapt train` (on) or
+/// `--no-checkpointing`.
+fn replay(device: &Device, backend: &str, checkpointing: bool) {
     let dir = fixture_dir(CASE);
     let recipe = read_recipe(&dir);
     let io = load_io(CASE);
@@ -187,8 +189,8 @@ fn replay(device: &Device, backend: &str) {
     assert_eq!(losses.len(), recipe.steps);
     assert_eq!(norms.len(), recipe.steps);
 
-    let ad = device.clone().autodiff();
-    let mut model = model.train();
+    let ad = dapt::train::driver::autodiff_device(device, checkpointing);
+    let mut model = dapt::model::layers::with_checkpointing_of(model.train(), &ad);
     let mut opt = AdamW::new(recipe.optim.clone());
     let mut failures = Vec::new();
     for i in 0..recipe.steps {
@@ -347,13 +349,19 @@ mod shared {
 
     #[test]
     fn train_small_trajectory_matches_pytorch_on_flex() {
-        replay(&Device::flex(), "flex");
+        replay(&Device::flex(), "flex", true);
+    }
+
+    /// `--no-checkpointing`: every intermediate kept for backward.
+    #[test]
+    fn train_small_trajectory_matches_pytorch_on_flex_without_checkpointing() {
+        replay(&Device::flex(), "flex, no checkpointing", false);
     }
 
     /// The same replay on burn's wgpu backend (Mesa's lavapipe in CI).
     #[test]
     fn train_small_trajectory_matches_pytorch_on_wgpu() {
         let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-        replay(&device, "wgpu");
+        replay(&device, "wgpu", true);
     }
 }

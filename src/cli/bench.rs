@@ -14,7 +14,8 @@ use crate::model::ModelConfig;
 use crate::model::grouping::Placement;
 use crate::model::layers::ForwardCtx;
 use crate::readback::reads_on_this_thread;
-use crate::train::engine::{build_model, train_step};
+use crate::train::batch::Item;
+use crate::train::engine::{build_model, train_step, train_step_items};
 use crate::train::optim::AdamW;
 use crate::train::{Mode, TrainConfig};
 
@@ -56,6 +57,19 @@ pub struct BenchArgs {
     pub warmup: usize,
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// Include `dapt train`'s input pipeline in each training step: FPS pre-sampling of
+    /// stored clouds to the official size (1200 for 1024 points), the random column subset
+    /// and the per-sample scale and translate.
+    #[arg(long)]
+    pub with_data: bool,
+    /// Keep every intermediate for backward, as `dapt train --no-checkpointing` does (by
+    /// default element-wise and shape ops are recomputed, as in `dapt train`).
+    #[arg(long)]
+    pub no_checkpointing: bool,
+    /// Points per stored cloud for `--with-data` (default: 8192, the official ModelNet40
+    /// files, or the model's npoints when it is larger).
+    #[arg(long)]
+    pub stored_points: Option<usize>,
     #[arg(long)]
     pub json: bool,
 }
@@ -126,6 +140,11 @@ struct Timed {
 
 /// Runs the benchmark `args` describes and returns its JSON line.
 pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
+    if args.with_data && args.mode == BenchMode::Infer {
+        anyhow::bail!(
+            "--with-data times dapt train's input pipeline; inference samples each test cloud once (drop --with-data or pick a training mode)"
+        );
+    }
     let mut model_cfg = match &args.config {
         Some(p) => ModelConfig::load(p)?,
         None => match args.preset {
@@ -152,16 +171,37 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let npoints = model_cfg.npoints;
     let b = args.batch.max(1);
     let mut rng = Rng::new(0);
-    let clouds: Vec<[f32; 3]> = (0..b * npoints)
-        .map(|_| {
-            [
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-            ]
-        })
-        .collect();
+    let mut random_points = |n: usize| -> Vec<[f32; 3]> {
+        (0..n)
+            .map(|_| {
+                [
+                    rng.range(-1.0, 1.0),
+                    rng.range(-1.0, 1.0),
+                    rng.range(-1.0, 1.0),
+                ]
+            })
+            .collect()
+    };
+    let clouds = random_points(b * npoints);
     let labels: Vec<usize> = (0..b).map(|i| i % model_cfg.cls_dim).collect();
+    // `--with-data`: stored clouds as `dapt train` holds them, sampled by its batch pipeline
+    let stored = args
+        .stored_points
+        .unwrap_or(8192)
+        .max(npoints)
+        .max(model_cfg.group_size);
+    let items: Vec<Item> = if args.with_data {
+        labels
+            .iter()
+            .map(|&label| Item {
+                points: random_points(stored),
+                label,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut rng = Rng::new(1);
     let timed = if args.mode == BenchMode::Infer {
         let mut model = model.valid();
         time_steps(&device, args.warmup, args.steps, |steps| {
@@ -174,16 +214,26 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             Ok(())
         })?
     } else {
-        let ad = device.clone().autodiff();
-        let mut model = Some(model.train());
+        let ad = crate::train::driver::autodiff_device(&device, !args.no_checkpointing);
+        let mut model = Some(crate::model::layers::with_checkpointing_of(
+            model.train(),
+            &ad,
+        ));
         let mut opt = AdamW::new(cfg.optim.clone());
-        // the batch sampling of `dapt train` is per-batch host work; include FPS grouping
-        // (inside forward_points) but not data loading, as PyTorch benchmarks do
+        // Without `--with-data` a step starts from sampled clouds (grouping included, inside
+        // the forward), as the PyTorch benchmark times it; with it, from stored clouds
+        // through `dapt train`'s batch pipeline.
+        let batch: Vec<&Item> = items.iter().collect();
+        let point_all = cfg.point_all_for(npoints);
         time_steps(&device, args.warmup, args.steps, |steps| {
             for _ in 0..steps {
                 let m = model.take().ok_or_else(|| anyhow::anyhow!("no model"))?;
-                let (m, _) =
-                    train_step(m, &mut opt, &clouds, &labels, npoints, 1e-4, &mut rng, &ad)?;
+                let m = if batch.is_empty() {
+                    train_step(m, &mut opt, &clouds, &labels, npoints, 1e-4, &mut rng, &ad)?.0
+                } else {
+                    let lr = 1e-4;
+                    train_step_items(m, &mut opt, &batch, npoints, point_all, lr, &mut rng, &ad)?.0
+                };
                 model = Some(m);
             }
             Ok(())
@@ -218,6 +268,9 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         },
         "batch": b,
         "points": npoints,
+        "with_data": args.with_data,
+        "checkpointing": !args.no_checkpointing && args.mode != BenchMode::Infer,
+        "stored_points": (!items.is_empty()).then_some(stored),
         "steps": args.steps,
         "ms_per_step": mean * 1e3,
         "host_reads_per_step": reads_per_step,

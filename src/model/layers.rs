@@ -119,11 +119,37 @@ pub trait AutodiffContext {
 
 impl<const D: usize> AutodiffContext for Tensor<D> {
     fn with_autodiff_context_of(self, device: &Device) -> Self {
-        if device.is_autodiff() {
-            self.autodiff()
-        } else {
-            self.inner()
+        match device.gradient_checkpointing_strategy() {
+            // every autodiff operand of an op must carry the device's checkpointing strategy
+            Some(strategy) => self
+                .autodiff()
+                .with_gradient_checkpointing_strategy(strategy),
+            None => self.inner(),
         }
+    }
+}
+
+/// Gives every autodiff parameter of `module` the gradient-checkpointing strategy of `ad`
+/// (an autodiff device). `Module::train` tags parameters with none, and burn panics when an
+/// op meets operands of two strategies, so a model trained on a checkpointing device goes
+/// through this after `train()`.
+pub fn with_checkpointing_of<M: Module>(module: M, ad: &Device) -> M {
+    struct Retag(burn::tensor::GradientCheckpointingStrategy);
+    impl burn::module::ModuleMapper for Retag {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let strategy = self.0;
+            param.map(move |t| {
+                if t.is_autodiff() {
+                    t.with_gradient_checkpointing_strategy(strategy)
+                } else {
+                    t
+                }
+            })
+        }
+    }
+    match ad.gradient_checkpointing_strategy() {
+        Some(strategy) => module.map(&mut Retag(strategy)),
+        None => module,
     }
 }
 

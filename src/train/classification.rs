@@ -335,6 +335,39 @@ pub fn train_step_on(
     ))
 }
 
+/// One step of `dapt train` from stored clouds: the batch pipeline (FPS pre-sampling to
+/// `point_all`, the shared column subset of `npoints`, per-sample scale and translate; on the
+/// device where the backend groups there) and then [`train_step_on`]. `dapt bench
+/// --with-data` times exactly this. Returns the labels in batch order.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_items(
+    model: Classifier,
+    opt: &mut AdamW,
+    batch: &[&Item],
+    npoints: usize,
+    point_all: usize,
+    lr: f64,
+    rng: &mut Rng,
+    ad: &Device,
+) -> Result<(Classifier, StepTensors, Vec<usize>), TrainError> {
+    let on_device = (Placement::for_device(ad) == Placement::Device)
+        .then(|| train_batch_on_device(batch, npoints, point_all, true, rng, ad))
+        .flatten();
+    match on_device {
+        Some((cloud, labels)) => {
+            let mut ctx = ForwardCtx::train(rng);
+            let cloud = Batch::Device(Box::new(cloud));
+            let (model, out) = train_step_on(model, opt, cloud, &labels, lr, &mut ctx, ad)?;
+            Ok((model, out, labels))
+        }
+        None => {
+            let (pts, labels) = train_batch(batch, npoints, point_all, true, rng);
+            let (model, out) = train_step(model, opt, &pts, &labels, npoints, lr, rng, ad)?;
+            Ok((model, out, labels))
+        }
+    }
+}
+
 /// Classification for the driver: the prepared data, the epoch's running confusion matrix.
 pub struct Classification {
     cfg: TrainConfig,
@@ -470,22 +503,8 @@ impl Task for Classification {
         let npoints = self.cfg.model.npoints;
         let point_all = self.cfg.point_all_for(npoints);
         let batch: Vec<&Item> = items.iter().map(|&i| &self.data.train[i]).collect();
-        let on_device = (Placement::for_device(ad) == Placement::Device)
-            .then(|| train_batch_on_device(&batch, npoints, point_all, true, rng, ad))
-            .flatten();
-        let (model, out, labels) = match on_device {
-            Some((cloud, labels)) => {
-                let mut ctx = ForwardCtx::train(rng);
-                let cloud = Batch::Device(Box::new(cloud));
-                let (model, out) = train_step_on(model, opt, cloud, &labels, lr, &mut ctx, ad)?;
-                (model, out, labels)
-            }
-            None => {
-                let (pts, labels) = train_batch(&batch, npoints, point_all, true, rng);
-                let (model, out) = train_step(model, opt, &pts, &labels, npoints, lr, rng, ad)?;
-                (model, out, labels)
-            }
-        };
+        let (model, out, labels) =
+            train_step_items(model, opt, &batch, npoints, point_all, lr, rng, ad)?;
         self.count(out.logits.clone(), &labels);
         Ok((model, out.loss))
     }

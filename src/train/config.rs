@@ -66,6 +66,10 @@ pub struct TrainConfig {
     pub warmup_lr_init: f64,
     pub seed: u64,
     pub backend: BackendChoice,
+    /// burn's gradient checkpointing: element-wise and shape ops are recomputed in backward
+    /// instead of kept alive (BENCHMARKS.md: DAPT at the OBJ_BG config, batch 32, 3.3 GB to
+    /// 2.3 GB peak at the same step time). `--no-checkpointing` turns it off.
+    pub checkpointing: bool,
     /// Points drawn by FPS before the random `npoints` subset (`None`: the official rule).
     pub point_all: Option<usize>,
     /// Emit a token-scale snapshot of a fixed test sample every N steps (0 = each epoch only).
@@ -94,6 +98,7 @@ impl Default for TrainConfig {
             warmup_lr_init: 1e-6,
             seed: 0,
             backend: BackendChoice::Auto,
+            checkpointing: true,
             point_all: None,
             snapshot_every: 0,
             normalize: None,

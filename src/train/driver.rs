@@ -32,6 +32,7 @@ pub struct Recipe {
     pub warmup_lr_init: f64,
     pub seed: u64,
     pub backend: BackendChoice,
+    pub checkpointing: bool,
     pub out: PathBuf,
 }
 
@@ -44,6 +45,7 @@ pub struct RecipeMut<'a> {
     pub optim: &'a mut AdamWConfig,
     pub seed: &'a mut u64,
     pub backend: &'a mut BackendChoice,
+    pub checkpointing: &'a mut bool,
     pub out: &'a mut PathBuf,
 }
 
@@ -66,6 +68,7 @@ macro_rules! recipe_fields {
                     warmup_lr_init: self.warmup_lr_init,
                     seed: self.seed,
                     backend: self.backend,
+                    checkpointing: self.checkpointing,
                     out: self.out.clone(),
                 }
             }
@@ -78,6 +81,7 @@ macro_rules! recipe_fields {
                     optim: &mut self.optim,
                     seed: &mut self.seed,
                     backend: &mut self.backend,
+                    checkpointing: &mut self.checkpointing,
                     out: &mut self.out,
                 }
             }
@@ -90,6 +94,19 @@ recipe_fields!(
     super::partseg::PartSegTrainConfig,
     super::pretrain::PretrainConfig
 );
+
+/// The autodiff device a training run steps on: `device` with burn's gradient checkpointing
+/// when `checkpointing` (element-wise and shape ops recomputed in backward instead of kept;
+/// the results are the same bit for bit). A model trained on it goes through
+/// [`crate::model::layers::with_checkpointing_of`] after `train()`.
+pub fn autodiff_device(device: &Device, checkpointing: bool) -> Device {
+    let ad = device.clone().autodiff();
+    if checkpointing {
+        ad.gradient_checkpointing()
+    } else {
+        ad
+    }
+}
 
 /// How a task's epochs are compared to pick `best`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -391,8 +408,8 @@ fn run_inner<T: Task>(
     for message in notes {
         send(events, TrainEvent::Note { message });
     }
-    let ad = device.clone().autodiff();
-    let mut model = model.train();
+    let ad = autodiff_device(&device, recipe.checkpointing);
+    let mut model = crate::model::layers::with_checkpointing_of(model.train(), &ad);
     // on a GPU every read waits for the queue to drain: read the losses every few steps
     let progress_every = if selected.is_gpu {
         GPU_PROGRESS_EVERY

@@ -273,7 +273,13 @@ impl ModuleMapper for Assign {
         };
         param.map(move |p| {
             let dims = p.dims();
-            Tensor::from_inner(flat.reshape(dims)).require_grad()
+            let t = Tensor::from_inner(flat.reshape(dims));
+            // keep the parameter's gradient-checkpointing strategy (from_inner drops it)
+            match p.gradient_checkpointing_strategy() {
+                Some(s) => t.with_gradient_checkpointing_strategy(s),
+                None => t,
+            }
+            .require_grad()
         })
     }
 }

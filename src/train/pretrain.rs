@@ -47,6 +47,10 @@ pub struct PretrainConfig {
     pub warmup_lr_init: f64,
     pub seed: u64,
     pub backend: BackendChoice,
+    /// burn's gradient checkpointing: element-wise and shape ops are recomputed in backward
+    /// instead of kept alive (BENCHMARKS.md: DAPT at the OBJ_BG config, batch 32, 3.3 GB to
+    /// 2.3 GB peak at the same step time). `--no-checkpointing` turns it off.
+    pub checkpointing: bool,
     /// Apply `pc_normalize` to every cloud (the official ShapeNet-55 loader does).
     pub normalize: bool,
     pub out: PathBuf,
@@ -73,6 +77,7 @@ impl Default for PretrainConfig {
             warmup_lr_init: 1e-6,
             seed: 0,
             backend: BackendChoice::Auto,
+            checkpointing: true,
             normalize: true,
             out: PathBuf::from("runs/pretrain"),
             export_pth: None,
