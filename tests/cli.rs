@@ -450,3 +450,79 @@ fn pretrain_then_reconstruct_writes_labelled_views_and_names_bad_files() {
     assert_eq!(count(1), 19 * 16);
     assert_eq!(count(2), 19 * 16);
 }
+
+/// `dapt train` on the synthetic shapes without `--config` or `--init` (the demo recipe)
+/// starts from the backbone pre-trained here: written beside the runs, named in config.json,
+/// every backbone tensor loaded. `--init none` keeps the random backbone.
+#[test]
+fn demo_recipe_starts_from_the_shipped_backbone_and_init_none_from_random() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |extra: &[&str], out: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dapt"))
+            .current_dir(dir.path())
+            .args([
+                "train",
+                "--data",
+                "synthetic:seed=1,train=1,test=1,points=200",
+                "--epochs",
+                "1",
+                "--batch",
+                "4",
+                "--out",
+                out,
+                "--json",
+            ])
+            .args(extra)
+            .env("DAPT_NO_GPU_PROBE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out)
+    };
+    let saved = |run: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.path().join(run).join("config.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let lines = train(&[], "pre");
+    let cfg = saved("pre");
+    let backbone = dir.path().join(dapt::train::demo_backbone::FILE);
+    assert_eq!(
+        std::fs::read(&backbone).unwrap(),
+        dapt::train::demo_backbone::BYTES,
+        "the shipped backbone is written out as it is"
+    );
+    assert_eq!(
+        Path::new(cfg["init"].as_str().unwrap()),
+        std::path::absolute(&backbone).unwrap()
+    );
+    let note = lines
+        .iter()
+        .filter(|l| l["event"] == "note")
+        .filter_map(|l| l["message"].as_str())
+        .find(|m| m.starts_with("backbone "))
+        .unwrap_or_else(|| panic!("no backbone note: {lines:?}"));
+    assert!(note.contains("ignored: none"), "{note}");
+    let loaded: usize = note
+        .split(": ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // every tensor of the file reaches the model (the file holds the encoder alone)
+    let file = safetensors::SafeTensors::deserialize(dapt::train::demo_backbone::BYTES).unwrap();
+    assert_eq!(loaded, file.len(), "{note}");
+    // a damaged copy is replaced on the next run, not trusted
+    std::fs::write(&backbone, b"not a backbone").unwrap();
+    train(&["--init", "none"], "random");
+    let cfg = saved("random");
+    assert!(cfg["init"].is_null(), "{cfg}");
+    train(&[], "again");
+    assert_eq!(
+        std::fs::read(&backbone).unwrap(),
+        dapt::train::demo_backbone::BYTES
+    );
+}

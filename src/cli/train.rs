@@ -2,7 +2,7 @@
 //! segmentation (`--task partseg`); with no arguments, a small complete demonstration on the
 //! built-in synthetic data set. `--fewshot` is in `cli::fewshot`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -84,6 +84,12 @@ pub fn classification_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         None => TrainConfig::demo(),
     };
     args.run.apply(&mut cfg);
+    // the demo recipe on the synthetic shapes starts from the backbone pre-trained on them
+    if args.run.config.is_none() && !args.tune.init_given() && cfg.data.starts_with("synthetic") {
+        cfg.init = Some(crate::train::demo_backbone::materialise(Path::new(
+            crate::train::demo_backbone::FILE,
+        ))?);
+    }
     args.tune.apply(FineTuneSettings {
         mode: &mut cfg.mode,
         init: &mut cfg.init,
@@ -161,6 +167,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         cfg
     };
+    // the demo names its starting point (no --config, --data or --init: the shipped backbone)
+    let from_demo_backbone =
+        args.run.is_demo() && resume.is_none() && cfg.init.is_some() && !args.tune.init_given();
     let summary =
         super::interrupt::run_reported(json, super::output::report_events, |tx, stop| {
             crate::train::run(cfg, resume.as_deref(), Some(tx), stop)
@@ -183,6 +192,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             summary.run_dir.display(),
             summary.adapter_bytes as f64 / 1e6
         );
+        if from_demo_backbone {
+            println!(
+                "started from the small backbone pre-trained here on synthetic shapes (assets/demo/README.md); \
+                 `dapt train --init none` runs the same recipe from random weights"
+            );
+        }
     }
     if summary.stopped {
         return Err(super::interrupt::interrupted(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod batch;
 pub mod classification;
 pub mod config;
+pub mod demo_backbone;
 pub mod driver;
 pub mod eval;
 pub mod events;
