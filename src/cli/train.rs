@@ -178,8 +178,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         super::output::print_json(&serde_json::json!({"event": "summary", "summary": summary}));
     } else {
         let last = summary.last.as_ref();
+        // wall_secs counts from the run's start, across resumed sessions
+        let took = last
+            .map(|m| {
+                let s = m.wall_secs.round() as u64;
+                format!(" in {} min {:02} s", s / 60, s % 60)
+            })
+            .unwrap_or_default();
         println!(
-            "done: {} epochs; best held-out accuracy {:.2}% (epoch {}), mean class accuracy {:.2}%{}",
+            "done: {} epochs{took}; best held-out accuracy {:.2}% (epoch {}), mean class accuracy {:.2}%{}",
             summary.epochs_done,
             100.0 * summary.best_overall_accuracy,
             summary.best_epoch,
