@@ -49,7 +49,7 @@ pub struct PretrainConfig {
     pub backend: BackendChoice,
     /// burn's gradient checkpointing: element-wise and shape ops are recomputed in backward
     /// instead of kept alive (BENCHMARKS.md: DAPT at the OBJ_BG config, batch 32, 3.3 GB to
-    /// 2.3 GB peak at the same step time). `--no-checkpointing` turns it off.
+    /// 2.3 GB peak; ~9% more time per step). `--no-checkpointing` turns it off.
     pub checkpointing: bool,
     /// Apply `pc_normalize` to every cloud (the official ShapeNet-55 loader does).
     pub normalize: bool,
