@@ -225,13 +225,13 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         // through `dapt train`'s batch pipeline.
         let batch: Vec<&Item> = items.iter().collect();
         let point_all = cfg.point_all_for(npoints);
+        let lr = 1e-4;
         time_steps(&device, args.warmup, args.steps, |steps| {
             for _ in 0..steps {
                 let m = model.take().ok_or_else(|| anyhow::anyhow!("no model"))?;
                 let m = if batch.is_empty() {
-                    train_step(m, &mut opt, &clouds, &labels, npoints, 1e-4, &mut rng, &ad)?.0
+                    train_step(m, &mut opt, &clouds, &labels, npoints, lr, &mut rng, &ad)?.0
                 } else {
-                    let lr = 1e-4;
                     train_step_items(m, &mut opt, &batch, npoints, point_all, lr, &mut rng, &ad)?.0
                 };
                 model = Some(m);
