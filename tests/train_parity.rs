@@ -189,8 +189,7 @@ fn replay(device: &Device, backend: &str, checkpointing: bool) {
     assert_eq!(losses.len(), recipe.steps);
     assert_eq!(norms.len(), recipe.steps);
 
-    let ad = dapt::train::driver::autodiff_device(device, checkpointing);
-    let mut model = dapt::model::layers::with_checkpointing_of(model.train(), &ad);
+    let (mut model, ad) = dapt::train::driver::for_training(model, device, checkpointing);
     let mut opt = AdamW::new(recipe.optim.clone());
     let mut failures = Vec::new();
     for i in 0..recipe.steps {

@@ -125,8 +125,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
     /// Keep every intermediate of the forward pass for backward instead of recomputing the
-    /// element-wise ones (burn's gradient checkpointing, on by default: less memory, same
-    /// results, a third less memory, ~9% more time per step as measured on the CPU).
+    /// element-wise ones (burn's gradient checkpointing, on by default: same results, a third
+    /// less memory, ~9% more time per step as measured on the CPU).
     #[arg(long)]
     pub no_checkpointing: bool,
     /// JSON lines only on stdout.

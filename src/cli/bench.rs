@@ -214,11 +214,9 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             Ok(())
         })?
     } else {
-        let ad = crate::train::driver::autodiff_device(&device, !args.no_checkpointing);
-        let mut model = Some(crate::model::layers::with_checkpointing_of(
-            model.train(),
-            &ad,
-        ));
+        let (model, ad) =
+            crate::train::driver::for_training(model, &device, !args.no_checkpointing);
+        let mut model = Some(model);
         let mut opt = AdamW::new(cfg.optim.clone());
         // Without `--with-data` a step starts from sampled clouds (grouping included, inside
         // the forward), as the PyTorch benchmark times it; with it, from stored clouds

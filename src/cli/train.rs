@@ -167,9 +167,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         cfg
     };
-    // the demo names its starting point (no --config, --data or --init: the shipped backbone)
-    let from_demo_backbone =
-        args.run.is_demo() && resume.is_none() && cfg.init.is_some() && !args.tune.init_given();
+    // the demo names its starting point when classification_config chose the shipped backbone
+    let from_demo_backbone = args.run.is_demo()
+        && resume.is_none()
+        && cfg.init == std::path::absolute(crate::train::demo_backbone::FILE).ok();
     let summary =
         super::interrupt::run_reported(json, super::output::report_events, |tx, stop| {
             crate::train::run(cfg, resume.as_deref(), Some(tx), stop)

@@ -130,9 +130,8 @@ impl<const D: usize> AutodiffContext for Tensor<D> {
 }
 
 /// Gives every autodiff parameter of `module` the gradient-checkpointing strategy of `ad`
-/// (an autodiff device). `Module::train` tags parameters with none, and burn panics when an
-/// op meets operands of two strategies, so a model trained on a checkpointing device goes
-/// through this after `train()`.
+/// (an autodiff device); `train::driver::for_training` calls it after `Module::train`, which
+/// tags parameters with none.
 pub fn with_checkpointing_of<M: Module>(module: M, ad: &Device) -> M {
     struct Retag(burn::tensor::GradientCheckpointingStrategy);
     impl burn::module::ModuleMapper for Retag {

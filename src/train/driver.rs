@@ -95,17 +95,21 @@ recipe_fields!(
     super::pretrain::PretrainConfig
 );
 
-/// The autodiff device a training run steps on: `device` with burn's gradient checkpointing
-/// when `checkpointing` (element-wise and shape ops recomputed in backward instead of kept;
-/// the results are the same bit for bit). A model trained on it goes through
-/// [`crate::model::layers::with_checkpointing_of`] after `train()`.
-pub fn autodiff_device(device: &Device, checkpointing: bool) -> Device {
+/// `model` in training mode on the autodiff device a run steps on, and that device: burn's
+/// autodiff with gradient checkpointing when `checkpointing` (element-wise and shape ops
+/// recomputed in backward instead of kept; the results are the same bit for bit). burn
+/// panics when an op meets operands of two strategies and `Module::train` tags parameters
+/// with none, so the parameters are given the device's strategy here, in the one place
+/// every trainer (the driver, `dapt bench`, the parity replay) goes through.
+pub fn for_training<M: Module>(model: M, device: &Device, checkpointing: bool) -> (M, Device) {
     let ad = device.clone().autodiff();
-    if checkpointing {
+    let ad = if checkpointing {
         ad.gradient_checkpointing()
     } else {
         ad
-    }
+    };
+    let model = crate::model::layers::with_checkpointing_of(model.train(), &ad);
+    (model, ad)
 }
 
 /// How a task's epochs are compared to pick `best`.
@@ -408,8 +412,7 @@ fn run_inner<T: Task>(
     for message in notes {
         send(events, TrainEvent::Note { message });
     }
-    let ad = autodiff_device(&device, recipe.checkpointing);
-    let mut model = crate::model::layers::with_checkpointing_of(model.train(), &ad);
+    let (mut model, ad) = for_training(model, &device, recipe.checkpointing);
     // on a GPU every read waits for the queue to drain: read the losses every few steps
     let progress_every = if selected.is_gpu {
         GPU_PROGRESS_EVERY
