@@ -1,6 +1,7 @@
-//! The GPU engine on wgpu (Mesa's lavapipe when there is no GPU): grouping as device kernels
-//! equal to the CPU kernels, a training step that reads nothing back, `dapt bench` reporting
-//! both, and `train::run` learning and resuming on the device.
+//! The GPU engine on wgpu (Mesa's lavapipe when there is no GPU): grouping and part
+//! segmentation's interpolation weights as device kernels equal to the CPU kernels, training
+//! steps (classification, part segmentation, pre-training) that read nothing back, `dapt
+//! bench` reporting both, and `train::run` learning and resuming on the device.
 //!
 //! The device grouping kernels are tensor programs, so they also run on burn-flex; the
 //! equality tests run them on both backends.
@@ -130,6 +131,186 @@ fn device_patches_equal_the_host_patches() {
     let before = reads_on_this_thread();
     let _ = Patches::build(&pts, b, n, g, m, &wgpu()).unwrap();
     assert_eq!(reads_on_this_thread(), before);
+}
+
+#[test]
+fn device_interpolation_weights_equal_the_host_weights() {
+    use dapt::model::partseg::interpolation_matrix;
+    // centres drawn from the cloud (points exactly on a centre), off it, and on a grid (ties)
+    let cases = [
+        (Kind::Normal, 2, 300, 32),
+        (Kind::Grid, 2, 125, 16),
+        (Kind::Duplicated, 1, 90, 12),
+        (Kind::Normal, 1, 40, 2),
+        (Kind::Normal, 1, 40, 1),
+    ];
+    for (name, device) in devices() {
+        let mut rng = Rng::new(0x1e7);
+        for (kind, b, n, g) in cases {
+            let pts = batch(&mut rng, kind, b, n);
+            let centers: Vec<[f32; 3]> = (0..b * g)
+                .map(|i| {
+                    let c = i / g;
+                    if i % 3 == 2 {
+                        [rng.normal(), rng.normal(), rng.normal()]
+                    } else {
+                        pts[c * n + rng.below(n)]
+                    }
+                })
+                .collect();
+            let want = interpolation_matrix(&pts, &centers, b, n, g);
+            let got = host_vec(dg::interpolation(
+                &upload(&pts, b, n, &device),
+                &upload(&centers, b, g, &device),
+            ));
+            assert_eq!(got.len(), want.len());
+            for (row, (w, h)) in got.chunks(g).zip(want.chunks(g)).enumerate() {
+                let support =
+                    |r: &[f32]| -> Vec<usize> { (0..g).filter(|&j| r[j].abs() > 1e-6).collect() };
+                assert_eq!(
+                    support(w),
+                    support(h),
+                    "{name}: {kind:?} g={g} row {row}: {w:?} vs {h:?}"
+                );
+                let sum: f32 = w.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{name}: row {row} sums to {sum}");
+                for (a, e) in w.iter().zip(h) {
+                    assert!(
+                        (a - e).abs() <= 1e-4,
+                        "{name}: {kind:?} row {row}: {w:?} vs {h:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_part_segmentation_step_on_wgpu_groups_on_the_device_and_reads_nothing_back() {
+    use dapt::model::partseg::{PartSegConfig, PartSegModel};
+    use dapt::train::partseg::{SegItem, seg_train_step};
+    let device = wgpu();
+    let cfg = PartSegConfig {
+        trans_dim: 32,
+        depth: 2,
+        num_heads: 2,
+        group_size: 8,
+        num_group: 16,
+        taps: vec![0, 1],
+        prop_dim: 32,
+        head_dims: [32, 16],
+        rank: 4,
+        npoints: 128,
+        ..PartSegConfig::small(ModelKind::Dapt, 6, 3)
+    };
+    let model = PartSegModel::new(&cfg, &device)
+        .unwrap()
+        .with_trainable_rule();
+    let (mut model, ad) = dapt::train::driver::for_training(model, &device, true);
+    let mut rng = Rng::new(5);
+    let n = 128;
+    let pts = batch(&mut rng, Kind::Normal, 4, n);
+    let items: Vec<SegItem> = pts
+        .chunks(n)
+        .enumerate()
+        .map(|(i, c)| SegItem {
+            points: c.to_vec(),
+            labels: c
+                .iter()
+                .map(|p| 2 * (i % 3) + usize::from(p[1] > 0.0))
+                .collect(),
+            category: i % 3,
+        })
+        .collect();
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let before = reads_on_this_thread();
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        let (m, loss, lp) =
+            seg_train_step(model, &mut opt, &items, 1e-3, false, &mut rng, &ad).unwrap();
+        assert_eq!(lp.dims(), [4, n, 6]);
+        model = m;
+        losses.push(loss);
+    }
+    assert_eq!(
+        reads_on_this_thread(),
+        before,
+        "a part-segmentation step read back"
+    );
+    let losses = host_vec(Tensor::cat(losses, 0));
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    assert!(losses[2] < losses[0], "{losses:?}");
+
+    // the viewer's centres and memberships are the host grouping's, read back on request
+    let mut ctx = dapt::model::layers::ForwardCtx::eval();
+    let out = model
+        .forward_points(&items[0].points, &[0], 1, n, &ad, &mut ctx)
+        .unwrap();
+    assert_eq!(out.patches.placement, Placement::Device);
+    let host = group(&items[0].points, 1, n, 16, 8).unwrap();
+    assert_eq!(out.patches.members(0), host.members(0));
+    assert_eq!(out.patches.centers_host(), host.centers);
+}
+
+#[test]
+fn a_pretraining_step_on_wgpu_groups_on_the_device_and_reads_nothing_back() {
+    use dapt::model::pretrain::{MaeConfig, PointMae, reconstructions};
+    use dapt::train::pretrain::pretrain_step;
+    let device = wgpu();
+    let cfg = MaeConfig {
+        trans_dim: 32,
+        depth: 2,
+        num_heads: 2,
+        decoder_depth: 1,
+        decoder_num_heads: 2,
+        group_size: 8,
+        num_group: 8,
+        mask_ratio: 0.6,
+        mask_type: Default::default(),
+        drop_path_rate: 0.1,
+        npoints: 128,
+    };
+    let model = PointMae::new(&cfg, 3, &device).unwrap();
+    let (mut model, ad) = dapt::train::driver::for_training(model, &device, true);
+    let mut rng = Rng::new(9);
+    let (b, n) = (4, 128);
+    let pts = batch(&mut rng, Kind::Normal, b, n);
+    let mut opt = AdamW::new(AdamWConfig::default());
+    let before = reads_on_this_thread();
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        let (m, loss) = pretrain_step(model, &mut opt, &pts, b, 1e-3, &mut rng, &ad).unwrap();
+        model = m;
+        losses.push(loss);
+    }
+    assert_eq!(
+        reads_on_this_thread(),
+        before,
+        "a pre-training step read back"
+    );
+    let losses = host_vec(Tensor::cat(losses, 0));
+    assert!(
+        losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{losses:?}"
+    );
+
+    // reconstructions read the device grouping back: the host grouping's centres
+    let (out, patches, mask) = model
+        .forward_drawn(&pts, b, n, &ad, &mut rng, false)
+        .unwrap();
+    assert_eq!(patches.placement, Placement::Device);
+    let host = group(&pts, b, n, 8, 8).unwrap();
+    let recs = reconstructions(&out, &patches, &mask);
+    assert_eq!(recs.len(), b);
+    for (i, r) in recs.iter().enumerate() {
+        let want: Vec<[f32; 3]> = mask
+            .visible(i)
+            .iter()
+            .map(|&g| host.centers[i * 8 + g])
+            .collect();
+        assert_eq!(r.visible_centers, want, "cloud {i}");
+        assert_eq!(r.predicted.len(), r.ground_truth.len());
+    }
 }
 
 fn small_model() -> ModelConfig {

@@ -135,7 +135,7 @@ impl Analyzer for PartSegAnalyzer {
         let given = self.given_category(cloud, &names);
         let parts_n = loaded.model.config.num_parts;
         // score = mean over points of the best log-probability among the category's parts
-        let mut best: Option<(usize, f32, Vec<f32>, crate::model::grouping::Groups)> = None;
+        let mut best: Option<(usize, f32, Vec<f32>, crate::model::grouping::Patches)> = None;
         let mut scores = vec![f32::NEG_INFINITY; names.len()];
         let candidates: Vec<usize> = match given {
             Some(c) => vec![c],
@@ -160,10 +160,10 @@ impl Analyzer for PartSegAnalyzer {
                 / n as f32;
             scores[c] = score;
             if best.as_ref().is_none_or(|b| score > b.1) {
-                best = Some((c, score, lp, out.groups));
+                best = Some((c, score, lp, out.patches));
             }
         }
-        let Some((cat, _, lp, groups)) = best else {
+        let Some((cat, _, lp, patches)) = best else {
             return Err("the model has no categories".into());
         };
         let labels = crate::train::miou::predict_parts(&lp, parts_n, &loaded.category_parts[cat])
@@ -178,8 +178,8 @@ impl Analyzer for PartSegAnalyzer {
         Ok(CloudAnalysis {
             class_names: names,
             probabilities,
-            centers: groups.centers.clone(),
-            groups: groups.members(0),
+            centers: patches.centers_host(),
+            groups: patches.members(0),
             patch_scales: Vec::new(),
             prompt_scales: Vec::new(),
             cls_scales: Vec::new(),

@@ -68,23 +68,30 @@ impl Patches {
         let placement = Placement::for_device(device);
         if placement == Placement::Host {
             let g = group(points, b, n, num_group, group_size)?;
-            let idx: Vec<i64> = g.knn_idx.iter().map(|&i| i as i64).collect();
-            return Ok(Self {
-                batch: b,
-                num_group,
-                group_size,
-                placement,
-                centers: g.centers_tensor(device),
-                neighborhoods: g.neighborhoods_tensor(device),
-                knn_idx: Tensor::from_data(
-                    TensorData::new(idx, [b, num_group, group_size]),
-                    device,
-                ),
-            });
+            return Ok(Self::from_groups(&g, device));
         }
-        let flat: Vec<f32> = points.iter().flatten().copied().collect();
-        let cloud = Tensor::<3>::from_data(TensorData::new(flat, [b, n, 3]), device);
-        Ok(Self::on_device(&cloud, num_group, group_size))
+        Ok(Self::on_device(
+            &upload(points, b, n, device),
+            num_group,
+            group_size,
+        ))
+    }
+
+    /// Host-made groups uploaded to `device`.
+    pub fn from_groups(g: &Groups, device: &Device) -> Self {
+        let idx: Vec<i64> = g.knn_idx.iter().map(|&i| i as i64).collect();
+        Self {
+            batch: g.batch,
+            num_group: g.num_group,
+            group_size: g.group_size,
+            placement: Placement::Host,
+            centers: g.centers_tensor(device),
+            neighborhoods: g.neighborhoods_tensor(device),
+            knn_idx: Tensor::from_data(
+                TensorData::new(idx, [g.batch, g.num_group, g.group_size]),
+                device,
+            ),
+        }
     }
 
     /// Groups clouds already on the device (`[b, n, 3]`) with the device kernels.
@@ -119,6 +126,14 @@ impl Patches {
             .collect()
     }
 
+    /// `[b][g][m]` neighbour xyz minus centre (a read-back on a GPU).
+    pub fn neighborhoods_host(&self) -> Vec<[f32; 3]> {
+        crate::readback::host_vec(self.neighborhoods.clone())
+            .chunks_exact(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect()
+    }
+
     /// `[b][g][m]` neighbour indices into each cloud (a read-back on a GPU).
     pub fn knn_idx_host(&self) -> Vec<usize> {
         host_ints(self.knn_idx.clone())
@@ -139,7 +154,14 @@ impl Patches {
     }
 }
 
-fn check(points: &[[f32; 3]], b: usize, n: usize, group_size: usize) -> Result<(), ModelError> {
+/// `b` clouds of `n` points (`points` flattened `[b][n]`) as one `[b, n, 3]` tensor.
+pub fn upload(points: &[[f32; 3]], b: usize, n: usize, device: &Device) -> Tensor<3> {
+    let flat: Vec<f32> = points.iter().flatten().copied().collect();
+    Tensor::from_data(TensorData::new(flat, [b, n, 3]), device)
+}
+
+/// `points` hold `b` clouds of `n`, enough for groups of `group_size`.
+pub fn check(points: &[[f32; 3]], b: usize, n: usize, group_size: usize) -> Result<(), ModelError> {
     if points.len() != b * n {
         return Err(ModelError::Input(format!(
             "expected {b}x{n} points, got {}",

@@ -37,6 +37,10 @@
 //! (interpolation is linear, so `W·Σwᵢxᵢ = Σwᵢ(W·xᵢ)`), and `convs1` is split into its
 //! per-point and per-shape column blocks so the 2368-wide per-shape part is computed once per
 //! shape instead of once per point.
+//!
+//! Grouping and the interpolation weights are made where the network runs: on the host for
+//! burn-flex, as device kernels on a GPU backend ([`grouping::device::interpolation`] keeps
+//! the host rules), so a batch goes up once and nothing comes back during a step.
 
 use std::collections::HashMap;
 
@@ -50,7 +54,7 @@ use super::block::{Block, run_dapt, run_plain};
 use super::checkpoint::{LoadMode, LoadReport, StateDict, load_into};
 use super::config::{ModelKind, check_dapt_and_rates, check_width};
 use super::encoder::{PatchEncoder, PosEmbed};
-use super::grouping::{Groups, group};
+use super::grouping::{self, Patches, Placement, check, group, upload};
 use super::layers::{BatchNorm, ForwardCtx, LayerNorm, Tfts, linear, param, trunc_normal};
 use super::names::{RawTensor, Trainable, dapt_trainable};
 
@@ -215,8 +219,8 @@ pub struct PartSegModel {
 pub struct PartSegOutput {
     /// `[b, n, parts]` log-probabilities.
     pub log_probs: Tensor<3>,
-    /// The grouping used (centres, patch membership).
-    pub groups: Groups,
+    /// The grouping used (centres, patch membership; read back only when asked for).
+    pub patches: Patches,
 }
 
 /// Official checkpoint key → our module's key.
@@ -340,26 +344,37 @@ impl PartSegModel {
                 "object category {c} is out of range (the model knows {k})"
             )));
         }
-        let groups = group(points, b, n, self.config.num_group, self.config.group_size)?;
-        let g = self.config.num_group;
-        let weights = interpolation_matrix(points, &groups.centers, b, n, g);
-        let interp = Tensor::<3>::from_data(TensorData::new(weights, [b, n, g]), device);
-        let xyz: Vec<f32> = points.iter().flatten().copied().collect();
-        let xyz = Tensor::<2>::from_data(TensorData::new(xyz, [b * n, 3]), device);
+        let (g, m) = (self.config.num_group, self.config.group_size);
+        check(points, b, n, m)?;
+        let cloud = upload(points, b, n, device);
+        let (patches, interp) = match Placement::for_device(device) {
+            Placement::Host => {
+                let groups = group(points, b, n, g, m)?;
+                let weights = interpolation_matrix(points, &groups.centers, b, n, g);
+                let interp = Tensor::<3>::from_data(TensorData::new(weights, [b, n, g]), device);
+                (Patches::from_groups(&groups, device), interp)
+            }
+            Placement::Device => {
+                let patches = Patches::on_device(&cloud, g, m);
+                let interp = grouping::device::interpolation(&cloud, &patches.centers);
+                (patches, interp)
+            }
+        };
+        let xyz = cloud.reshape([b * n, 3]);
         let mut onehot = vec![0f32; b * k];
         for (i, &c) in categories.iter().enumerate() {
             onehot[i * k + c] = 1.0;
         }
         let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), device);
         let log_probs = self.forward_tensors(
-            groups.neighborhoods_tensor(device),
-            groups.centers_tensor(device),
+            patches.neighborhoods.clone(),
+            patches.centers.clone(),
             xyz,
             interp,
             onehot,
             ctx,
         );
-        Ok(PartSegOutput { log_probs, groups })
+        Ok(PartSegOutput { log_probs, patches })
     }
 
     /// Per-patch features `[b, g, taps·C]` from the backbone.

@@ -31,7 +31,7 @@ use super::block::{Block, run_plain};
 use super::checkpoint::{LoadMode, LoadReport, StateDict, load_into};
 use super::config::{ModelConfig, ModelKind};
 use super::encoder::{PatchEncoder, PosEmbed};
-use super::grouping::{Groups, group};
+use super::grouping::Patches;
 use super::layers::{ForwardCtx, LayerNorm, host_vec, linear, param};
 use super::names::{RawTensor, Reader, Trainable, named_params, official_name};
 use crate::data::Rng;
@@ -284,7 +284,7 @@ impl PatchMask {
 
     /// For each cloud, the `num_mask` patches whose centres are nearest to one patch centre
     /// drawn uniformly (that patch included): the official `_mask_center_block`.
-    /// `centers` is `[batch][num_group]` flattened, as [`Groups::centers`].
+    /// `centers` is `[batch][num_group]` flattened, as [`Patches::centers_host`] gives them.
     pub fn block(
         centers: &[[f32; 3]],
         batch: usize,
@@ -309,14 +309,15 @@ impl PatchMask {
         }
     }
 
-    /// A mask of `kind` for grouped clouds.
-    pub fn draw(kind: MaskType, groups: &Groups, num_mask: usize, rng: &mut Rng) -> Self {
+    /// A mask of `kind` for grouped clouds. Random masks need nothing from the grouping;
+    /// block masks need the centres, which on a GPU backend is one read-back per batch.
+    pub fn draw(kind: MaskType, patches: &Patches, num_mask: usize, rng: &mut Rng) -> Self {
         match kind {
-            MaskType::Rand => Self::random(groups.batch, groups.num_group, num_mask, rng),
+            MaskType::Rand => Self::random(patches.batch, patches.num_group, num_mask, rng),
             MaskType::Block => Self::block(
-                &groups.centers,
-                groups.batch,
-                groups.num_group,
+                &patches.centers_host(),
+                patches.batch,
+                patches.num_group,
                 num_mask,
                 rng,
             ),
@@ -601,14 +602,22 @@ impl PointMae {
         }))
     }
 
-    /// Groups raw clouds (`[b, n, 3]` flattened) for this model.
-    pub fn group(&self, points: &[[f32; 3]], b: usize, n: usize) -> Result<Groups, ModelError> {
-        group(points, b, n, self.config.num_group, self.config.group_size)
+    /// Groups raw clouds (`[b, n, 3]` flattened) for this model, where `device` groups
+    /// (host kernels on burn-flex, device kernels on a GPU backend).
+    pub fn group(
+        &self,
+        points: &[[f32; 3]],
+        b: usize,
+        n: usize,
+        device: &Device,
+    ) -> Result<Patches, ModelError> {
+        let (g, m) = (self.config.num_group, self.config.group_size);
+        Patches::build(points, b, n, g, m, device)
     }
 
     /// This model's mask (`mask_type`, `mask_ratio`) for grouped clouds.
-    pub fn draw_mask(&self, groups: &Groups, rng: &mut Rng) -> PatchMask {
-        PatchMask::draw(self.config.mask_type, groups, self.config.num_mask(), rng)
+    pub fn draw_mask(&self, patches: &Patches, rng: &mut Rng) -> PatchMask {
+        PatchMask::draw(self.config.mask_type, patches, self.config.num_mask(), rng)
     }
 
     /// Groups `b` clouds of `n` points, draws this model's mask from `rng` (after grouping:
@@ -622,21 +631,21 @@ impl PointMae {
         device: &Device,
         rng: &mut Rng,
         training: bool,
-    ) -> Result<(PretrainOutput, Groups, PatchMask), ModelError> {
-        let groups = self.group(points, b, n)?;
-        let mask = self.draw_mask(&groups, rng);
+    ) -> Result<(PretrainOutput, Patches, PatchMask), ModelError> {
+        let patches = self.group(points, b, n, device)?;
+        let mask = self.draw_mask(&patches, rng);
         let mut ctx = if training {
             ForwardCtx::train(rng)
         } else {
             ForwardCtx::eval()
         };
         let out = self.forward_groups(
-            groups.neighborhoods_tensor(device),
-            groups.centers_tensor(device),
+            patches.neighborhoods.clone(),
+            patches.centers.clone(),
             &mask,
             &mut ctx,
         )?;
-        Ok((out, groups, mask))
+        Ok((out, patches, mask))
     }
 
     /// Groups raw clouds (`[b, n, 3]` flattened) and runs the network with `mask`.
@@ -648,15 +657,15 @@ impl PointMae {
         mask: &PatchMask,
         device: &Device,
         ctx: &mut ForwardCtx,
-    ) -> Result<(PretrainOutput, Groups), ModelError> {
-        let groups = self.group(points, b, n)?;
+    ) -> Result<(PretrainOutput, Patches), ModelError> {
+        let patches = self.group(points, b, n, device)?;
         let out = self.forward_groups(
-            groups.neighborhoods_tensor(device),
-            groups.centers_tensor(device),
+            patches.neighborhoods.clone(),
+            patches.centers.clone(),
             mask,
             ctx,
         )?;
-        Ok((out, groups))
+        Ok((out, patches))
     }
 
     /// `neighborhoods`: `[b, G, M, 3]` local coordinates, `centers`: `[b, G, 3]`.
@@ -727,9 +736,9 @@ impl PointMae {
         device: &Device,
         rng: &mut Rng,
     ) -> Result<Reconstruction, ModelError> {
-        let (out, groups, mask) =
+        let (out, patches, mask) =
             self.forward_drawn(points, 1, points.len(), device, rng, false)?;
-        reconstructions(&out, &groups, &mask)
+        reconstructions(&out, &patches, &mask)
             .into_iter()
             .next()
             .ok_or_else(|| ModelError::Input("empty reconstruction".into()))
@@ -768,16 +777,24 @@ pub struct Reconstruction {
     pub ground_truth: Vec<[f32; 3]>,
 }
 
-/// Per-cloud reconstructions of a batch forward pass.
+/// Per-cloud reconstructions of a batch forward pass (three read-backs on a GPU: the
+/// prediction, the centres and the neighbourhoods).
 pub fn reconstructions(
     out: &PretrainOutput,
-    groups: &Groups,
+    patches: &Patches,
     mask: &PatchMask,
 ) -> Vec<Reconstruction> {
-    let m = groups.group_size;
-    let g = groups.num_group;
+    let m = patches.group_size;
+    let g = patches.num_group;
     let nm = mask.num_mask();
     let pred = host_vec(out.predicted.clone());
+    let centers = patches.centers_host();
+    let neighborhoods = patches.neighborhoods_host();
+    let n = mask.batch * g;
+    if centers.len() < n || neighborhoods.len() < n * m || pred.len() < mask.batch * nm * m * 3 {
+        // a failed read-back: no reconstruction rather than a wrong one
+        return Vec::new();
+    }
     let add = |c: [f32; 3], o: &[f32]| [c[0] + o[0], c[1] + o[1], c[2] + o[2]];
     (0..mask.batch)
         .map(|b| {
@@ -786,18 +803,18 @@ pub fn reconstructions(
                 ..Default::default()
             };
             for gi in mask.visible(b) {
-                let c = groups.centers[b * g + gi];
+                let c = centers[b * g + gi];
                 r.visible_centers.push(c);
                 let base = (b * g + gi) * m;
-                for o in &groups.neighborhoods[base..base + m] {
+                for o in &neighborhoods[base..base + m] {
                     r.visible.push(add(c, o));
                 }
             }
             for (k, gi) in mask.masked(b).into_iter().enumerate() {
-                let c = groups.centers[b * g + gi];
+                let c = centers[b * g + gi];
                 r.masked_centers.push(c);
                 let base = (b * g + gi) * m;
-                for o in &groups.neighborhoods[base..base + m] {
+                for o in &neighborhoods[base..base + m] {
                     r.ground_truth.push(add(c, o));
                 }
                 let p0 = ((b * nm + k) * m) * 3;

@@ -106,3 +106,61 @@ pub fn gather_points(points: &Tensor<3>, idx: Tensor<2, Int>) -> Tensor<3> {
     let planes = planes(points).map(|p| p.gather(1, idx.clone()).reshape([b, s, 1]));
     Tensor::cat(planes.into(), 2)
 }
+
+/// Dense `[b, n, g]` inverse-distance weights of each of `points` `[b, n, 3]` to its 3
+/// nearest `centers` `[b, g, 3]`: the device form of
+/// [`crate::model::partseg::interpolation_matrix`], with its rules. Distances are the
+/// official `-2 p·c + |p|² + |c|²` in the CPU's order; the nearest three are taken in three
+/// arg-min rounds (ties to the lower index, as the CPU keeps the earlier centre); a row whose
+/// weights are not finite (a point exactly on a centre, where `d + 1e-8` is 0) gives that
+/// centre all the weight. Nothing is read back.
+pub fn interpolation(points: &Tensor<3>, centers: &Tensor<3>) -> Tensor<3> {
+    let [b, n, _] = points.dims();
+    let [_, g, _] = centers.dims();
+    let device = points.device();
+    let [px, py, pz] = planes(points);
+    let [cx, cy, cz] = planes(centers);
+    let p2 = px.clone() * px.clone() + py.clone() * py.clone() + pz.clone() * pz.clone();
+    let c2 = cx.clone() * cx.clone() + cy.clone() * cy.clone() + cz.clone() * cz.clone();
+    let col = |t: Tensor<2>| t.reshape([b, n, 1]).expand([b, n, g]);
+    let row = |t: Tensor<2>| t.reshape([b, 1, g]).expand([b, n, g]);
+    let dot = col(px) * row(cx) + col(py) * row(cy) + col(pz) * row(cz);
+    let mut d = dot * -2.0 + col(p2) + row(c2);
+    let idx = iota([b, n, g], &device);
+    let k = g.min(3);
+    let mut picks = Vec::with_capacity(k);
+    for _ in 0..k {
+        let i = d.clone().argmin(2); // [b, n, 1]
+        let dist = d.clone().gather(2, i.clone());
+        let onehot = idx.clone().equal(i.expand([b, n, g]));
+        d = d.mask_fill(onehot.clone(), f32::INFINITY);
+        picks.push((onehot.float(), dist));
+    }
+    let Some((nearest, _)) = picks.first().cloned() else {
+        return Tensor::zeros([b, n, g], &device);
+    };
+    if k == 1 {
+        return nearest;
+    }
+    let recips: Vec<Tensor<3>> = picks
+        .iter()
+        .map(|(_, d)| (d.clone() + 1e-8).recip())
+        .collect();
+    let mut norm = recips[0].clone();
+    for r in &recips[1..] {
+        norm = norm + r.clone();
+    }
+    let mut bad = norm
+        .clone()
+        .is_finite()
+        .bool_not()
+        .bool_or(norm.clone().equal_elem(0.0));
+    for r in &recips {
+        bad = bad.bool_or(r.clone().is_finite().bool_not());
+    }
+    let mut weights = Tensor::<3>::zeros([b, n, g], &device);
+    for ((onehot, _), r) in picks.into_iter().zip(recips) {
+        weights = weights + onehot * (r / norm.clone()).expand([b, n, g]);
+    }
+    weights.mask_where(bad.expand([b, n, g]), nearest)
+}
