@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod infer;
 pub mod launches;
 pub mod model;
+pub mod phases;
 pub mod readback;
 pub mod render;
 pub mod train;

@@ -358,6 +358,110 @@ fn bench_prints_the_documented_keys() {
         assert!(v["ms_per_step"].as_f64().unwrap() > 0.0);
         // the CPU backend launches no kernels: the count is null, not a misleading 0
         assert!(v["kernel_launches_per_step"].is_null(), "{mode}: {v}");
+        // the official model's forward FLOPs for this config; no roofline unless asked
+        let model: dapt::model::ModelConfig = serde_json::from_value(
+            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&cfg).unwrap())
+                .unwrap()["model"]
+                .clone(),
+        )
+        .unwrap();
+        let gflop = v["gflop_per_sample"].as_f64().unwrap();
+        assert!((gflop - model.forward_flops() / 1e9).abs() < 1e-9, "{v}");
+        assert!(v["matmul_gflop_per_s"].is_null() && v["roofline_fraction"].is_null());
+        assert_eq!(v["gflop_per_s"].is_null(), mode != "infer", "{v}");
+    }
+
+    // `--roofline`: matmuls of the model's shapes timed on the backend, and for inference
+    // the fraction of that rate the model reaches
+    let out = dapt(&[
+        "bench",
+        "--config",
+        &s(&cfg),
+        "--mode",
+        "infer",
+        "--batch",
+        "2",
+        "--steps",
+        "1",
+        "--backend",
+        "cpu",
+        "--roofline",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = &json_lines(&out)[0];
+    let roof = v["matmul_gflop_per_s"].as_f64().unwrap();
+    let got = v["gflop_per_s"].as_f64().unwrap();
+    assert!(roof > 0.0 && got > 0.0, "{v}");
+    let fraction = v["roofline_fraction"].as_f64().unwrap();
+    assert!((fraction - got / roof).abs() < 1e-9, "{v}");
+}
+
+/// `DAPT_PHASE_TIMES=1` splits the step into data, forward, backward and optimizer time in
+/// `dapt bench --json` and in a note per epoch of `dapt train`; without it there is no
+/// breakdown (and no extra device waits).
+#[test]
+fn phase_times_break_the_step_down_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = |args: &[&str], phases: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dapt"));
+        c.args(args).env("DAPT_NO_GPU_PROBE", "1");
+        if phases {
+            c.env("DAPT_PHASE_TIMES", "1");
+        } else {
+            c.env_remove("DAPT_PHASE_TIMES");
+        }
+        let out = c.output().expect("run dapt");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&out)
+    };
+    let bench = [
+        "bench",
+        "--config",
+        &s(&cfg),
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--with-data",
+        "--stored-points",
+        "400",
+        "--backend",
+        "cpu",
+        "--json",
+    ];
+    let v = &run(&bench, true)[0];
+    let phases = v["phases_ms"].as_object().expect("phases_ms");
+    let mut sum = 0.0;
+    for k in ["data", "forward", "backward", "optimizer"] {
+        let ms = phases[k].as_f64().unwrap();
+        assert!(ms > 0.0, "{k}: {v}");
+        sum += ms;
+    }
+    // the phases are laps inside the timed steps: together at most the whole step
+    assert!(sum <= v["ms_per_step"].as_f64().unwrap(), "{v}");
+    assert!(run(&bench, false)[0]["phases_ms"].is_null());
+
+    let out = dir.path().join("run");
+    let train = ["train", "--config", &s(&cfg), "--out", &s(&out), "--json"];
+    let lines = run(&train, true);
+    let note = lines
+        .iter()
+        .filter(|l| l["event"] == "note")
+        .filter_map(|l| l["message"].as_str())
+        .find(|m| m.starts_with("epoch 0 phases"))
+        .unwrap_or_else(|| panic!("no phase note: {lines:?}"));
+    for k in ["data", "forward", "backward", "optimizer"] {
+        assert!(note.contains(&format!("{k} ")), "{note}");
     }
 }
 

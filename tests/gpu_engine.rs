@@ -383,6 +383,7 @@ fn bench_on_wgpu_groups_on_the_device_and_reads_nothing_per_step() {
         with_data: false,
         no_checkpointing: false,
         stored_points: None,
+        roofline: false,
         json: true,
     };
     let v = measure(&args(BackendChoice::Wgpu, BenchMode::Dapt)).unwrap();

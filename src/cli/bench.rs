@@ -70,6 +70,10 @@ pub struct BenchArgs {
     /// files, or the model's npoints when it is larger).
     #[arg(long)]
     pub stored_points: Option<usize>,
+    /// Also time plain matmuls of the model's own shapes on the backend (the roofline) and,
+    /// for `--mode infer`, report the fraction of it the model reaches.
+    #[arg(long)]
+    pub roofline: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -97,6 +101,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 None => String::new(),
             },
         );
+        if let Some(r) = v["matmul_gflop_per_s"].as_f64() {
+            let reached = match (v["gflop_per_s"].as_f64(), v["roofline_fraction"].as_f64()) {
+                (Some(g), Some(f)) => {
+                    format!("; the model {g:.1} GFLOP/s, {:.0}% of it", f * 100.0)
+                }
+                _ => String::new(),
+            };
+            println!("matmul roofline {r:.1} GFLOP/s{reached}");
+        }
+        if let Some(phases) = v["phases_ms"].as_object() {
+            let parts: Vec<String> = crate::phases::Phase::ALL
+                .iter()
+                .map(|p| {
+                    let ms = phases.get(p.name()).and_then(|v| v.as_f64());
+                    format!("{} {:.1} ms", p.name(), ms.unwrap_or(0.0))
+                })
+                .collect();
+            println!("per step: {}", parts.join(", "));
+        }
     }
     Ok(())
 }
@@ -117,6 +140,7 @@ fn time_steps(
     };
     run(warmup)?;
     sync()?;
+    let phases_before = crate::phases::totals();
     let reads_before = reads_on_this_thread();
     let launches = LaunchCount::start();
     let t = Instant::now();
@@ -128,6 +152,7 @@ fn time_steps(
         reads: reads_on_this_thread() - reads_before,
         launches: launches.total(),
         by_kernel: launches.by_kernel(),
+        phases: crate::phases::totals().since(&phases_before),
     })
 }
 
@@ -136,6 +161,43 @@ struct Timed {
     reads: u64,
     launches: u64,
     by_kernel: Vec<(String, u64)>,
+    /// Seconds per phase over the timed steps (all zero unless `DAPT_PHASE_TIMES` is set).
+    phases: crate::phases::PhaseTotals,
+}
+
+/// The best matmul throughput (GFLOP/s) of `device` over the model's three main shapes at
+/// batch `b`: the encoder's per-point layer, the blocks' qkv and the MLP's first layer. Each
+/// is timed over a few products queued back to back between two syncs, after a warm-up.
+fn matmul_roofline(device: &Device, cfg: &ModelConfig, b: usize) -> anyhow::Result<f64> {
+    use burn::tensor::{Distribution, Tensor};
+    let c = cfg.trans_dim;
+    let tokens = b * (1 + cfg.num_group);
+    let shapes = [
+        (b * cfg.num_group * cfg.group_size, 256, 512),
+        (tokens, c, 3 * c),
+        (tokens, c, 4 * c),
+    ];
+    let sync = || {
+        device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
+    };
+    let mut best = 0.0f64;
+    for (m, k, n) in shapes {
+        let a = Tensor::<2>::random([m, k], Distribution::Default, device);
+        let w = Tensor::<2>::random([k, n], Distribution::Default, device);
+        drop(a.clone().matmul(w.clone()));
+        sync()?;
+        let reps = 4;
+        let t = Instant::now();
+        // keep the products alive so no backend can skip them
+        let products: Vec<Tensor<2>> = (0..reps).map(|_| a.clone().matmul(w.clone())).collect();
+        sync()?;
+        let secs = t.elapsed().as_secs_f64() / reps as f64;
+        drop(products);
+        best = best.max(2.0 * (m * k * n) as f64 / secs.max(1e-12) / 1e9);
+    }
+    Ok(best)
 }
 
 /// Runs the benchmark `args` describes and returns its JSON line.
@@ -255,6 +317,15 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let device_mib = device
         .memory_pool_usage()
         .map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0));
+    let gflop_per_sample = model_cfg.forward_flops() / 1e9;
+    let infer = args.mode == BenchMode::Infer;
+    let gflop_per_s = infer.then(|| gflop_per_sample * b as f64 / mean.max(1e-12));
+    let roofline = if args.roofline {
+        Some(matmul_roofline(&device, &model_cfg, b)?)
+    } else {
+        None
+    };
+    let fraction = gflop_per_s.zip(roofline).map(|(g, r)| g / r.max(1e-12));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -272,11 +343,17 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "steps": args.steps,
         "ms_per_step": mean * 1e3,
         "host_reads_per_step": reads_per_step,
+        "phases_ms": (crate::phases::enabled() && args.mode != BenchMode::Infer)
+            .then(|| timed.phases.per_step_ms(steps)),
         "kernel_launches_per_step": launches_per_step,
         "top_kernels_per_step": top_kernels,
         "grouping": Placement::for_device(&device).name(),
         "device_memory_mib": device_mib,
         "samples_per_s": b as f64 / mean.max(1e-12),
+        "gflop_per_sample": gflop_per_sample,
+        "gflop_per_s": gflop_per_s,
+        "matmul_gflop_per_s": roofline,
+        "roofline_fraction": fraction,
         "peak_memory_mib": super::output::peak_rss_mib(),
         "backend": selected.description,
         "threads": threads,

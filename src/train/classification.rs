@@ -28,6 +28,7 @@ use crate::model::grouping::Placement;
 use crate::model::layers::{ForwardCtx, host_vec};
 use crate::model::load::{ADAPTER_KIND, adapter_metadata, split_for_adapter};
 use crate::model::names::{RawTensor, Reader, Trainable, count_params, named_params};
+use crate::phases::{Clock, Phase};
 
 /// What a finished (or stopped) run reports.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -316,6 +317,7 @@ pub fn train_step_on(
     ad: &Device,
 ) -> Result<(Classifier, StepTensors), TrainError> {
     let b = labels.len();
+    let mut clock = Clock::start(ad);
     let out = match batch {
         Batch::Host { points, npoints } => model.forward_points(points, b, npoints, ad, ctx)?.0,
         Batch::Device(cloud) => model.forward_cloud(&cloud, ctx).0,
@@ -323,8 +325,11 @@ pub fn train_step_on(
     let logits = out.logits.clone().inner();
     let loss = cross_entropy(out.logits, labels);
     let loss_value = loss.clone().inner();
+    clock.lap(Phase::Forward);
     let grads = loss.backward();
+    clock.lap(Phase::Backward);
     let (model, grad_norm) = opt.step(model, &grads, lr);
+    clock.lap(Phase::Optimizer);
     Ok((
         model,
         StepTensors {
@@ -350,11 +355,13 @@ pub fn train_step_items(
     rng: &mut Rng,
     ad: &Device,
 ) -> Result<(Classifier, StepTensors, Vec<usize>), TrainError> {
+    let mut clock = Clock::start(ad);
     let on_device = (Placement::for_device(ad) == Placement::Device)
         .then(|| train_batch_on_device(batch, npoints, point_all, true, rng, ad))
         .flatten();
     match on_device {
         Some((cloud, labels)) => {
+            clock.lap(Phase::Data);
             let mut ctx = ForwardCtx::train(rng);
             let cloud = Batch::Device(Box::new(cloud));
             let (model, out) = train_step_on(model, opt, cloud, &labels, lr, &mut ctx, ad)?;
@@ -362,6 +369,7 @@ pub fn train_step_items(
         }
         None => {
             let (pts, labels) = train_batch(batch, npoints, point_all, true, rng);
+            clock.lap(Phase::Data);
             let (model, out) = train_step(model, opt, &pts, &labels, npoints, lr, rng, ad)?;
             Ok((model, out, labels))
         }

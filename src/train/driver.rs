@@ -424,6 +424,7 @@ fn run_inner<T: Task>(
     let mut last_train = None;
     let mut stopped = false;
     for epoch in start_epoch..recipe.epochs {
+        let phases_before = crate::phases::totals();
         let lr = schedule.lr_for_epoch(epoch);
         let mut order: Vec<usize> = (0..n).collect();
         rng.shuffle(&mut order);
@@ -467,6 +468,14 @@ fn run_inner<T: Task>(
             instance_miou: None,
             class_miou: None,
         };
+        if crate::phases::enabled() {
+            let spent = crate::phases::totals().since(&phases_before);
+            let message = format!(
+                "epoch {epoch} phases, mean per step (DAPT_PHASE_TIMES): {}",
+                spent.describe(steps_per_epoch)
+            );
+            send(events, TrainEvent::Note { message });
+        }
         let train_m = task.train_metrics(base("train", loss_sum / steps_per_epoch.max(1) as f64));
         run_dir.append_metrics(&task.metrics_line(&train_m))?;
         send(events, TrainEvent::Metrics(train_m.clone()));

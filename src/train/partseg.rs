@@ -44,6 +44,7 @@ use crate::model::partseg::{
     PartSegConfig, PartSegModel, is_head, load_partseg, nll_loss, official_tensors,
     partseg_trainable, to_official,
 };
+use crate::phases::{Clock, Phase};
 
 /// Seed of the one-off test-time point draw (see the module doc).
 const TEST_DRAW_SEED: u64 = 0x07e5_75e9;
@@ -288,12 +289,15 @@ pub fn seg_train_step(
     let b = batch.len();
     let n = batch.first().map(|i| i.points.len()).unwrap_or(0);
     let (pts, cats, labels) = flatten(batch);
+    let mut clock = Clock::start(ad);
     let mut ctx = ForwardCtx::train(rng);
     let out = model.forward_points(&pts, &cats, b, n, ad, &mut ctx)?;
     let log_probs = out.log_probs.clone().inner();
     let loss = nll_loss(out.log_probs, &labels)?;
     let loss_value = loss.clone().inner();
+    clock.lap(Phase::Forward);
     let grads = loss.backward();
+    clock.lap(Phase::Backward);
     let model = if double_step {
         // first step unclipped, as the official script's step before clip_grad_norm_
         let clip = opt.config.grad_clip.take();
@@ -303,6 +307,7 @@ pub fn seg_train_step(
     } else {
         opt.step(model, &grads, lr).0
     };
+    clock.lap(Phase::Optimizer);
     Ok((model, loss_value, log_probs))
 }
 
@@ -559,6 +564,7 @@ impl Task for PartSeg {
         ad: &Device,
     ) -> Result<(PartSegModel, Tensor<1>), TrainError> {
         let npoints = self.cfg.model.npoints;
+        let mut clock = Clock::start(ad);
         let batch: Vec<SegItem> = items
             .iter()
             .map(|&i| {
@@ -567,6 +573,7 @@ impl Task for PartSeg {
                 it
             })
             .collect();
+        clock.lap(Phase::Data);
         let double = self.cfg.official_double_step;
         let (model, loss, lp) = seg_train_step(model, opt, &batch, lr, double, rng, ad)?;
         let truth = batch

@@ -27,6 +27,7 @@ use crate::data::{DataSpec, ReadOptions, Rng};
 use crate::model::checkpoint::{read_state_dict, write_native, write_pytorch};
 use crate::model::names::{count_params, named_params};
 use crate::model::pretrain::{MaeConfig, PointMae, load_pretrain};
+use crate::phases::{Clock, Phase};
 
 /// Tag in `config.json` and checkpoint metadata telling pre-training runs apart.
 pub const KIND: &str = "pretrain";
@@ -193,10 +194,14 @@ pub fn pretrain_step(
     rng: &mut Rng,
     ad: &Device,
 ) -> Result<(PointMae, Tensor<1>), TrainError> {
+    let mut clock = Clock::start(ad);
     let (out, _, _) = model.forward_drawn(points, b, model.config.npoints, ad, rng, true)?;
     let loss_value = out.loss.clone().inner();
+    clock.lap(Phase::Forward);
     let grads = out.loss.backward();
+    clock.lap(Phase::Backward);
     let (model, _norm) = opt.step(model, &grads, lr);
+    clock.lap(Phase::Optimizer);
     Ok((model, loss_value))
 }
 
@@ -366,8 +371,10 @@ impl Task for Pretrain {
         rng: &mut Rng,
         ad: &Device,
     ) -> Result<(PointMae, Tensor<1>), TrainError> {
+        let mut clock = Clock::start(ad);
         let clouds: Vec<&Vec<[f32; 3]>> = items.iter().map(|&i| &self.data.train[i]).collect();
         let pts = pretrain_batch(&clouds, self.cfg.model.npoints, rng);
+        clock.lap(Phase::Data);
         pretrain_step(model, opt, &pts, items.len(), lr, rng, ad)
     }
 
