@@ -11,7 +11,74 @@ pub const FPS_ORIGIN_EPS: f32 = 1e-3;
 /// eligible points are exhausted the kernel keeps choosing an already selected point (the
 /// lowest eligible index, distance 0), so the result can contain duplicates. With no eligible
 /// point at all every pick is index 0. An empty input gives an empty result.
+///
+/// The scan runs over the coordinates as separate x, y and z arrays in lanes of [`LANES`]
+/// points, each lane keeping its own running maximum, so the compiler vectorises it; the lanes
+/// are then reduced to the lowest index of the largest distance, which is what one scan in
+/// index order gives. Ineligible points hold a score of -1 that no distance lowers and no
+/// pick takes. The arithmetic per point is the scalar one (no fused multiply-add), so the
+/// picks are those of [`fps_scalar`], the one-point-at-a-time form kept for the tests.
 pub fn fps(points: &[[f32; 3]], m: usize) -> Vec<usize> {
+    let n = points.len();
+    if n == 0 || m == 0 {
+        return Vec::new();
+    }
+    let padded = n.div_ceil(LANES) * LANES;
+    let (mut xs, mut ys, mut zs) = (vec![0f32; padded], vec![0f32; padded], vec![0f32; padded]);
+    // padding and ineligible points: -1, below any distance, never lowered by `min`
+    let mut temp = vec![-1f32; padded];
+    for (k, p) in points.iter().enumerate() {
+        xs[k] = p[0];
+        ys[k] = p[1];
+        zs[k] = p[2];
+        if p[0] * p[0] + p[1] * p[1] + p[2] * p[2] > FPS_ORIGIN_EPS {
+            temp[k] = 1e10;
+        }
+    }
+    let mut out = Vec::with_capacity(m);
+    let mut old = 0usize;
+    out.push(old);
+    for _ in 1..m {
+        let [ox, oy, oz] = points[old];
+        let mut best = [-1f32; LANES];
+        let mut besti = [0u32; LANES];
+        let lanes = temp
+            .chunks_exact_mut(LANES)
+            .zip(xs.chunks_exact(LANES))
+            .zip(ys.chunks_exact(LANES).zip(zs.chunks_exact(LANES)));
+        for (c, ((t, x), (y, z))) in lanes.enumerate() {
+            let base = (c * LANES) as u32;
+            for j in 0..LANES {
+                let dx = x[j] - ox;
+                let dy = y[j] - oy;
+                let dz = z[j] - oz;
+                let d = (dx * dx + dy * dy + dz * dz).min(t[j]);
+                t[j] = d;
+                let gt = d > best[j];
+                best[j] = if gt { d } else { best[j] };
+                besti[j] = if gt { base + j as u32 } else { besti[j] };
+            }
+        }
+        // the largest score, lowest index among equals; index 0 when nothing is eligible
+        let mut pick = (-1f32, 0usize);
+        for j in 0..LANES {
+            let (v, i) = (best[j], besti[j] as usize);
+            if v > pick.0 || (v == pick.0 && v > -1.0 && i < pick.1) {
+                pick = (v, i);
+            }
+        }
+        old = pick.1;
+        out.push(old);
+    }
+    out
+}
+
+/// Points per lane group of [`fps`]'s scan (two AVX or four SSE registers of f32).
+const LANES: usize = 8;
+
+/// [`fps`] one point at a time, in index order: the direct transcription of the official
+/// kernel's rules, against which the lane form is tested.
+pub fn fps_scalar(points: &[[f32; 3]], m: usize) -> Vec<usize> {
     let n = points.len();
     if n == 0 || m == 0 {
         return Vec::new();
@@ -148,6 +215,54 @@ mod tests {
         let pts = [[1.0, 0.0, 0.0], [0.0, 0.0, 0.01], [2.0, 0.0, 0.0]];
         // index 1 is inside the skipped ball; after 0 and 2 only distance-0 points remain
         assert_eq!(fps(&pts, 4), vec![0, 2, 0, 0]);
+    }
+
+    /// The lane form picks exactly what the one-point-at-a-time scan picks: sizes off the
+    /// lane width, ties on a grid, duplicates, points inside the skipped ball (index 0 among
+    /// them), non-finite coordinates, more picks than eligible points, nothing eligible.
+    #[test]
+    fn lane_fps_equals_the_scalar_scan() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut unit = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let mut clouds: Vec<(Vec<[f32; 3]>, usize)> = Vec::new();
+        for &n in &[1usize, 3, 7, 8, 9, 17, 64, 257, 1000] {
+            let pts: Vec<[f32; 3]> = (0..n).map(|_| [unit(), unit(), unit()]).collect();
+            clouds.push((pts, n.min(40) + 3));
+        }
+        let grid: Vec<[f32; 3]> = (0..125)
+            .map(|i| [(i % 5) as f32, ((i / 5) % 5) as f32, (i / 25) as f32])
+            .collect();
+        clouds.push((grid, 60));
+        let mut dup: Vec<[f32; 3]> = (0..30).map(|_| [unit(), unit(), unit()]).collect();
+        dup.extend(dup.clone());
+        clouds.push((dup, 70));
+        let mut near: Vec<[f32; 3]> = (0..50)
+            .map(|i| {
+                let s = if i % 3 == 0 { 0.01 } else { 1.0 };
+                [s * unit(), s * unit(), s * unit()]
+            })
+            .collect();
+        near[0] = [0.0, 0.0, 0.0];
+        clouds.push((near, 50));
+        let mut odd: Vec<[f32; 3]> = (0..40).map(|_| [unit(), unit(), unit()]).collect();
+        odd[5] = [f32::NAN, 0.5, 0.5];
+        odd[11] = [f32::INFINITY, 0.0, 0.0];
+        odd[0] = [f32::NAN, f32::NAN, f32::NAN];
+        clouds.push((odd, 20));
+        clouds.push((vec![[0.0, 0.0, 0.01]; 12], 5));
+        for (i, (pts, m)) in clouds.iter().enumerate() {
+            assert_eq!(
+                fps(pts, *m),
+                fps_scalar(pts, *m),
+                "cloud {i} ({} points)",
+                pts.len()
+            );
+        }
     }
 
     #[test]
