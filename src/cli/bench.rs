@@ -165,10 +165,15 @@ struct Timed {
     phases: crate::phases::PhaseTotals,
 }
 
-/// The best matmul throughput (GFLOP/s) of `device` over the model's three main shapes at
-/// batch `b`: the encoder's per-point layer, the blocks' qkv and the MLP's first layer. Each
-/// is timed over a few products queued back to back between two syncs, after a warm-up.
-fn matmul_roofline(device: &Device, cfg: &ModelConfig, b: usize) -> anyhow::Result<f64> {
+/// The best matmul throughput (GFLOP/s) of `device`: over the model's three main shapes at
+/// batch `b` (the encoder's per-point layer, the blocks' qkv, the MLP's first layer) and a
+/// square 2048³ product, the shape matmul kernels reach their peak on. Each is timed over a
+/// few products queued back to back between two syncs, after a warm-up.
+fn matmul_roofline(
+    device: &Device,
+    cfg: &ModelConfig,
+    b: usize,
+) -> anyhow::Result<(f64, serde_json::Value)> {
     use burn::tensor::{Distribution, Tensor};
     let c = cfg.trans_dim;
     let tokens = b * (1 + cfg.num_group);
@@ -176,6 +181,7 @@ fn matmul_roofline(device: &Device, cfg: &ModelConfig, b: usize) -> anyhow::Resu
         (b * cfg.num_group * cfg.group_size, 256, 512),
         (tokens, c, 3 * c),
         (tokens, c, 4 * c),
+        (2048, 2048, 2048),
     ];
     let sync = || {
         device
@@ -183,6 +189,7 @@ fn matmul_roofline(device: &Device, cfg: &ModelConfig, b: usize) -> anyhow::Resu
             .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
     };
     let mut best = 0.0f64;
+    let mut each = Vec::new();
     for (m, k, n) in shapes {
         let a = Tensor::<2>::random([m, k], Distribution::Default, device);
         let w = Tensor::<2>::random([k, n], Distribution::Default, device);
@@ -195,9 +202,11 @@ fn matmul_roofline(device: &Device, cfg: &ModelConfig, b: usize) -> anyhow::Resu
         sync()?;
         let secs = t.elapsed().as_secs_f64() / reps as f64;
         drop(products);
-        best = best.max(2.0 * (m * k * n) as f64 / secs.max(1e-12) / 1e9);
+        let rate = 2.0 * (m * k * n) as f64 / secs.max(1e-12) / 1e9;
+        each.push(serde_json::json!({"m": m, "k": k, "n": n, "gflop_per_s": rate}));
+        best = best.max(rate);
     }
-    Ok(best)
+    Ok((best, each.into()))
 }
 
 /// Runs the benchmark `args` describes and returns its JSON line.
@@ -320,10 +329,13 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let gflop_per_sample = model_cfg.forward_flops() / 1e9;
     let infer = args.mode == BenchMode::Infer;
     let gflop_per_s = infer.then(|| gflop_per_sample * b as f64 / mean.max(1e-12));
-    let roofline = if args.roofline {
-        Some(matmul_roofline(&device, &model_cfg, b)?)
+    // read before the roofline's matrices can raise it
+    let peak_memory_mib = super::output::peak_rss_mib();
+    let (roofline, matmul_shapes) = if args.roofline {
+        let (best, each) = matmul_roofline(&device, &model_cfg, b)?;
+        (Some(best), Some(each))
     } else {
-        None
+        (None, None)
     };
     let fraction = gflop_per_s.zip(roofline).map(|(g, r)| g / r.max(1e-12));
     let threads = std::thread::available_parallelism()
@@ -353,8 +365,9 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "gflop_per_sample": gflop_per_sample,
         "gflop_per_s": gflop_per_s,
         "matmul_gflop_per_s": roofline,
+        "matmul_shapes": matmul_shapes,
         "roofline_fraction": fraction,
-        "peak_memory_mib": super::output::peak_rss_mib(),
+        "peak_memory_mib": peak_memory_mib,
         "backend": selected.description,
         "threads": threads,
     });
