@@ -46,3 +46,13 @@ pub fn host_ints<const D: usize>(t: Tensor<D, Int>) -> Vec<i64> {
 pub fn host_scalar<const D: usize>(t: Tensor<D>) -> f64 {
     host_vec(t).first().map_or(f64::NAN, |&v| v as f64)
 }
+
+/// The values of a tensor on burn-flex, whose tensors live in host memory: a copy, not a
+/// device read, so it is not counted. Host-only fast paths (the optimizer's update on the CPU
+/// backend) use it; on any other backend reads go through [`host_vec`].
+pub fn flex_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
+}
