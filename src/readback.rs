@@ -56,3 +56,17 @@ pub fn flex_values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .try_into_vec::<f32>()
         .unwrap_or_default()
 }
+
+/// Copies a burn-flex tensor's values into `dst` (a copy from host memory, not a device read,
+/// so not counted). False, leaving `dst` as it was, when the sizes differ or the data is not
+/// f32.
+pub fn flex_copy_into<const D: usize>(t: Tensor<D>, dst: &mut [f32]) -> bool {
+    let data = t.into_data();
+    match data.as_slice::<f32>() {
+        Ok(src) if src.len() == dst.len() => {
+            dst.copy_from_slice(src);
+            true
+        }
+        _ => false,
+    }
+}

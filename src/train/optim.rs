@@ -57,6 +57,10 @@ struct Group {
     segments: Vec<Segment>,
     m: Tensor<1>,
     v: Tensor<1>,
+    /// The moments as host vectors, newer than `m` and `v`, while the host update
+    /// ([`AdamW::step_on_host`]) runs: they stay on the host between steps and become tensors
+    /// only when asked for ([`Group::moments_now`], [`Group::settle`]).
+    host: Option<(Vec<f32>, Vec<f32>)>,
     /// Zero fillers between segments, by length, made once per layout.
     pads: HashMap<usize, Tensor<1>>,
 }
@@ -191,6 +195,7 @@ impl Group {
             segments,
             m: Tensor::zeros([offset.max(1)], device),
             v: Tensor::zeros([offset.max(1)], device),
+            host: None,
             pads,
         };
         let (mut ms, mut vs) = (Vec::new(), Vec::new());
@@ -212,17 +217,34 @@ impl Group {
         group
     }
 
+    /// The current moments as tensors.
+    fn moments_now(&self) -> (Tensor<1>, Tensor<1>) {
+        match &self.host {
+            Some((m, v)) => {
+                let device = self.m.device();
+                let t = |x: &Vec<f32>| {
+                    Tensor::from_data(TensorData::new(x.clone(), [x.len()]), &device)
+                };
+                (t(m), t(v))
+            }
+            None => (self.m.clone(), self.v.clone()),
+        }
+    }
+
+    /// Makes `m` and `v` current (the tensor form of the update reads them).
+    fn settle(&mut self) {
+        if self.host.is_some() {
+            (self.m, self.v) = self.moments_now();
+            self.host = None;
+        }
+    }
+
     /// Hands this group's moments back per name (for a new layout or a checkpoint).
     fn per_name(&self) -> Vec<(String, Tensor<1>, Tensor<1>)> {
+        let (m, v) = self.moments_now();
         self.segments
             .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    Self::part(&self.m, s),
-                    Self::part(&self.v, s),
-                )
-            })
+            .map(|s| (s.name.clone(), Self::part(&m, s), Self::part(&v, s)))
             .collect()
     }
 }
@@ -410,6 +432,7 @@ impl AdamW {
         let neg_step_size = -lr / (1.0 - c.beta1.powi(t));
         let mut updated = HashMap::new();
         for ((group, g), p) in self.groups.iter_mut().zip(flat_g).zip(flat_p) {
+            group.settle();
             let g = match &clip {
                 Some(s) => g * s.clone(),
                 None => g,
@@ -447,7 +470,7 @@ impl AdamW {
         lr: f64,
         device: &Device,
     ) -> (M, Tensor<1>) {
-        use crate::readback::flex_values;
+        use crate::readback::{flex_copy_into, flex_values};
         // per group: flat gradients and parameters in the segments' layout, zero padding
         let mut flat: Vec<(Vec<f32>, Vec<f32>)> = Vec::with_capacity(self.groups.len());
         // torch's clip_grad_norm_ on the CPU: each tensor's norm accumulated in f64 and
@@ -459,15 +482,15 @@ impl AdamW {
             for seg in &group.segments {
                 if let Some(f) = found.remove(&seg.name) {
                     let range = seg.offset..seg.offset + seg.len;
-                    let gv = flex_values(f.grad);
-                    let pv = flex_values(f.param);
-                    if gv.len() == seg.len && pv.len() == seg.len {
-                        let sq: f64 = gv.iter().map(|&x| (x as f64) * (x as f64)).sum();
+                    if flex_copy_into(f.grad, &mut g[range.clone()]) {
+                        let sq: f64 = g[range.clone()]
+                            .iter()
+                            .map(|&x| (x as f64) * (x as f64))
+                            .sum();
                         let norm = sq.sqrt() as f32 as f64;
                         norms_sq += norm * norm;
-                        g[range.clone()].copy_from_slice(&gv);
-                        p[range].copy_from_slice(&pv);
                     }
+                    flex_copy_into(f.param, &mut p[range]);
                 }
             }
             flat.push((g, p));
@@ -492,8 +515,10 @@ impl AdamW {
         let mut updated = HashMap::new();
         for (group, (g, mut p)) in self.groups.iter_mut().zip(flat) {
             let len = p.len();
-            let mut m = flex_values(group.m.clone());
-            let mut v = flex_values(group.v.clone());
+            let (mut m, mut v) = match group.host.take() {
+                Some((m, v)) if m.len() == len && v.len() == len => (m, v),
+                _ => (flex_values(group.m.clone()), flex_values(group.v.clone())),
+            };
             if m.len() != len || v.len() != len {
                 (m, v) = (vec![0f32; len], vec![0f32; len]);
             }
@@ -507,8 +532,7 @@ impl AdamW {
                 let t = Tensor::<1>::from_data(TensorData::new(values, [seg.len]), device);
                 updated.insert(seg.name.clone(), t);
             }
-            group.m = Tensor::from_data(TensorData::new(m, [len]), device);
-            group.v = Tensor::from_data(TensorData::new(v, [len]), device);
+            group.host = Some((m, v));
         }
         let mut assign = Assign {
             updated,
