@@ -3,11 +3,14 @@
 //! run's `checkpoints/best.safetensors` gives, with the backbone in either format; the adapter
 //! is the best epoch's; wrong pairings are errors naming both files.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
+use common::tiny_mae_config;
 use dapt::data::{PointCloud, write_ply};
 use dapt::model::checkpoint::read_state_dict;
 use dapt::model::pretrain::{MaeConfig, PointMae};
@@ -46,22 +49,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-fn mae_config() -> MaeConfig {
-    MaeConfig {
-        trans_dim: 32,
-        depth: 2,
-        num_heads: 2,
-        decoder_depth: 1,
-        decoder_num_heads: 2,
-        group_size: 8,
-        num_group: 8,
-        mask_ratio: 0.6,
-        mask_type: Default::default(),
-        drop_path_rate: 0.1,
-        npoints: 128,
-    }
-}
-
 struct Fixture {
     root: PathBuf,
     /// The pre-training run (backbone.safetensors, pretrain.pth).
@@ -89,7 +76,7 @@ impl Fixture {
 }
 
 fn train_config(root: &Path, epochs: usize) -> PathBuf {
-    let mut model = serde_json::to_value(mae_config().backbone_config(10)).unwrap();
+    let mut model = serde_json::to_value(tiny_mae_config().backbone_config(10)).unwrap();
     model["rank"] = serde_json::json!(4);
     model["drop_path_rate"] = serde_json::json!(0.0);
     let cfg = serde_json::json!({
@@ -138,7 +125,7 @@ fn fixture() -> &'static Fixture {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         let pcfg = dapt::train::pretrain::PretrainConfig {
-            model: mae_config(),
+            model: tiny_mae_config(),
             data: DATA.into(),
             epochs: 1,
             warmup_epochs: 0,
@@ -386,7 +373,7 @@ fn mismatched_backbones_and_other_files_are_errors_naming_both() {
     export(
         &MaeConfig {
             trans_dim: 48,
-            ..mae_config()
+            ..tiny_mae_config()
         },
         1,
         &wide,
@@ -400,7 +387,7 @@ fn mismatched_backbones_and_other_files_are_errors_naming_both() {
     export(
         &MaeConfig {
             depth: 3,
-            ..mae_config()
+            ..tiny_mae_config()
         },
         1,
         &deep,
@@ -412,7 +399,7 @@ fn mismatched_backbones_and_other_files_are_errors_naming_both() {
     );
     // same shapes, other weights: only the content hash tells
     let other = dir.join("other.safetensors");
-    export(&mae_config(), 77, &other);
+    export(&tiny_mae_config(), 77, &other);
     assert_fails_naming(
         pair(&other, &adapter),
         &[&other, &adapter, &f.backbone()],
@@ -422,7 +409,7 @@ fn mismatched_backbones_and_other_files_are_errors_naming_both() {
     export(
         &MaeConfig {
             num_group: 16,
-            ..mae_config()
+            ..tiny_mae_config()
         },
         1,
         &groups,
@@ -509,7 +496,7 @@ fn a_run_without_init_is_rebuilt_from_its_own_checkpoint_only() {
 fn part_segmentation_adapters_apply_on_the_backbone_too() {
     let f = fixture();
     let mut cfg = dapt::train::partseg::PartSegTrainConfig::synthetic_demo();
-    let m = mae_config();
+    let m = tiny_mae_config();
     cfg.model.trans_dim = m.trans_dim;
     cfg.model.depth = m.depth;
     cfg.model.num_heads = m.num_heads;

@@ -2,6 +2,8 @@
 //! from the list, each giving its own run's best-checkpoint prediction; switching reads no
 //! file; a wrong pairing is a banner message, not a panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -18,17 +20,8 @@ use egui_kittest::kittest::Queryable;
 
 fn mae_config() -> MaeConfig {
     MaeConfig {
-        trans_dim: 32,
-        depth: 2,
-        num_heads: 2,
-        decoder_depth: 1,
-        decoder_num_heads: 2,
-        group_size: 8,
-        num_group: 8,
-        mask_ratio: 0.6,
-        mask_type: Default::default(),
         drop_path_rate: 0.0,
-        npoints: 128,
+        ..common::tiny_mae_config()
     }
 }
 

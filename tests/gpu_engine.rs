@@ -254,22 +254,10 @@ fn a_part_segmentation_step_on_wgpu_groups_on_the_device_and_reads_nothing_back(
 
 #[test]
 fn a_pretraining_step_on_wgpu_groups_on_the_device_and_reads_nothing_back() {
-    use dapt::model::pretrain::{MaeConfig, PointMae, reconstructions};
+    use dapt::model::pretrain::{PointMae, reconstructions};
     use dapt::train::pretrain::pretrain_step;
     let device = wgpu();
-    let cfg = MaeConfig {
-        trans_dim: 32,
-        depth: 2,
-        num_heads: 2,
-        decoder_depth: 1,
-        decoder_num_heads: 2,
-        group_size: 8,
-        num_group: 8,
-        mask_ratio: 0.6,
-        mask_type: Default::default(),
-        drop_path_rate: 0.1,
-        npoints: 128,
-    };
+    let cfg = common::tiny_mae_config();
     let model = PointMae::new(&cfg, 3, &device).unwrap();
     let (mut model, ad) = dapt::train::driver::for_training(model, &device, true);
     let mut rng = Rng::new(9);

@@ -170,26 +170,10 @@ fn checkpoint_errors_name_the_keys() {
     );
 }
 
-fn tiny_config() -> MaeConfig {
-    MaeConfig {
-        trans_dim: 32,
-        depth: 2,
-        num_heads: 2,
-        decoder_depth: 1,
-        decoder_num_heads: 2,
-        group_size: 8,
-        num_group: 8,
-        mask_ratio: 0.6,
-        mask_type: Default::default(),
-        drop_path_rate: 0.1,
-        npoints: 128,
-    }
-}
-
 #[test]
 fn official_pth_export_round_trips_through_the_user_file_reader() {
     let device = Device::flex();
-    let model = PointMae::new(&tiny_config(), 3, &device).unwrap();
+    let model = PointMae::new(&tiny_mae_config(), 3, &device).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pretrain.pth");
     dapt::train::pretrain::export_pth(&model, &path, 7).unwrap();
@@ -215,7 +199,7 @@ fn official_pth_export_round_trips_through_the_user_file_reader() {
         assert_eq!(got.data, w.data, "{k}");
     }
     // and it loads strictly into a fresh model with identical outputs
-    let other = PointMae::new(&tiny_config(), 99, &device).unwrap();
+    let other = PointMae::new(&tiny_mae_config(), 99, &device).unwrap();
     let (other, _) = load_pretrain(other, &dict).unwrap();
     let a: Vec<f32> = model
         .official_tensors()
@@ -235,7 +219,7 @@ fn exported_backbone_loads_into_the_fine_tuning_model() {
     use dapt::model::checkpoint::{LoadMode, load_into};
     use dapt::model::names::Reader;
     let device = Device::flex();
-    let cfg = tiny_config();
+    let cfg = tiny_mae_config();
     let model = PointMae::new(&cfg, 5, &device).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("backbone.safetensors");
@@ -280,7 +264,7 @@ fn exported_backbone_loads_into_the_fine_tuning_model() {
 
 fn run_cfg(out: &std::path::Path) -> dapt::train::pretrain::PretrainConfig {
     dapt::train::pretrain::PretrainConfig {
-        model: tiny_config(),
+        model: tiny_mae_config(),
         data: "synthetic:train=2,test=1,points=200".into(),
         epochs: 3,
         warmup_epochs: 1,
@@ -316,7 +300,7 @@ fn block_masking_pretrains_and_reconstructs_one_hole() {
         &MaeConfig {
             mask_type: MaskType::Block,
             num_group: 16,
-            ..tiny_config()
+            ..tiny_mae_config()
         },
         1,
         &device,
@@ -441,7 +425,7 @@ fn resumed_pretraining_matches_an_uninterrupted_run() {
     // the best model reconstructs a cloud: visible + predicted patches, absolute coordinates
     let device = Device::flex();
     let mut best = dapt::train::pretrain::load_checkpoint(
-        &tiny_config(),
+        &tiny_mae_config(),
         &part_dir.join("pretrain.pth"),
         &device,
     )

@@ -215,3 +215,21 @@ pub fn stop_after_epoch(
     });
     (tx, stop, watcher)
 }
+
+/// A Point-MAE pre-training model small enough for a test: width 32, 2 + 1 blocks, 8 patches
+/// of 8 points, 128 points, the official 60% random masks.
+pub fn tiny_mae_config() -> dapt::model::pretrain::MaeConfig {
+    dapt::model::pretrain::MaeConfig {
+        trans_dim: 32,
+        depth: 2,
+        num_heads: 2,
+        decoder_depth: 1,
+        decoder_num_heads: 2,
+        group_size: 8,
+        num_group: 8,
+        mask_ratio: 0.6,
+        mask_type: Default::default(),
+        drop_path_rate: 0.1,
+        npoints: 128,
+    }
+}
