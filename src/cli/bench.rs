@@ -70,8 +70,8 @@ pub struct BenchArgs {
     /// files, or the model's npoints when it is larger).
     #[arg(long)]
     pub stored_points: Option<usize>,
-    /// Also time plain matmuls of the model's own shapes on the backend (the roofline) and,
-    /// for `--mode infer`, report the fraction of it the model reaches.
+    /// Also time plain matmuls on the backend, the model's own shapes and a square 2048³ (the
+    /// roofline), and for `--mode infer` report the fraction of it the model reaches.
     #[arg(long)]
     pub roofline: bool,
     #[arg(long)]
