@@ -325,11 +325,13 @@ fn shots_trains_on_k_shapes_per_class_and_says_when_a_class_has_fewer() {
 fn bench_prints_the_documented_keys() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config(dir.path());
-    for mode in ["dapt", "infer"] {
-        let out = dapt(&[
+    let cfg_path = s(&cfg);
+    // the first JSON line of a successful `dapt bench` on the CPU backend
+    let bench = |mode: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
             "bench",
             "--config",
-            &s(&cfg),
+            &cfg_path,
             "--mode",
             mode,
             "--batch",
@@ -339,13 +341,24 @@ fn bench_prints_the_documented_keys() {
             "--backend",
             "cpu",
             "--json",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = dapt(&args);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v = &json_lines(&out)[0];
+        json_lines(&out).swap_remove(0)
+    };
+    let model: dapt::model::ModelConfig = serde_json::from_value(
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&cfg).unwrap()).unwrap()
+            ["model"]
+            .clone(),
+    )
+    .unwrap();
+    for mode in ["dapt", "infer"] {
+        let v = &bench(mode, &[]);
         for k in [
             "ms_per_step",
             "samples_per_s",
@@ -359,12 +372,6 @@ fn bench_prints_the_documented_keys() {
         // the CPU backend launches no kernels: the count is null, not a misleading 0
         assert!(v["kernel_launches_per_step"].is_null(), "{mode}: {v}");
         // the official model's forward FLOPs for this config; no roofline unless asked
-        let model: dapt::model::ModelConfig = serde_json::from_value(
-            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&cfg).unwrap())
-                .unwrap()["model"]
-                .clone(),
-        )
-        .unwrap();
         let gflop = v["gflop_per_sample"].as_f64().unwrap();
         assert!((gflop - model.forward_flops() / 1e9).abs() < 1e-9, "{v}");
         assert!(v["matmul_gflop_per_s"].is_null() && v["roofline_fraction"].is_null());
@@ -373,27 +380,7 @@ fn bench_prints_the_documented_keys() {
 
     // `--roofline`: matmuls of the model's shapes timed on the backend, and for inference
     // the fraction of that rate the model reaches
-    let out = dapt(&[
-        "bench",
-        "--config",
-        &s(&cfg),
-        "--mode",
-        "infer",
-        "--batch",
-        "2",
-        "--steps",
-        "1",
-        "--backend",
-        "cpu",
-        "--roofline",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = &json_lines(&out)[0];
+    let v = &bench("infer", &["--roofline"]);
     let roof = v["matmul_gflop_per_s"].as_f64().unwrap();
     let got = v["gflop_per_s"].as_f64().unwrap();
     assert!(roof > 0.0 && got > 0.0, "{v}");
