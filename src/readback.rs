@@ -26,10 +26,7 @@ pub fn reads_on_this_thread() -> u64 {
 /// Reads a tensor back to the host as f32 (empty on a backend failure).
 pub fn host_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     counted();
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap_or_default()
+    flex_values(t)
 }
 
 /// Reads an integer tensor back to the host (empty on a backend failure).
