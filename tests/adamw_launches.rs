@@ -1,7 +1,9 @@
-//! Kernel launches of one AdamW update on wgpu (Mesa's lavapipe when there is no GPU).
+//! Kernel launch counts on wgpu (Mesa's lavapipe when there is no GPU): one AdamW update,
+//! and what `dapt bench --with-data` adds to a step.
 //!
-//! Alone in its own test binary: CubeCL's launch observer counts every launch of the
-//! process, so tests running beside it on other threads would be counted too.
+//! In their own test binary, one test at a time ([`COUNTING`]): CubeCL's launch observer
+//! counts every launch of the process, so tests running beside them on other threads would
+//! be counted too.
 
 mod common;
 
@@ -13,6 +15,9 @@ use dapt::model::{ModelConfig, ModelKind, Pool};
 use dapt::train::engine::{build_model, train_step};
 use dapt::train::optim::{AdamW, AdamWConfig};
 use dapt::train::{Mode, TrainConfig};
+
+/// Held by each test for its whole run, so no other test's kernels enter its counts.
+static COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn small_model() -> ModelConfig {
     ModelConfig {
@@ -41,6 +46,7 @@ fn small_model() -> ModelConfig {
 /// per-tensor update it replaced took 244 (BENCHMARKS.md).
 #[test]
 fn adamw_on_wgpu_launches_a_few_kernels_per_tensor() {
+    let _alone = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
     use dapt::launches::LaunchCount;
     use dapt::model::classifier::cross_entropy;
     use dapt::model::layers::ForwardCtx;
@@ -99,5 +105,44 @@ fn adamw_on_wgpu_launches_a_few_kernels_per_tensor() {
     assert!(
         optimizer as usize <= tensors,
         "AdamW launched {optimizer} kernels for {tensors} tensors"
+    );
+}
+
+/// `dapt bench --with-data` runs `dapt train`'s batch pipeline on the device: the step
+/// launches more kernels (the FPS pre-sampling rounds) and still reads nothing back.
+#[test]
+fn with_data_adds_the_pipelines_launches_on_wgpu() {
+    use dapt::backend::BackendChoice;
+    use dapt::cli::bench::{BenchArgs, BenchMode, Preset, measure};
+    let _alone = COUNTING.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::tiny_config(dir.path(), 4);
+    let args = |with_data: bool| BenchArgs {
+        config: Some(cfg.clone()),
+        preset: Preset::Modelnet40,
+        mode: BenchMode::Dapt,
+        batch: 2,
+        points: None,
+        steps: 2,
+        warmup: 1,
+        backend: BackendChoice::Wgpu,
+        with_data,
+        no_checkpointing: false,
+        stored_points: with_data.then_some(300),
+        roofline: false,
+        json: true,
+    };
+    let plain = measure(&args(false)).unwrap();
+    let data = measure(&args(true)).unwrap();
+    assert_eq!(data["host_reads_per_step"].as_f64(), Some(0.0), "{data}");
+    let launches = |v: &serde_json::Value| v["kernel_launches_per_step"].as_f64().unwrap();
+    eprintln!(
+        "launches per step: {} without the pipeline, {} with it",
+        launches(&plain),
+        launches(&data)
+    );
+    assert!(
+        launches(&data) > launches(&plain),
+        "the device pipeline adds FPS rounds: {plain} vs {data}"
     );
 }

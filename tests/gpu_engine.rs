@@ -407,10 +407,8 @@ fn bench_on_wgpu_groups_on_the_device_and_reads_nothing_per_step() {
     assert_eq!(v["with_data"], true, "{v}");
     assert_eq!(v["stored_points"].as_u64(), Some(300), "{v}");
     assert_eq!(v["host_reads_per_step"].as_f64(), Some(0.0), "{v}");
-    assert!(
-        v["kernel_launches_per_step"].as_f64().unwrap() > launches,
-        "the device pipeline adds FPS rounds: {v}"
-    );
+    // that it launches more kernels is checked in tests/adamw_launches.rs, where no other
+    // test's kernels are counted with it
     let v = measure(&with_data(BackendChoice::Cpu)).unwrap();
     assert_eq!(v["host_reads_per_step"].as_f64(), Some(0.0), "{v}");
     assert!(v["ms_per_step"].as_f64().unwrap() > 0.0, "{v}");
