@@ -434,7 +434,7 @@ fn wgpu_run(out: &Path, epochs: usize) -> TrainConfig {
         data: "synthetic:seed=1,train=8,test=3,points=160".into(),
         epochs,
         warmup_epochs: 0,
-        batch: 8,
+        batch: 16,
         val_batch: 30,
         optim: AdamWConfig {
             lr: 2e-3,
@@ -450,9 +450,10 @@ fn wgpu_run(out: &Path, epochs: usize) -> TrainConfig {
     }
 }
 
-/// `train::run` on wgpu learns above chance (10 classes, 30 held-out clouds; the same
-/// configuration reaches 0.33-0.43 over four seeds on the CPU), reporting every step
-/// although the losses are read in windows.
+/// `train::run` on wgpu learns above chance (10 classes, 30 held-out clouds; this
+/// configuration reached 0.50 on lavapipe, and 0.17 with 8 epochs instead of 12), reporting
+/// every step although the losses are read in windows. Batches of 16: lavapipe's time goes
+/// per step, not per cloud, and these two runs were most of the suite's time.
 #[test]
 fn train_run_on_wgpu_learns_above_chance() {
     let epochs = 12;
@@ -484,9 +485,9 @@ fn train_run_on_wgpu_learns_above_chance() {
             _ => None,
         })
         .collect();
-    assert_eq!(steps.len(), epochs * 10, "80 clouds in batches of 8");
+    assert_eq!(steps.len(), epochs * 5, "80 clouds in batches of 16");
     for (i, s) in steps.iter().enumerate() {
-        assert_eq!((s.0, s.1), (i / 10, i % 10), "steps in order");
+        assert_eq!((s.0, s.1), (i / 5, i % 5), "steps in order");
         assert!(s.2.is_finite());
     }
 }
@@ -495,7 +496,7 @@ fn train_run_on_wgpu_learns_above_chance() {
 /// uninterrupted run.
 #[test]
 fn a_stopped_wgpu_run_resumes_exactly() {
-    let epochs = 4;
+    let epochs = 2;
     let full = tempfile::tempdir().unwrap();
     dapt::train::run(
         wgpu_run(full.path(), epochs),
@@ -505,11 +506,11 @@ fn a_stopped_wgpu_run_resumes_exactly() {
     )
     .unwrap();
     let cut = tempfile::tempdir().unwrap();
-    let (tx, stop, watcher) = stop_after_epoch(1);
+    let (tx, stop, watcher) = stop_after_epoch(0);
     let s = dapt::train::run(wgpu_run(cut.path(), epochs), None, Some(tx), stop).unwrap();
     assert!(watcher.join().unwrap(), "no Stopped event");
     assert!(s.stopped);
-    assert_eq!(s.epochs_done, 2);
+    assert_eq!(s.epochs_done, 1);
     let s2 = dapt::train::run(
         TrainConfig::default(),
         Some(cut.path()),
