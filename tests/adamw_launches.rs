@@ -128,6 +128,7 @@ fn with_data_adds_the_pipelines_launches_on_wgpu() {
         backend: BackendChoice::Wgpu,
         with_data,
         no_checkpointing: false,
+        recompute_blocks: false,
         stored_points: with_data.then_some(300),
         roofline: false,
         json: true,

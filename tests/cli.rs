@@ -378,6 +378,12 @@ fn bench_prints_the_documented_keys() {
         assert_eq!(v["gflop_per_s"].is_null(), mode != "infer", "{v}");
     }
 
+    assert_eq!(bench("dapt", &[])["recompute_blocks"], false);
+    assert_eq!(
+        bench("dapt", &["--recompute-blocks"])["recompute_blocks"],
+        true
+    );
+
     // `--roofline`: matmuls of the model's shapes timed on the backend, and for inference
     // the fraction of that rate the model reaches
     let v = &bench("infer", &["--roofline"]);
@@ -450,6 +456,46 @@ fn phase_times_break_the_step_down_when_asked() {
     for k in ["data", "forward", "backward", "optimizer"] {
         assert!(note.contains(&format!("{k} ")), "{note}");
     }
+}
+
+/// `dapt train --recompute-blocks` trains and records the choice in the run's config (a
+/// resumed run keeps it); part segmentation refuses it with the reason.
+#[test]
+fn recompute_blocks_is_recorded_for_classification_and_refused_for_partseg() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(dir.path());
+    let run = dir.path().join("run");
+    let out = dapt(&[
+        "train",
+        "--config",
+        &s(&cfg),
+        "--out",
+        &s(&run),
+        "--recompute-blocks",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["recompute_blocks"], true, "{saved}");
+    let end = json_lines(&out);
+    let finished = end
+        .iter()
+        .find(|l| l["event"] == "finished")
+        .expect("finished");
+    assert!(finished.to_string().contains("accuracy"), "{finished}");
+
+    let out = dapt(&["train", "--task", "partseg", "--recompute-blocks"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--recompute-blocks is for classification only"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -370,6 +370,7 @@ fn bench_on_wgpu_groups_on_the_device_and_reads_nothing_per_step() {
         backend,
         with_data: false,
         no_checkpointing: false,
+        recompute_blocks: false,
         stored_points: None,
         roofline: false,
         json: true,

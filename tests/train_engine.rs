@@ -449,3 +449,150 @@ fn gradient_checkpointing_changes_no_result() {
         assert!(o1 == o0, "{mode:?}: the optimizer moments differ");
     }
 }
+
+/// Every parameter's gradient, by parameter id, as host values.
+fn grads_of(model: &dapt::model::Classifier, grads: &burn::tensor::Gradients) -> Vec<Vec<f32>> {
+    struct Collect<'a>(&'a burn::tensor::Gradients, Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            if let Some(g) = param.val().grad(self.0) {
+                self.1.push(dapt::readback::host_vec(g.reshape([-1])));
+            }
+        }
+    }
+    let mut c = Collect(grads, Vec::new());
+    model.visit(&mut c);
+    c.1
+}
+
+/// `--recompute-blocks` computes the plain backward's gradients: DAPT (drop path and adapter
+/// dropout on, so each recomputed block must replay its masks) and full fine-tuning
+/// (positions added before every block, everything trainable), on burn-flex and on wgpu.
+/// Loss and logits are the same values, every trainable parameter gets a gradient equal to
+/// the plain one, the random state ends where the plain forward leaves it, and
+/// `train_step` takes this path exactly when the model asks for it.
+#[test]
+fn recomputing_blocks_gives_the_plain_gradients() {
+    use dapt::model::grouping::Patches;
+    use dapt::model::layers::ForwardCtx;
+    use dapt::train::recompute;
+    let devices = [
+        ("flex", Device::flex()),
+        (
+            "wgpu",
+            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        ),
+    ];
+    for (backend, device) in devices {
+        for mode in [Mode::Dapt, Mode::Full] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cfg = tiny_cfg(mode, dir.path(), 1);
+            cfg.model = ModelConfig {
+                group_size: 8,
+                num_group: 8,
+                npoints: 64,
+                drop_path_rate: 0.3,
+                drop_adapter_rate: 0.3,
+                ..tiny_model()
+            };
+            let (n, b) = (cfg.model.npoints, 6);
+            let mut rng = Rng::new(5);
+            let pts: Vec<[f32; 3]> = (0..b * n)
+                .map(|_| {
+                    [
+                        rng.range(-1.0, 1.0),
+                        rng.range(-1.0, 1.0),
+                        rng.range(-1.0, 1.0),
+                    ]
+                })
+                .collect();
+            let labels: Vec<usize> = vec![0, 1, 2, 3, 1, 0];
+            let base = build_model(&cfg, &device).unwrap();
+            let (g, m) = (cfg.model.num_group, cfg.model.group_size);
+            let what = format!("{backend} {mode:?}");
+
+            let (mut plain, ad) = dapt::train::driver::for_training(base.clone(), &device, true);
+            let p = Patches::build(&pts, b, n, g, m, &ad).unwrap();
+            let mut rng_plain = Rng::new(9);
+            let mut ctx = ForwardCtx::train(&mut rng_plain);
+            let out = plain.forward_groups(p.neighborhoods, p.centers, &mut ctx);
+            let logits_plain = dapt::readback::host_vec(out.logits.clone().inner());
+            let loss = dapt::model::classifier::cross_entropy(out.logits, &labels);
+            let loss_plain = dapt::readback::host_scalar(loss.clone().inner());
+            let grads_plain = grads_of(&plain, &loss.backward());
+
+            let (mut re, ad) = dapt::train::driver::for_training(base.clone(), &device, true);
+            let p = Patches::build(&pts, b, n, g, m, &ad).unwrap();
+            let mut rng_re = Rng::new(9);
+            let mut ctx = ForwardCtx::train(&mut rng_re);
+            let r = recompute::loss_and_grads(
+                &mut re,
+                p.neighborhoods,
+                p.centers,
+                &labels,
+                &mut ctx,
+                &ad,
+            );
+            assert_eq!(rng_plain, rng_re, "{what}: the random state differs");
+            assert_eq!(
+                dapt::readback::host_vec(r.logits),
+                logits_plain,
+                "{what}: logits"
+            );
+            assert_eq!(
+                dapt::readback::host_scalar(r.loss),
+                loss_plain,
+                "{what}: loss"
+            );
+            let grads_re = grads_of(&re, &r.grads);
+            assert_eq!(
+                grads_plain.len(),
+                grads_re.len(),
+                "{what}: parameters with a gradient"
+            );
+            assert!(
+                grads_plain.len() > 20,
+                "{what}: {} gradients",
+                grads_plain.len()
+            );
+            for (i, (a, b)) in grads_plain.iter().zip(&grads_re).enumerate() {
+                let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
+                let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(
+                    worst <= 1e-5 * scale,
+                    "{what}: gradient {i} differs by {worst} (max {scale})"
+                );
+            }
+
+            // the step takes the path when the model asks for it, and only then
+            for recompute_blocks in [false, true] {
+                let (mut model, ad) =
+                    dapt::train::driver::for_training(base.clone(), &device, true);
+                model.recompute_blocks = recompute_blocks;
+                let mut opt = AdamW::new(cfg.optim.clone());
+                let before = recompute::steps_on_this_thread();
+                let (_, out) = train_step(
+                    model,
+                    &mut opt,
+                    &pts,
+                    &labels,
+                    n,
+                    1e-3,
+                    &mut Rng::new(9),
+                    &ad,
+                )
+                .unwrap();
+                assert_eq!(
+                    dapt::readback::host_scalar(out.loss) as f32,
+                    loss_plain as f32,
+                    "{what}"
+                );
+                let took = recompute::steps_on_this_thread() - before;
+                assert_eq!(took, usize::from(recompute_blocks), "{what}");
+            }
+        }
+    }
+}

@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// default element-wise and shape ops are recomputed, as in `dapt train`).
     #[arg(long)]
     pub no_checkpointing: bool,
+    /// Recompute each transformer block in backward from its input, as `dapt train
+    /// --recompute-blocks` does (training modes only).
+    #[arg(long)]
+    pub recompute_blocks: bool,
     /// Points per stored cloud for `--with-data` (default: 8192, the official ModelNet40
     /// files, or the model's npoints when it is larger).
     #[arg(long)]
@@ -285,8 +289,9 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
             Ok(())
         })?
     } else {
-        let (model, ad) =
+        let (mut model, ad) =
             crate::train::driver::for_training(model, &device, !args.no_checkpointing);
+        model.recompute_blocks = args.recompute_blocks;
         let mut model = Some(model);
         let mut opt = AdamW::new(cfg.optim.clone());
         // Without `--with-data` a step starts from sampled clouds (grouping included, inside
@@ -351,6 +356,7 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "points": npoints,
         "with_data": args.with_data,
         "checkpointing": !args.no_checkpointing && args.mode != BenchMode::Infer,
+        "recompute_blocks": args.recompute_blocks && args.mode != BenchMode::Infer,
         "stored_points": (!items.is_empty()).then_some(stored),
         "steps": args.steps,
         "ms_per_step": mean * 1e3,

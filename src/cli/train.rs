@@ -38,6 +38,12 @@ pub struct TrainArgs {
     /// Token-scale snapshot of a fixed test cloud every N steps (0: once per epoch).
     #[arg(long)]
     pub snapshot_every: Option<usize>,
+    /// Keep only each transformer block's input through the forward pass and recompute the
+    /// block in backward, one at a time: the lowest training memory (DAPT keeps almost
+    /// nothing but the head's graph), for one more forward of the blocks per step; the
+    /// results are the same. Classification only.
+    #[arg(long)]
+    pub recompute_blocks: bool,
 }
 
 /// A config from `--config`: our JSON, or an official YAML whose recipe keys we honour.
@@ -102,6 +108,9 @@ pub fn classification_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     if let Some(v) = args.snapshot_every {
         cfg.snapshot_every = v;
     }
+    if args.recompute_blocks {
+        cfg.recompute_blocks = true;
+    }
     cfg.out = if args.run.is_demo() {
         PathBuf::from("runs/demo")
     } else {
@@ -149,6 +158,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         if args.fewshot.is_some() {
             anyhow::bail!("--fewshot trains ModelNet40 classifiers; it is for classification only");
+        }
+        if args.recompute_blocks {
+            anyhow::bail!(
+                "--recompute-blocks is for classification only (part segmentation's head reads \
+                 the outputs of three blocks); --no-checkpointing and the default apply there"
+            );
         }
         return train_partseg(args);
     }

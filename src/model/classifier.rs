@@ -7,7 +7,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData, activation};
 
 use super::ModelError;
-use super::block::{Block, run_dapt, run_plain, stack};
+use super::block::{Block, BlockAux, stack};
 use super::config::{ModelConfig, ModelKind, Pool};
 use super::encoder::{PatchEncoder, PosEmbed};
 use super::grouping::Patches;
@@ -57,6 +57,11 @@ pub struct Classifier {
     pub head: ClsHead,
     #[module(skip)]
     pub config: ModelConfig,
+    /// Training memory policy, not part of the model: when set, a training step keeps only
+    /// each block's input and recomputes the block in backward (`dapt train
+    /// --recompute-blocks`, `train::recompute`).
+    #[module(skip)]
+    pub recompute_blocks: bool,
 }
 
 /// Everything a caller may want from one forward pass besides the logits.
@@ -103,6 +108,7 @@ impl Classifier {
             tfts_2: dapt.then(|| Tfts::new(c, device)),
             head: ClsHead::new(config.head_in_dim(), config.cls_dim, device),
             config: config.clone(),
+            recompute_blocks: false,
         })
     }
 
@@ -141,6 +147,34 @@ impl Classifier {
         centers: Tensor<3>,
         ctx: &mut ForwardCtx,
     ) -> ForwardOutput {
+        let stem = self.stem(neighborhoods, centers, ctx);
+        let mut x = stem.tokens;
+        let mut block_out = Vec::with_capacity(self.blocks.len());
+        let mut scales = Vec::new();
+        for blk in &self.blocks {
+            let (y, aux) = self.config.kind.block_forward(blk, x, &stem.pos, ctx);
+            scales.extend(aux.scale);
+            block_out.push(y.clone());
+            x = y;
+        }
+        let (head_input, logits) = self.tail(x, stem.groups, ctx);
+        ForwardOutput {
+            logits,
+            head_input,
+            patch_tokens: stem.patch_tokens,
+            block_out,
+            scales,
+        }
+    }
+
+    /// Everything before block 0: the patch encoder, DAPT's first TFTS, the cls token and the
+    /// positions (added once for DAPT, kept in [`Stem::pos`] for Point-MAE's every block).
+    pub fn stem(
+        &mut self,
+        neighborhoods: Tensor<4>,
+        centers: Tensor<3>,
+        ctx: &mut ForwardCtx,
+    ) -> Stem {
         let [b, g, _, _] = neighborhoods.dims();
         let c = self.config.trans_dim;
         let patch_tokens = self.encoder.forward(neighborhoods, ctx.training);
@@ -151,21 +185,30 @@ impl Classifier {
         let cls = self.cls_token.val().expand([b, 1, c]);
         let cls_pos = self.cls_pos.val().expand([b, 1, c]);
         let pos = Tensor::cat(vec![cls_pos, self.pos_embed.forward(centers)], 1);
-        let mut x = Tensor::cat(vec![cls, tokens], 1);
-        let mut block_out = Vec::with_capacity(self.blocks.len());
-        let mut scales = Vec::new();
+        let x = Tensor::cat(vec![cls, tokens], 1);
+        let (tokens, pos) = match self.config.kind {
+            // added once: the token count grows per block
+            ModelKind::Dapt => (x + pos.clone(), pos),
+            ModelKind::PointMae => (x, pos),
+        };
+        Stem {
+            tokens,
+            pos,
+            patch_tokens,
+            groups: g,
+        }
+    }
+
+    /// Everything after the last block: the final norm (and DAPT's last TFTS), the pooling
+    /// the config names and the head. Returns `(head input, logits)`.
+    pub fn tail(&mut self, x: Tensor<3>, g: usize, ctx: &mut ForwardCtx) -> (Tensor<2>, Tensor<2>) {
+        let [b, t, c] = x.dims();
         let feats = match self.config.kind {
             ModelKind::Dapt => {
-                x = x + pos; // added once: the token count grows per block
-                x = run_dapt(&self.blocks, x, ctx, |_, y, aux| {
-                    scales.extend(aux.scale);
-                    block_out.push(y.clone());
-                });
                 let mut z = self.norm.forward(x);
                 if let Some(tf) = &self.tfts_2 {
                     z = tf.forward(z);
                 }
-                let t = z.dims()[1];
                 let l = self.blocks.len();
                 let mut parts = Vec::new();
                 if self.config.class_token.enabled() {
@@ -187,21 +230,44 @@ impl Classifier {
                 Tensor::cat(parts, 1)
             }
             ModelKind::PointMae => {
-                x = run_plain(&self.blocks, x, &pos, ctx, |_, y| block_out.push(y.clone()));
                 let z = self.norm.forward(x);
-                let t = z.dims()[1];
                 let cls = z.clone().slice_dim(1, 0..1).reshape([b, c]);
                 let rest = z.slice_dim(1, 1..t).max_dim(1).reshape([b, c]);
                 Tensor::cat(vec![cls, rest], 1)
             }
         };
         let logits = self.head.forward(feats.clone(), ctx);
-        ForwardOutput {
-            logits,
-            head_input: feats,
-            patch_tokens,
-            block_out,
-            scales,
+        (feats, logits)
+    }
+}
+
+/// What enters block 0 (see [`Classifier::stem`]).
+pub struct Stem {
+    /// `[b, 1 + g, c]`, DAPT's with the positions added.
+    pub tokens: Tensor<3>,
+    /// `[b, 1 + g, c]`: Point-MAE adds them before every block.
+    pub pos: Tensor<3>,
+    /// Out of the encoder, before TFTS: `[b, g, c]`.
+    pub patch_tokens: Tensor<3>,
+    pub groups: usize,
+}
+
+impl ModelKind {
+    /// Block `blk` of this kind's stack on `x`: DAPT's block with its prompt and dynamic
+    /// scale, or Point-MAE's plain block after adding `pos`.
+    pub fn block_forward(
+        self,
+        blk: &Block,
+        x: Tensor<3>,
+        pos: &Tensor<3>,
+        ctx: &mut ForwardCtx,
+    ) -> (Tensor<3>, BlockAux) {
+        match self {
+            ModelKind::Dapt => blk.forward_dapt(x, ctx),
+            ModelKind::PointMae => (
+                blk.forward_plain(x + pos.clone(), ctx),
+                BlockAux { scale: None },
+            ),
         }
     }
 }

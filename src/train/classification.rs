@@ -19,12 +19,13 @@ use super::eval::{EvalResult, evaluate, scale_snapshot};
 use super::events::{EpochMetrics, TrainEvent};
 use super::metrics::{Confusion, confusion_tensor};
 use super::optim::AdamW;
+use super::recompute;
 use super::run_dir::{CheckpointFile, RunDir, write_json};
 use crate::data::{DataSpec, ReadOptions, Rng, ShortClass};
 use crate::model::Classifier;
 use crate::model::checkpoint::{LoadMode, load_into, read_state_dict};
 use crate::model::classifier::cross_entropy;
-use crate::model::grouping::Placement;
+use crate::model::grouping::{Patches, Placement};
 use crate::model::layers::{ForwardCtx, host_vec};
 use crate::model::load::{ADAPTER_KIND, adapter_metadata, split_for_adapter};
 use crate::model::names::{RawTensor, Reader, Trainable, count_params, named_params};
@@ -318,15 +319,35 @@ pub fn train_step_on(
 ) -> Result<(Classifier, StepTensors), TrainError> {
     let b = labels.len();
     let mut clock = Clock::start(ad);
-    let out = match batch {
-        Batch::Host { points, npoints } => model.forward_points(points, b, npoints, ad, ctx)?.0,
-        Batch::Device(cloud) => model.forward_cloud(&cloud, ctx).0,
+    let (logits, loss_value, grads) = if model.recompute_blocks {
+        let (g, m) = (model.config.num_group, model.config.group_size);
+        let patches = match batch {
+            Batch::Host { points, npoints } => Patches::build(points, b, npoints, g, m, ad)?,
+            Batch::Device(cloud) => Patches::on_device(&cloud, g, m),
+        };
+        let r = recompute::loss_and_grads(
+            &mut model,
+            patches.neighborhoods,
+            patches.centers,
+            labels,
+            ctx,
+            ad,
+            &mut clock,
+        );
+        clock.lap(Phase::Backward);
+        (r.logits, r.loss, r.grads)
+    } else {
+        let out = match batch {
+            Batch::Host { points, npoints } => model.forward_points(points, b, npoints, ad, ctx)?.0,
+            Batch::Device(cloud) => model.forward_cloud(&cloud, ctx).0,
+        };
+        let logits = out.logits.clone().inner();
+        let loss = cross_entropy(out.logits, labels);
+        let loss_value = loss.clone().inner();
+        clock.lap(Phase::Forward);
+        let grads = loss.backward();
+        (logits, loss_value, grads)
     };
-    let logits = out.logits.clone().inner();
-    let loss = cross_entropy(out.logits, labels);
-    let loss_value = loss.clone().inner();
-    clock.lap(Phase::Forward);
-    let grads = loss.backward();
     clock.lap(Phase::Backward);
     let (model, grad_norm) = opt.step(model, &grads, lr);
     clock.lap(Phase::Optimizer);
@@ -511,6 +532,8 @@ impl Task for Classification {
         let npoints = self.cfg.model.npoints;
         let point_all = self.cfg.point_all_for(npoints);
         let batch: Vec<&Item> = items.iter().map(|&i| &self.data.train[i]).collect();
+        let mut model = model;
+        model.recompute_blocks = self.cfg.recompute_blocks;
         let (model, out, labels) =
             train_step_items(model, opt, &batch, npoints, point_all, lr, rng, ad)?;
         self.count(out.logits.clone(), &labels);

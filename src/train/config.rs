@@ -70,6 +70,10 @@ pub struct TrainConfig {
     /// instead of kept alive (BENCHMARKS.md: DAPT at the OBJ_BG config, batch 32, 3.3 GB to
     /// 2.3 GB peak; ~9% more time per step). `--no-checkpointing` turns it off.
     pub checkpointing: bool,
+    /// Keep only each block's input and recompute the block in backward
+    /// (`--recompute-blocks`, `train::recompute`): less memory, one more forward of the
+    /// blocks per step. Runs saved before it existed read as `false`.
+    pub recompute_blocks: bool,
     /// Points drawn by FPS before the random `npoints` subset (`None`: the official rule).
     pub point_all: Option<usize>,
     /// Emit a token-scale snapshot of a fixed test sample every N steps (0 = each epoch only).
@@ -99,6 +103,7 @@ impl Default for TrainConfig {
             seed: 0,
             backend: BackendChoice::Auto,
             checkpointing: true,
+            recompute_blocks: false,
             point_all: None,
             snapshot_every: 0,
             normalize: None,

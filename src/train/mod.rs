@@ -15,6 +15,7 @@ pub mod miou;
 pub mod optim;
 pub mod partseg;
 pub mod pretrain;
+pub mod recompute;
 pub mod reconstruct;
 pub mod run_dir;
 pub mod schedule;
