@@ -381,3 +381,67 @@ mod shared {
         assert_eq!(lines.lines().count(), 2 * (epochs + 1));
     }
 }
+
+/// The viewer's scoring of a cloud under every category (`forward_categories`: one grouping,
+/// one backbone run, the head per category) equals a forward pass per category, on burn-flex
+/// and on wgpu, for the Point-MAE and the DAPT model; an empty or unknown category list is an
+/// error, not a panic.
+#[test]
+fn scoring_every_category_at_once_equals_one_pass_per_category() {
+    let devices = [
+        ("flex", Device::flex()),
+        (
+            "wgpu",
+            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        ),
+    ];
+    for (backend, device) in devices {
+        for kind in [ModelKind::PointMae, ModelKind::Dapt] {
+            let cfg = PartSegConfig::small(kind, 7, 4);
+            let mut model = PartSegModel::new(&cfg, &device).unwrap();
+            let n = cfg.npoints;
+            let mut rng = dapt::data::Rng::new(4);
+            let points: Vec<[f32; 3]> = (0..n)
+                .map(|_| {
+                    [
+                        rng.range(-1.0, 1.0),
+                        rng.range(-1.0, 1.0),
+                        rng.range(-1.0, 1.0),
+                    ]
+                })
+                .collect();
+            let cats = [2, 0, 3];
+            let mut ctx = ForwardCtx::eval();
+            let all = model
+                .forward_categories(&points, &cats, n, &device, &mut ctx)
+                .unwrap();
+            assert_eq!(all.log_probs.dims(), [3, n, 7]);
+            let all = host_vec(all.log_probs);
+            for (i, &c) in cats.iter().enumerate() {
+                let one = model
+                    .forward_points(&points, &[c], 1, n, &device, &mut ctx)
+                    .unwrap();
+                let one = host_vec(one.log_probs);
+                let row = &all[i * n * 7..(i + 1) * n * 7];
+                let worst = one
+                    .iter()
+                    .zip(row)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    worst <= 1e-5,
+                    "{backend} {kind:?} category {c}: off by {worst}"
+                );
+            }
+            let err = |cats: &[usize], model: &mut PartSegModel, ctx: &mut ForwardCtx| match model
+                .forward_categories(&points, cats, n, &device, ctx)
+            {
+                Ok(_) => panic!("{cats:?} was accepted"),
+                Err(e) => e.to_string(),
+            };
+            let e = err(&[], &mut model, &mut ctx);
+            assert!(e.contains("no object category"), "{e}");
+            let e = err(&[9], &mut model, &mut ctx);
+            assert!(e.contains("out of range"), "{e}");
+        }
+    }
+}

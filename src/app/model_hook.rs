@@ -134,19 +134,23 @@ impl Analyzer for PartSegAnalyzer {
         let names = loaded.category_names.clone();
         let given = self.given_category(cloud, &names);
         let parts_n = loaded.model.config.num_parts;
-        // score = mean over points of the best log-probability among the category's parts
-        let mut best: Option<(usize, f32, Vec<f32>, crate::model::grouping::Patches)> = None;
-        let mut scores = vec![f32::NEG_INFINITY; names.len()];
+        // score = mean over points of the best log-probability among the category's parts;
+        // every candidate in one pass (one grouping, one backbone run)
         let candidates: Vec<usize> = match given {
             Some(c) => vec![c],
             None => (0..names.len()).collect(),
         };
-        for c in candidates {
-            let out = loaded
-                .model
-                .forward_points(&pts, &[c], 1, n, &self.device, &mut ForwardCtx::eval())
-                .map_err(|e| e.to_string())?;
-            let lp = host_vec(out.log_probs);
+        if candidates.is_empty() {
+            return Err("the model has no categories".into());
+        }
+        let out = loaded
+            .model
+            .forward_categories(&pts, &candidates, n, &self.device, &mut ForwardCtx::eval())
+            .map_err(|e| e.to_string())?;
+        let all = host_vec(out.log_probs);
+        let mut scores = vec![f32::NEG_INFINITY; names.len()];
+        let mut best: Option<(usize, f32, &[f32])> = None;
+        for (&c, lp) in candidates.iter().zip(all.chunks(n * parts_n)) {
             let parts = &loaded.category_parts[c];
             let score = lp
                 .chunks(parts_n)
@@ -159,14 +163,15 @@ impl Analyzer for PartSegAnalyzer {
                 .sum::<f32>()
                 / n as f32;
             scores[c] = score;
-            if best.as_ref().is_none_or(|b| score > b.1) {
-                best = Some((c, score, lp, out.patches));
+            if best.is_none_or(|b| score > b.1) {
+                best = Some((c, score, lp));
             }
         }
-        let Some((cat, _, lp, patches)) = best else {
+        let Some((cat, _, lp)) = best else {
             return Err("the model has no categories".into());
         };
-        let labels = crate::train::miou::predict_parts(&lp, parts_n, &loaded.category_parts[cat])
+        let patches = out.patches;
+        let labels = crate::train::miou::predict_parts(lp, parts_n, &loaded.category_parts[cat])
             .map_err(|e| e.to_string())?;
         let probabilities = if given.is_some() {
             (0..names.len())

@@ -338,12 +338,80 @@ impl PartSegModel {
                 categories.len()
             )));
         }
-        let k = self.config.num_categories;
-        if let Some(&c) = categories.iter().find(|&&c| c >= k) {
-            return Err(ModelError::Input(format!(
-                "object category {c} is out of range (the model knows {k})"
-            )));
+        self.check_categories(categories)?;
+        let (patches, interp, xyz) = self.group(points, b, n, device)?;
+        let onehot = self.onehot(categories, device);
+        let log_probs = self.forward_tensors(
+            patches.neighborhoods.clone(),
+            patches.centers.clone(),
+            xyz,
+            interp,
+            onehot,
+            ctx,
+        );
+        Ok(PartSegOutput { log_probs, patches })
+    }
+
+    /// One cloud (`points`, `n` of them) under each of `categories`, as [`Self::forward_points`]
+    /// would give it for each alone, but grouped and run through the backbone once: only the
+    /// head sees the category. `log_probs` is `[categories, n, parts]`. The viewer scores a
+    /// cloud of unknown category this way (16 categories in ShapeNetPart).
+    pub fn forward_categories(
+        &mut self,
+        points: &[[f32; 3]],
+        categories: &[usize],
+        n: usize,
+        device: &Device,
+        ctx: &mut ForwardCtx,
+    ) -> Result<PartSegOutput, ModelError> {
+        let c = categories.len();
+        if c == 0 {
+            return Err(ModelError::Input("no object category to score".into()));
         }
+        self.check_categories(categories)?;
+        let (patches, interp, xyz) = self.group(points, 1, n, device)?;
+        let x = self.backbone(patches.neighborhoods.clone(), patches.centers.clone(), ctx);
+        let onehot = self.onehot(categories, device);
+        let log_probs = self.head(
+            x.repeat_dim(0, c),
+            xyz.repeat_dim(0, c),
+            interp.repeat_dim(0, c),
+            onehot,
+            ctx,
+        );
+        Ok(PartSegOutput { log_probs, patches })
+    }
+
+    fn check_categories(&self, categories: &[usize]) -> Result<(), ModelError> {
+        let k = self.config.num_categories;
+        match categories.iter().find(|&&c| c >= k) {
+            Some(&c) => Err(ModelError::Input(format!(
+                "object category {c} is out of range (the model knows {k})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// `[b, categories]` one-hot rows (categories already checked).
+    fn onehot(&self, categories: &[usize], device: &Device) -> Tensor<2> {
+        let k = self.config.num_categories;
+        let b = categories.len();
+        let mut onehot = vec![0f32; b * k];
+        for (i, &c) in categories.iter().enumerate() {
+            onehot[i * k + c] = 1.0;
+        }
+        Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), device)
+    }
+
+    /// The grouping, the 3-nearest-centre interpolation weights `[b, n, g]` and the points as
+    /// `[b·n, 3]`: on the host or on the device, as the backend groups.
+    fn group(
+        &self,
+        points: &[[f32; 3]],
+        b: usize,
+        n: usize,
+        device: &Device,
+    ) -> Result<(Patches, Tensor<3>, Tensor<2>), ModelError> {
         let (g, m) = (self.config.num_group, self.config.group_size);
         check(points, b, n, m)?;
         let cloud = upload(points, b, n, device);
@@ -360,21 +428,7 @@ impl PartSegModel {
                 (patches, interp)
             }
         };
-        let xyz = cloud.reshape([b * n, 3]);
-        let mut onehot = vec![0f32; b * k];
-        for (i, &c) in categories.iter().enumerate() {
-            onehot[i * k + c] = 1.0;
-        }
-        let onehot = Tensor::<2>::from_data(TensorData::new(onehot, [b, k]), device);
-        let log_probs = self.forward_tensors(
-            patches.neighborhoods.clone(),
-            patches.centers.clone(),
-            xyz,
-            interp,
-            onehot,
-            ctx,
-        );
-        Ok(PartSegOutput { log_probs, patches })
+        Ok((patches, interp, cloud.reshape([b * n, 3])))
     }
 
     /// Per-patch features `[b, g, taps·C]` from the backbone.
@@ -429,10 +483,23 @@ impl PartSegModel {
         onehot: Tensor<2>,
         ctx: &mut ForwardCtx,
     ) -> Tensor<3> {
+        let x = self.backbone(neighborhoods, centers, ctx);
+        self.head(x, xyz, interp, onehot, ctx)
+    }
+
+    /// The segmentation head on the backbone's per-patch features `x` `[b, g, f]`; the other
+    /// inputs as in [`Self::forward_tensors`].
+    fn head(
+        &mut self,
+        x: Tensor<3>,
+        xyz: Tensor<2>,
+        interp: Tensor<3>,
+        onehot: Tensor<2>,
+        ctx: &mut ForwardCtx,
+    ) -> Tensor<3> {
         let training = ctx.training;
         let [b, n, g] = interp.dims();
         let f = self.config.feature_dim();
-        let x = self.backbone(neighborhoods, centers, ctx); // [b, g, f]
 
         // per-shape vector: max ‖ mean ‖ category branch
         let x_max = x.clone().max_dim(1).reshape([b, f]);
