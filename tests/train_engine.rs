@@ -535,6 +535,7 @@ fn recomputing_blocks_gives_the_plain_gradients() {
                 &labels,
                 &mut ctx,
                 &ad,
+                &mut dapt::phases::Clock::start(&ad),
             );
             assert_eq!(rng_plain, rng_re, "{what}: the random state differs");
             assert_eq!(
