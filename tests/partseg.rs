@@ -397,7 +397,19 @@ fn scoring_every_category_at_once_equals_one_pass_per_category() {
     ];
     for (backend, device) in devices {
         for kind in [ModelKind::PointMae, ModelKind::Dapt] {
-            let cfg = PartSegConfig::small(kind, 7, 4);
+            let cfg = PartSegConfig {
+                trans_dim: 32,
+                depth: 3,
+                num_heads: 2,
+                group_size: 8,
+                num_group: 8,
+                taps: PartSegConfig::default_taps(3),
+                prop_dim: 32,
+                head_dims: [32, 16],
+                rank: 4,
+                npoints: 64,
+                ..PartSegConfig::small(kind, 7, 4)
+            };
             let mut model = PartSegModel::new(&cfg, &device).unwrap();
             let n = cfg.npoints;
             let mut rng = dapt::data::Rng::new(4);
