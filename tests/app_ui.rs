@@ -512,6 +512,30 @@ fn run_panel_starts_plots_and_follows_training() {
     assert!(has_label(&h, "stopping at the next safe point"));
 }
 
+/// The run panel's "low memory" box is `dapt train --recompute-blocks`: ticking it (found
+/// by its label, as a screen reader would) turns the flag on in the run's configuration.
+#[test]
+fn run_panel_low_memory_box_turns_on_block_recomputation() {
+    let mut app = StudioApp::new(AppOptions {
+        launcher: Some(Arc::new(ScriptedLauncher)),
+        ..Default::default()
+    });
+    app.tab = SideTab::Run;
+    let mut h = harness(app);
+    h.run_steps(2);
+    let cfg = dapt::app::model_hook::run_config(&h.state().settings.run).unwrap();
+    assert!(!cfg.recompute_blocks, "off by default");
+    h.get_by_label("low memory").click();
+    h.run_steps(2);
+    assert!(h.state().settings.run.low_memory);
+    let cfg = dapt::app::model_hook::run_config(&h.state().settings.run).unwrap();
+    assert!(cfg.recompute_blocks);
+    // an unreadable data set is refused before a thread is spent on it
+    h.state_mut().settings.run.data = "/no/such/dir".into();
+    let err = dapt::app::model_hook::run_config(&h.state().settings.run).unwrap_err();
+    assert!(err.contains("/no/such/dir"), "{err}");
+}
+
 #[test]
 fn big_cloud_uploads_once_and_camera_stays_put() {
     let mut app = StudioApp::new(AppOptions::default());

@@ -273,37 +273,44 @@ pub fn analyzer_from_adapter(
     })
 }
 
+/// The run the panel's settings describe: the demo recipe with the panel's fields, the data
+/// set checked readable before a thread is spent on it.
+pub fn run_config(s: &RunSettings) -> Result<TrainConfig, String> {
+    let mode = match s.mode.as_str() {
+        "dapt" => Mode::Dapt,
+        "full" => Mode::Full,
+        "linear" => Mode::Linear,
+        other => return Err(format!("unknown mode {other:?} (dapt, full or linear)")),
+    };
+    let demo = crate::train::TrainConfig::demo();
+    let data = if s.data.trim().is_empty() {
+        "synthetic".to_string()
+    } else {
+        s.data.trim().to_string()
+    };
+    crate::data::DataSpec::parse(&data).map_err(|e| e.to_string())?;
+    let mut cfg = TrainConfig {
+        mode,
+        data,
+        init: s.init.clone(),
+        epochs: s.epochs.max(1),
+        batch: s.batch.max(1),
+        shots: s.shots.map(|k| k.max(1)),
+        recompute_blocks: s.low_memory,
+        out: s.out.clone().unwrap_or_else(|| PathBuf::from("runs/app")),
+        ..demo
+    };
+    cfg.optim.lr = s.lr;
+    cfg.warmup_epochs = cfg.warmup_epochs.min(cfg.epochs / 2);
+    Ok(cfg)
+}
+
 /// Starts `crate::train::run` on a worker thread for the run panel.
 pub struct EngineLauncher;
 
 impl TrainingLauncher for EngineLauncher {
     fn start(&self, s: &RunSettings) -> Result<TrainingHandle, String> {
-        let mode = match s.mode.as_str() {
-            "dapt" => Mode::Dapt,
-            "full" => Mode::Full,
-            "linear" => Mode::Linear,
-            other => return Err(format!("unknown mode {other:?} (dapt, full or linear)")),
-        };
-        let demo = crate::train::TrainConfig::demo();
-        let data = if s.data.trim().is_empty() {
-            "synthetic".to_string()
-        } else {
-            s.data.trim().to_string()
-        };
-        // the data set must be readable before a thread is spent on it
-        crate::data::DataSpec::parse(&data).map_err(|e| e.to_string())?;
-        let mut cfg = TrainConfig {
-            mode,
-            data,
-            init: s.init.clone(),
-            epochs: s.epochs.max(1),
-            batch: s.batch.max(1),
-            shots: s.shots.map(|k| k.max(1)),
-            out: s.out.clone().unwrap_or_else(|| PathBuf::from("runs/app")),
-            ..demo
-        };
-        cfg.optim.lr = s.lr;
-        cfg.warmup_epochs = cfg.warmup_epochs.min(cfg.epochs / 2);
+        let cfg = run_config(s)?;
         let resume = s.resume.clone();
         super::training::spawn_training(move |tx, stop| {
             // errors arrive as TrainEvent::Failed; the summary is in the run directory

@@ -28,6 +28,9 @@ pub struct RunSettings {
     pub batch: usize,
     /// Few-shot: at most this many labelled shapes per class (`None`: all).
     pub shots: Option<usize>,
+    /// `--recompute-blocks`: recompute each block in backward instead of keeping its
+    /// intermediates (DAPT: about half the memory, a third more time per step).
+    pub low_memory: bool,
     /// Run directory.
     pub out: Option<PathBuf>,
     /// Checkpoint to resume from.
@@ -44,6 +47,7 @@ impl Default for RunSettings {
             lr: 5e-4,
             batch: 32,
             shots: None,
+            low_memory: false,
             out: None,
             resume: None,
         }
@@ -549,6 +553,15 @@ impl RunPanel {
                         ui.weak("all");
                     }
                 });
+                ui.end_row();
+                let l = ui.label("low memory");
+                ui.checkbox(&mut s.low_memory, "recompute blocks")
+                    .labelled_by(l.id)
+                    .on_hover_text(
+                        "Keep only each transformer block's input and recompute the block in \
+                         backward (dapt train --recompute-blocks): DAPT needs about half the \
+                         memory, for about a third more time per step; same results",
+                    );
                 ui.end_row();
                 path_row(ui, "out", &mut s.out);
                 path_row(ui, "resume", &mut s.resume);
