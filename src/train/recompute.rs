@@ -84,6 +84,10 @@ pub fn loss_and_grads(
     let mut grad_x = leaf.grad(&grads);
     let mut grad_pos: Option<Tensor<3>> = None;
     let track_pos = kind == crate::model::ModelKind::PointMae && stem.pos.is_tracked();
+    // a linear probe trains nothing before the tail: no block needs replaying
+    if !stem.tokens.is_tracked() && !track_pos && !model.blocks.iter().any(trains) {
+        grad_x = None;
+    }
 
     // backward, one block at a time
     for (i, blk) in model.blocks.iter().enumerate().rev() {
@@ -143,6 +147,19 @@ pub fn loss_and_grads(
         loss: loss_out,
         grads,
     }
+}
+
+/// Whether any parameter of `module` takes gradients.
+fn trains<M: Module>(module: &M) -> bool {
+    struct Any(bool);
+    impl ModuleVisitor for Any {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0 |= param.val().is_require_grad();
+        }
+    }
+    let mut any = Any(false);
+    module.visit(&mut any);
+    any.0
 }
 
 /// Adds the gradients `module`'s parameters have in `from` to their entries in `into`.
