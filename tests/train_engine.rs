@@ -80,9 +80,10 @@ fn comparable(lines: &[serde_json::Value]) -> Vec<String> {
 
 #[test]
 fn every_mode_learns_the_synthetic_set_well_above_chance() {
-    // chance is 10% (10 classes, 40 held-out clouds)
+    // chance is 10% (10 classes, 40 held-out clouds); 6 epochs reached 0.65 / 0.88 / 0.78
+    // (10 epochs: 0.83 / 0.90 / 0.75; 8 epochs on half the clouds only 0.25 for DAPT)
     for (mode, threshold) in [(Mode::Dapt, 0.3), (Mode::Full, 0.3), (Mode::Linear, 0.25)] {
-        let epochs = 10;
+        let epochs = 6;
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = tiny_cfg(mode, dir.path(), epochs);
         cfg.data = "synthetic:seed=1,train=20,test=4,points=300".into();
