@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 use burn::module::Module;
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use common::clouds::{Kind, batch};
-use common::{comparable_metrics, stop_after_epoch, tiny_config};
+use common::{comparable_metrics, devices, stop_after_epoch, tiny_config};
 use dapt::backend::BackendChoice;
 use dapt::data::rng::Rng;
 use dapt::gpu::cpu;
@@ -28,10 +28,6 @@ use dapt::train::{Mode, TrainConfig, TrainEvent};
 
 fn wgpu() -> Device {
     Device::wgpu(DeviceKind::DefaultDevice)
-}
-
-fn devices() -> [(&'static str, Device); 2] {
-    [("flex", Device::flex()), ("wgpu", wgpu())]
 }
 
 fn upload(points: &[[f32; 3]], b: usize, n: usize, device: &Device) -> Tensor<3> {

@@ -388,14 +388,7 @@ mod shared {
 /// error, not a panic.
 #[test]
 fn scoring_every_category_at_once_equals_one_pass_per_category() {
-    let devices = [
-        ("flex", Device::flex()),
-        (
-            "wgpu",
-            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        ),
-    ];
-    for (backend, device) in devices {
+    for (backend, device) in common::devices() {
         for kind in [ModelKind::PointMae, ModelKind::Dapt] {
             let cfg = PartSegConfig {
                 trans_dim: 32,

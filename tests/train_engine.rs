@@ -481,14 +481,7 @@ fn recomputing_blocks_gives_the_plain_gradients() {
     use dapt::model::grouping::Patches;
     use dapt::model::layers::ForwardCtx;
     use dapt::train::recompute;
-    let devices = [
-        ("flex", Device::flex()),
-        (
-            "wgpu",
-            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        ),
-    ];
-    for (backend, device) in devices {
+    for (backend, device) in common::devices() {
         for mode in [Mode::Dapt, Mode::Full, Mode::Linear] {
             let dir = tempfile::tempdir().unwrap();
             let mut cfg = tiny_cfg(mode, dir.path(), 1);

@@ -216,6 +216,15 @@ pub fn stop_after_epoch(
     (tx, stop, watcher)
 }
 
+/// The backends every model test runs on: burn-flex, and wgpu (Mesa's lavapipe without a GPU).
+pub fn devices() -> [(&'static str, burn::tensor::Device); 2] {
+    use burn::tensor::{Device, DeviceKind};
+    [
+        ("flex", Device::flex()),
+        ("wgpu", Device::wgpu(DeviceKind::DefaultDevice)),
+    ]
+}
+
 /// A Point-MAE pre-training model small enough for a test: width 32, 2 + 1 blocks, 8 patches
 /// of 8 points, 128 points, the official 60% random masks.
 pub fn tiny_mae_config() -> dapt::model::pretrain::MaeConfig {
