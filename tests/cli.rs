@@ -9,23 +9,11 @@ use std::process::{Command, Output};
 use common::*;
 use dapt::data::{PointCloud, write_ply};
 
-fn dapt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dapt"))
-        .args(args)
-        .env("DAPT_NO_GPU_PROBE", "1")
-        .output()
-        .expect("run dapt")
-}
-
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
         .collect()
-}
-
-fn s(p: &Path) -> String {
-    p.to_string_lossy().to_string()
 }
 
 fn tiny_config(dir: &Path) -> PathBuf {
@@ -57,12 +45,7 @@ fn info_reports_the_official_parameter_counts() {
     )
     .unwrap();
     let out = dapt(&["info", "--config", &s(&cfg), "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = &json_lines(&out)[0];
+    let v = &ok(&out)[0];
     assert_eq!(v["trainable_params"], 1_069_716);
     assert_eq!(v["total_params"], 22_894_740);
     assert_eq!(v["final_tokens"], 1 + 12 + 64);
@@ -169,12 +152,7 @@ fn train_json_then_eval_and_predict_with_the_native_checkpoint() {
     let cfg = tiny_config(dir.path());
     let run = dir.path().join("run");
     let out = dapt(&["train", "--config", &s(&cfg), "--out", &s(&run), "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = json_lines(&out);
+    let lines = ok(&out);
     assert_eq!(lines[0]["event"], "started");
     assert!(lines.iter().any(|l| l["event"] == "metrics"));
     let summary = &lines.last().unwrap()["summary"];
@@ -191,12 +169,7 @@ fn train_json_then_eval_and_predict_with_the_native_checkpoint() {
         "--data",
         "synthetic:seed=1,train=4,test=2,points=300",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = &json_lines(&out)[0];
+    let v = &ok(&out)[0];
     let acc = v["overall_accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(v["samples"], 20);
@@ -474,15 +447,10 @@ fn recompute_blocks_is_recorded_for_classification_and_refused_for_partseg() {
         "--recompute-blocks",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let end = ok(&out);
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["recompute_blocks"], true, "{saved}");
-    let end = json_lines(&out);
     let finished = end
         .iter()
         .find(|l| l["event"] == "finished")

@@ -119,15 +119,7 @@ fn dapt_variant_trains_only_its_rule_and_the_head() {
     let ad = device.clone().autodiff();
     let mut rng = dapt::data::Rng::new(3);
     let (b, n) = (2, 200);
-    let points: Vec<[f32; 3]> = (0..b * n)
-        .map(|_| {
-            [
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-            ]
-        })
-        .collect();
+    let points: Vec<[f32; 3]> = common::clouds::uniform_cube(&mut rng, b * n);
     let targets: Vec<usize> = (0..b * n).map(|i| i % 12).collect();
     let mut ctx = ForwardCtx::train(&mut rng);
     let out = model
@@ -249,15 +241,7 @@ fn official_double_step_is_replayed_on_request() {
     let mut rng = dapt::data::Rng::new(5);
     let items: Vec<SegItem> = (0..2)
         .map(|c| SegItem {
-            points: (0..64)
-                .map(|_| {
-                    [
-                        rng.range(-1.0, 1.0),
-                        rng.range(-1.0, 1.0),
-                        rng.range(-1.0, 1.0),
-                    ]
-                })
-                .collect(),
+            points: common::clouds::uniform_cube(&mut rng, 64),
             labels: (0..64).map(|i| 2 * c + usize::from(i % 3 == 0)).collect(),
             category: c,
         })
@@ -406,15 +390,7 @@ fn scoring_every_category_at_once_equals_one_pass_per_category() {
             let mut model = PartSegModel::new(&cfg, &device).unwrap();
             let n = cfg.npoints;
             let mut rng = dapt::data::Rng::new(4);
-            let points: Vec<[f32; 3]> = (0..n)
-                .map(|_| {
-                    [
-                        rng.range(-1.0, 1.0),
-                        rng.range(-1.0, 1.0),
-                        rng.range(-1.0, 1.0),
-                    ]
-                })
-                .collect();
+            let points: Vec<[f32; 3]> = common::clouds::uniform_cube(&mut rng, n);
             let cats = [2, 0, 3];
             let mut ctx = ForwardCtx::eval();
             let all = model

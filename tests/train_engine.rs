@@ -194,15 +194,7 @@ fn a_step_leaves_frozen_tensors_bit_identical_and_moves_encoder_bn_statistics() 
     let before = snapshot(&model);
     let mut rng = Rng::new(0);
     let n = cfg.model.npoints;
-    let pts: Vec<[f32; 3]> = (0..8 * n)
-        .map(|_| {
-            [
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-                rng.range(-1.0, 1.0),
-            ]
-        })
-        .collect();
+    let pts: Vec<[f32; 3]> = common::clouds::uniform_cube(&mut rng, 8 * n);
     let labels: Vec<usize> = (0..8).collect();
     let mut opt = AdamW::new(cfg.optim.clone());
     let ad = device.clone().autodiff();
@@ -495,15 +487,7 @@ fn recomputing_blocks_gives_the_plain_gradients() {
             };
             let (n, b) = (cfg.model.npoints, 6);
             let mut rng = Rng::new(5);
-            let pts: Vec<[f32; 3]> = (0..b * n)
-                .map(|_| {
-                    [
-                        rng.range(-1.0, 1.0),
-                        rng.range(-1.0, 1.0),
-                        rng.range(-1.0, 1.0),
-                    ]
-                })
-                .collect();
+            let pts: Vec<[f32; 3]> = common::clouds::uniform_cube(&mut rng, b * n);
             let labels: Vec<usize> = vec![0, 1, 2, 3, 1, 0];
             let base = build_model(&cfg, &device).unwrap();
             let (g, m) = (cfg.model.num_group, cfg.model.group_size);

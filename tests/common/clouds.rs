@@ -60,3 +60,16 @@ pub fn cloud(rng: &mut Rng, kind: Kind, n: usize) -> Vec<[f32; 3]> {
 pub fn batch(rng: &mut Rng, kind: Kind, b: usize, n: usize) -> Vec<[f32; 3]> {
     (0..b).flat_map(|_| cloud(rng, kind, n)).collect()
 }
+
+/// `count` points uniform in the cube [-1, 1]³ (x, y, z drawn in that order per point).
+pub fn uniform_cube(rng: &mut Rng, count: usize) -> Vec<[f32; 3]> {
+    (0..count)
+        .map(|_| {
+            [
+                rng.range(-1.0, 1.0),
+                rng.range(-1.0, 1.0),
+                rng.range(-1.0, 1.0),
+            ]
+        })
+        .collect()
+}
