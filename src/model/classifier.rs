@@ -148,6 +148,7 @@ impl Classifier {
         ctx: &mut ForwardCtx,
     ) -> ForwardOutput {
         let stem = self.stem(neighborhoods, centers, ctx);
+        let g = stem.groups();
         let mut x = stem.tokens;
         let mut block_out = Vec::with_capacity(self.blocks.len());
         let mut scales = Vec::new();
@@ -157,7 +158,7 @@ impl Classifier {
             block_out.push(y.clone());
             x = y;
         }
-        let (head_input, logits) = self.tail(x, stem.groups, ctx);
+        let (head_input, logits) = self.tail(x, g, ctx);
         ForwardOutput {
             logits,
             head_input,
@@ -175,7 +176,7 @@ impl Classifier {
         centers: Tensor<3>,
         ctx: &mut ForwardCtx,
     ) -> Stem {
-        let [b, g, _, _] = neighborhoods.dims();
+        let b = neighborhoods.dims()[0];
         let c = self.config.trans_dim;
         let patch_tokens = self.encoder.forward(neighborhoods, ctx.training);
         let mut tokens = patch_tokens.clone();
@@ -195,7 +196,6 @@ impl Classifier {
             tokens,
             pos,
             patch_tokens,
-            groups: g,
         }
     }
 
@@ -249,7 +249,13 @@ pub struct Stem {
     pub pos: Tensor<3>,
     /// Out of the encoder, before TFTS: `[b, g, c]`.
     pub patch_tokens: Tensor<3>,
-    pub groups: usize,
+}
+
+impl Stem {
+    /// Patches per cloud, `g`.
+    pub fn groups(&self) -> usize {
+        self.patch_tokens.dims()[1]
+    }
 }
 
 impl ModelKind {

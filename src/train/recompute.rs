@@ -57,7 +57,7 @@ pub fn loss_and_grads(
     STEPS.with(|s| s.set(s.get() + 1));
     let kind = model.config.kind;
     let stem = model.stem(neighborhoods, centers, ctx);
-    let g = stem.groups;
+    let g = stem.groups();
 
     // forward without a graph: the same autodiff ops (their values must match the plain
     // step's, and the inner backend's fused kernels round differently) on untracked
