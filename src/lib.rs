@@ -10,6 +10,7 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod gpu;
+pub mod heap;
 pub mod infer;
 pub mod launches;
 pub mod model;

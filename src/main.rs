@@ -1,4 +1,6 @@
 fn main() {
+    // before any thread starts and before the first large tensor (see `dapt::heap`)
+    dapt::heap::keep_freed_memory();
     quiet_vulkan_loader();
     std::process::exit(dapt::cli::main());
 }

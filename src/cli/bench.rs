@@ -89,7 +89,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
         println!(
-            "{} batch {} x {} points on {}: {:.1} ms/step (mean of {}), {:.1} samples/s, peak RSS {:.0} MiB, {} host reads per step, grouping on the {}{}",
+            "{} batch {} x {} points on {}: {:.1} ms/step (mean of {}), {:.1} samples/s, peak RSS {:.0} MiB (heap {}{}), {} host reads per step, grouping on the {}{}",
             v["mode"].as_str().unwrap_or(""),
             v["batch"],
             v["points"],
@@ -98,6 +98,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.steps,
             f("samples_per_s"),
             f("peak_memory_mib"),
+            v["heap"].as_str().unwrap_or(""),
+            match v["minor_faults_per_step"].as_f64() {
+                Some(n) => format!(", {n:.0} page faults per step"),
+                None => String::new(),
+            },
             f("host_reads_per_step"),
             v["grouping"].as_str().unwrap_or(""),
             match v["kernel_launches_per_step"].as_f64() {
@@ -147,12 +152,16 @@ fn time_steps(
     let phases_before = crate::phases::totals();
     let reads_before = reads_on_this_thread();
     let launches = LaunchCount::start();
+    let faults_before = crate::heap::minor_faults();
     let t = Instant::now();
     run(steps)?;
     // fused kernels are issued at the flush the sync forces, so count after it
     sync()?;
     Ok(Timed {
         secs: t.elapsed().as_secs_f64(),
+        minor_faults: crate::heap::minor_faults()
+            .zip(faults_before)
+            .map(|(after, before)| after.saturating_sub(before)),
         reads: reads_on_this_thread() - reads_before,
         launches: launches.total(),
         by_kernel: launches.by_kernel(),
@@ -162,6 +171,8 @@ fn time_steps(
 
 struct Timed {
     secs: f64,
+    /// Page faults over the timed steps (every thread of the process), where the OS counts them.
+    minor_faults: Option<u64>,
     reads: u64,
     launches: u64,
     by_kernel: Vec<(String, u64)>,
@@ -376,6 +387,8 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "peak_memory_mib": peak_memory_mib,
         "backend": selected.description,
         "threads": threads,
+        "heap": crate::heap::policy().name(),
+        "minor_faults_per_step": timed.minor_faults.map(|n| n as f64 / steps as f64),
     });
     Ok(v)
 }
