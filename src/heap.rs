@@ -45,6 +45,7 @@ pub fn policy() -> HeapPolicy {
     POLICY.get().copied().unwrap_or(HeapPolicy::System)
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn user_chose_system() -> bool {
     let own = std::env::var("DAPT_HEAP").is_ok_and(|v| v.trim().eq_ignore_ascii_case("system"));
     let glibc = [
@@ -81,7 +82,6 @@ fn apply() -> HeapPolicy {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn apply() -> HeapPolicy {
-    let _ = user_chose_system();
     HeapPolicy::System
 }
 
