@@ -50,17 +50,16 @@ impl PatchEncoder {
         // half once per patch instead of once per point, and no [bgm, 512] concatenation
         let w = self.second_conv0.weight.val(); // [512 in, 512 out], global rows first
         let width = w.dims()[1];
-        let per_patch = global
-            .reshape([b * g, 256])
-            .matmul(w.clone().slice_dim(0, 0..256))
-            .reshape([b * g, 1, width]);
+        let mut per_patch = global.reshape([b * g, 256]).matmul(w.clone().slice_dim(0, 0..256));
+        // the bias joins the per-patch half (`[bg, 512]`) rather than every point's row: one
+        // pass over the `[bgm, 512]` product fewer
+        if let Some(bias) = &self.second_conv0.bias {
+            per_patch = per_patch + bias.val().unsqueeze::<2>();
+        }
         let per_point = f
             .matmul(w.slice_dim(0, 256..512))
             .reshape([b * g, m, width]);
-        let mut x = (per_point + per_patch).reshape([rows, width]);
-        if let Some(bias) = &self.second_conv0.bias {
-            x = x + bias.val().unsqueeze::<2>();
-        }
+        let x = (per_point + per_patch.reshape([b * g, 1, width])).reshape([rows, width]);
         let x = activation::relu(self.second_conv1.forward(x, training));
         let x = self.second_conv3.forward(x); // [bgm, c]
         let c = x.dims()[1];
