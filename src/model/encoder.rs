@@ -50,7 +50,9 @@ impl PatchEncoder {
         // half once per patch instead of once per point, and no [bgm, 512] concatenation
         let w = self.second_conv0.weight.val(); // [512 in, 512 out], global rows first
         let width = w.dims()[1];
-        let mut per_patch = global.reshape([b * g, 256]).matmul(w.clone().slice_dim(0, 0..256));
+        let mut per_patch = global
+            .reshape([b * g, 256])
+            .matmul(w.clone().slice_dim(0, 0..256));
         // the bias joins the per-patch half (`[bg, 512]`) rather than every point's row: one
         // pass over the `[bgm, 512]` product fewer
         if let Some(bias) = &self.second_conv0.bias {

@@ -4,7 +4,7 @@
 
 use burn::module::{Module, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::data::Rng;
 
@@ -196,8 +196,9 @@ impl Tfts {
     }
 }
 
+/// Exact GELU: threaded on burn-flex (`model::gelu`), burn's own elsewhere.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    activation::gelu(x)
+    super::gelu::gelu(x)
 }
 
 /// Per-forward randomness and mode. Masks are drawn on the host from our own [`Rng`] so a

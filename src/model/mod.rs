@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod encoder;
+pub mod gelu;
 pub mod grouping;
 pub mod init;
 pub mod layers;
