@@ -3,7 +3,7 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Tensor};
 
 use super::adapter::DynamicAdapter;
 use super::layers::{ForwardCtx, LayerNorm, Tfts, gelu, linear};
@@ -46,7 +46,7 @@ impl Attention {
         let k = qkv.clone().slice_dim(0, 1..2).reshape([b, h, t, dh]);
         let v = qkv.slice_dim(0, 2..3).reshape([b, h, t, dh]);
         let scale = (dh as f64).powf(-0.5);
-        let attn = activation::softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
+        let attn = super::softmax::softmax_last(q.matmul(k.swap_dims(2, 3)) * scale);
         let out = attn.matmul(v).swap_dims(1, 2).reshape([b, t, c]);
         let mut out = self.proj.forward(out);
         if let Some(tf) = &self.tfts_2 {

@@ -17,6 +17,7 @@ pub mod load;
 pub mod names;
 pub mod partseg;
 pub mod pretrain;
+pub mod softmax;
 pub mod yaml;
 
 pub use classifier::{Classifier, ForwardOutput, ForwardState};
