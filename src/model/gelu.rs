@@ -8,21 +8,15 @@
 //! its values are bit for bit those of `activation::gelu`, and an autodiff node whose backward
 //! calls the threaded gradient. Every other backend (wgpu) keeps `activation::gelu`.
 
-use core::marker::PhantomData;
-
-use burn::backend::autodiff::NodeId;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
-use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Device, Tensor, activation};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use super::unary_node;
 
 /// Below this many elements the threads cost more than they save.
 const PARALLEL_MIN: usize = 1 << 15;
@@ -116,66 +110,19 @@ impl ExactGelu for Flex {
     }
 }
 
-/// The autodiff node: like burn's own GELU node (memory-bound, so checkpointing recomputes it
-/// from its input rather than keeping its output), with the threaded kernels inside.
-#[derive(Debug)]
-struct GeluNode;
-
-impl<B: Backend + ExactGelu> Backward<B, 1> for GeluNode {
-    type State = NodeId;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let input: B::FloatTensorPrimitive = checkpointer.retrieve_node_output(ops.state);
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::exact_gelu_backward(input, grad)
-        });
-    }
-}
-
-/// Recomputes the node's output from its input when checkpointing dropped it.
-#[derive(Debug)]
-struct GeluRetro<B> {
-    input: NodeId,
-    _backend: PhantomData<fn() -> B>,
-}
-
-impl<B: Backend + ExactGelu> RetroForward for GeluRetro<B> {
-    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
-        let input = states.get_state::<B::FloatTensorPrimitive>(&self.input);
-        states.save(out_node, B::exact_gelu(input));
-    }
-}
-
 impl<B: Backend + ExactGelu, C: CheckpointStrategy> ExactGelu for Autodiff<B, C> {
     fn exact_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let retro = GeluRetro::<B> {
-            input: x.id(),
-            _backend: PhantomData,
-        };
-        match GeluNode
-            .prepare::<C>([x.node()])
-            .memory_bound()
-            .retro_forward(retro)
-            .parents([&x])
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::exact_gelu(x.primitive().clone()))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::exact_gelu(x.into_primitive())),
-        }
+        unary_node::forward::<B, C>(
+            x,
+            unary_node::Kernels {
+                forward: B::exact_gelu,
+                backward: B::exact_gelu_backward,
+            },
+        )
     }
 
-    /// Not differentiated again: only the forward's node calls it, on the inner backend.
     fn exact_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let out = B::exact_gelu_backward(x.into_primitive(), grad.into_primitive());
-        <FloatTensor<Self>>::new(out)
+        unary_node::backward::<B, C>(x, grad, B::exact_gelu_backward)
     }
 }
 

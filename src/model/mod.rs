@@ -18,6 +18,7 @@ pub mod names;
 pub mod partseg;
 pub mod pretrain;
 pub mod softmax;
+pub mod unary_node;
 pub mod yaml;
 
 pub use classifier::{Classifier, ForwardOutput, ForwardState};

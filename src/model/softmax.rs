@@ -9,21 +9,15 @@
 //! input (the node is memory-bound, as burn's element-wise nodes are, so checkpointing keeps
 //! the input, not the output). Inference keeps burn-flex's own fused softmax; wgpu keeps burn's.
 
-use core::marker::PhantomData;
-
-use burn::backend::autodiff::NodeId;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
-use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Device, Tensor, activation};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use super::unary_node;
 
 /// Rows per rayon task: enough work to pay for the split.
 const ROWS_PER_TASK: usize = 64;
@@ -139,63 +133,19 @@ fn backward_by_ops(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
     Flex::float_mul(y, Flex::float_sub(grad, dot))
 }
 
-#[derive(Debug)]
-struct SoftmaxNode;
-
-impl<B: Backend + LastDimSoftmax> Backward<B, 1> for SoftmaxNode {
-    type State = NodeId;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let input: B::FloatTensorPrimitive = checkpointer.retrieve_node_output(ops.state);
-        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::softmax_last_backward(input, grad)
-        });
-    }
-}
-
-#[derive(Debug)]
-struct SoftmaxRetro<B> {
-    input: NodeId,
-    _backend: PhantomData<fn() -> B>,
-}
-
-impl<B: Backend + LastDimSoftmax> RetroForward for SoftmaxRetro<B> {
-    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
-        let input = states.get_state::<B::FloatTensorPrimitive>(&self.input);
-        states.save(out_node, B::softmax_last(input));
-    }
-}
-
 impl<B: Backend + LastDimSoftmax, C: CheckpointStrategy> LastDimSoftmax for Autodiff<B, C> {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let retro = SoftmaxRetro::<B> {
-            input: x.id(),
-            _backend: PhantomData,
-        };
-        match SoftmaxNode
-            .prepare::<C>([x.node()])
-            .memory_bound()
-            .retro_forward(retro)
-            .parents([&x])
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::softmax_last(x.primitive().clone()))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::softmax_last(x.into_primitive())),
-        }
+        unary_node::forward::<B, C>(
+            x,
+            unary_node::Kernels {
+                forward: B::softmax_last,
+                backward: B::softmax_last_backward,
+            },
+        )
     }
 
-    /// Not differentiated again: only the forward's node calls it, on the inner backend.
     fn softmax_last_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        let out = B::softmax_last_backward(x.into_primitive(), grad.into_primitive());
-        <FloatTensor<Self>>::new(out)
+        unary_node::backward::<B, C>(x, grad, B::softmax_last_backward)
     }
 }
 

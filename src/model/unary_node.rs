@@ -1,0 +1,105 @@
+//! The autodiff node shared by the element-wise backend extensions (`model::gelu`,
+//! `model::softmax`): one input, memory-bound (burn's checkpointing keeps the input and
+//! recomputes the output with a retro-forward, as it does for burn's own element-wise nodes),
+//! and a backward that needs only the input and the output's gradient.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
+use burn::backend::autodiff::checkpoint::state::BackwardStates;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend};
+
+type Primitive<B> = <B as burn::backend::BackendTypes>::FloatTensorPrimitive;
+
+/// The inner backend's kernel and its gradient (`input, output gradient → input gradient`).
+pub struct Kernels<B: Backend> {
+    pub forward: fn(Primitive<B>) -> Primitive<B>,
+    pub backward: fn(Primitive<B>, Primitive<B>) -> Primitive<B>,
+}
+
+struct Node<B: Backend> {
+    backward: fn(Primitive<B>, Primitive<B>) -> Primitive<B>,
+}
+
+impl<B: Backend> core::fmt::Debug for Node<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("UnaryExtensionNode")
+    }
+}
+
+impl<B: Backend> Backward<B, 1> for Node<B> {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let input: Primitive<B> = checkpointer.retrieve_node_output(ops.state);
+        let backward = self.backward;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| backward(input, grad));
+    }
+}
+
+/// Recomputes the node's output from its input when checkpointing dropped it.
+struct Retro<B: Backend> {
+    input: NodeId,
+    forward: fn(Primitive<B>) -> Primitive<B>,
+}
+
+impl<B: Backend> core::fmt::Debug for Retro<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UnaryExtensionRetro")
+            .field("input", &self.input)
+            .finish()
+    }
+}
+
+impl<B: Backend> RetroForward for Retro<B> {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let input = states.get_state::<Primitive<B>>(&self.input);
+        states.save(out_node, (self.forward)(input));
+    }
+}
+
+/// `kernels.forward(x)` recorded as one autodiff node.
+pub fn forward<B: Backend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    kernels: Kernels<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let retro = Retro::<B> {
+        input: x.id(),
+        forward: kernels.forward,
+    };
+    let node = Node::<B> {
+        backward: kernels.backward,
+    };
+    match node
+        .prepare::<C>([x.node()])
+        .memory_bound()
+        .retro_forward(retro)
+        .parents([&x])
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let state = prep.checkpoint(&x);
+            prep.finish(state, (kernels.forward)(x.primitive().clone()))
+        }
+        OpsKind::UnTracked(prep) => prep.finish((kernels.forward)(x.into_primitive())),
+    }
+}
+
+/// The gradient kernel on autodiff tensors, untracked: only the node's backward calls it, on
+/// the inner backend, so it is never differentiated again.
+pub fn backward<B: Backend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    grad: FloatTensor<Autodiff<B, C>>,
+    kernel: fn(Primitive<B>, Primitive<B>) -> Primitive<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    <FloatTensor<Autodiff<B, C>>>::new(kernel(x.into_primitive(), grad.into_primitive()))
+}
