@@ -53,23 +53,10 @@ fn gelu_grad_f32(x: f32, g: f32) -> f32 {
     g * (cdf + x * pdf)
 }
 
-/// The contiguous f32 values of `t`, or `None` (another dtype, a strided view).
-fn f32_values(t: &FlexTensor) -> Option<&[f32]> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
-    t.as_slice::<f32>()
-}
-
-fn from_values(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
-    let shape = like.layout().shape().clone();
-    FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
-}
-
 impl ExactGelu for Flex {
     fn exact_gelu(x: FlexTensor) -> FlexTensor {
         let x = x.to_contiguous();
-        let Some(values) = f32_values(&x) else {
+        let Some(values) = unary_node::flex_f32(&x) else {
             return Flex::gelu(x);
         };
         let out: Vec<f32> = if values.len() >= PARALLEL_MIN {
@@ -81,13 +68,13 @@ impl ExactGelu for Flex {
         } else {
             values.iter().map(|&v| gelu_f32(v)).collect()
         };
-        from_values(out, &x)
+        unary_node::flex_from_f32(out, &x)
     }
 
     fn exact_gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
         let x = x.to_contiguous();
         let grad = grad.to_contiguous();
-        let (Some(xs), Some(gs)) = (f32_values(&x), f32_values(&grad)) else {
+        let (Some(xs), Some(gs)) = (unary_node::flex_f32(&x), unary_node::flex_f32(&grad)) else {
             return Flex::gelu_backward(x, grad);
         };
         if xs.len() != gs.len() {
@@ -106,7 +93,7 @@ impl ExactGelu for Flex {
                 .map(|(&v, &g)| gelu_grad_f32(v, g))
                 .collect()
         };
-        from_values(out, &x)
+        unary_node::flex_from_f32(out, &x)
     }
 }
 

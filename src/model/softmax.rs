@@ -66,17 +66,9 @@ fn softmax_grad_row(g: &[f32], dx: &mut [f32]) {
 
 /// Contiguous f32 rows of `t` (row length, values), or `None`.
 fn rows(t: &FlexTensor) -> Option<(usize, &[f32])> {
-    if t.dtype() != DType::F32 {
-        return None;
-    }
     let n = *t.layout().shape().last()?;
-    let values = t.as_slice::<f32>()?;
+    let values = unary_node::flex_f32(t)?;
     (n > 0).then_some((n, values))
-}
-
-fn from_values(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
-    let shape = like.layout().shape().clone();
-    FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
 }
 
 fn last_dim(t: &FlexTensor) -> usize {
@@ -98,7 +90,7 @@ impl LastDimSoftmax for Flex {
                     softmax_row(irow, orow);
                 }
             });
-        from_values(out, &x)
+        unary_node::flex_from_f32(out, &x)
     }
 
     fn softmax_last_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
@@ -120,7 +112,7 @@ impl LastDimSoftmax for Flex {
                     softmax_grad_row(grow, orow);
                 }
             });
-        from_values(out, &x)
+        unary_node::flex_from_f32(out, &x)
     }
 }
 

@@ -1,7 +1,8 @@
-//! The autodiff node shared by the element-wise backend extensions (`model::gelu`,
-//! `model::softmax`): one input, memory-bound (burn's checkpointing keeps the input and
+//! What the element-wise backend extensions (`model::gelu`, `model::softmax`) share: their
+//! autodiff node, with one input, memory-bound (burn's checkpointing keeps the input and
 //! recomputes the output with a retro-forward, as it does for burn's own element-wise nodes),
-//! and a backward that needs only the input and the output's gradient.
+//! and a backward that needs only the input and the output's gradient; and the way their
+//! burn-flex kernels read f32 values and hand results back.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -12,6 +13,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend};
+use burn::tensor::DType;
+use burn_flex::FlexTensor;
 
 type Primitive<B> = <B as burn::backend::BackendTypes>::FloatTensorPrimitive;
 
@@ -102,4 +105,19 @@ pub fn backward<B: Backend, C: CheckpointStrategy>(
     kernel: fn(Primitive<B>, Primitive<B>) -> Primitive<B>,
 ) -> FloatTensor<Autodiff<B, C>> {
     <FloatTensor<Autodiff<B, C>>>::new(kernel(x.into_primitive(), grad.into_primitive()))
+}
+
+/// The contiguous f32 values of `t`, or `None` (another dtype, a strided view): the kernels
+/// then leave the tensor to burn-flex's own op.
+pub fn flex_f32(t: &FlexTensor) -> Option<&[f32]> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    t.as_slice::<f32>()
+}
+
+/// A kernel's output values as a contiguous burn-flex tensor of `like`'s shape.
+pub fn flex_from_f32(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
+    let shape = like.layout().shape().clone();
+    FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
 }
