@@ -1,8 +1,8 @@
 //! The Dynamic Adapter (`Adapter_MLP`, dapt-spec.md §4.2): parallel to the frozen MLP, with
 //! a per-token, per-layer dynamic scale s = ReLU(Linear(LN(y))).
 
+use super::linear::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, activation};
 
 use super::layers::{ForwardCtx, LayerNorm, gelu, linear, param};

@@ -1,8 +1,8 @@
 //! Pre-norm transformer block (dapt-spec.md §3.3) and its DAPT form (§4.3): the same frozen
 //! weights, with TFTS units, a Dynamic Adapter and an internal prompt when `dapt` parts exist.
 
+use super::linear::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 
 use super::adapter::DynamicAdapter;

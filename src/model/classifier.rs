@@ -2,8 +2,8 @@
 //! `PointTransformer` (§3.4), with the official head (§5.1). One struct, one code path for
 //! every burn backend; which parts exist follows [`ModelKind`].
 
+use super::linear::Linear;
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData, activation};
 
 use super::ModelError;

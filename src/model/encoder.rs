@@ -1,8 +1,8 @@
 //! Mini-PointNet patch encoder (`encoder.*`, dapt-spec.md §3.1) and the positional
 //! embedding MLP (`pos_embed.*`, §3.2).
 
+use super::linear::Linear;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, activation};
 
 use super::layers::{BatchNorm, gelu, linear};

@@ -3,10 +3,11 @@
 //! timm DropPath, SSF-style scale-and-shift).
 
 use burn::module::{Module, Param, ParamId};
-use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::data::Rng;
+
+pub use super::linear::Linear;
 
 /// A parameter holding `value`, trainable unless frozen later.
 pub fn param<const D: usize>(value: Tensor<D>) -> Param<Tensor<D>> {
@@ -21,7 +22,7 @@ pub fn buffer<const D: usize>(value: Tensor<D>) -> Param<Tensor<D>> {
 /// `nn.Linear` with PyTorch's default init (kaiming-uniform a=√5 → U(±1/√fan_in) for
 /// weight and bias). Weight stored `[in, out]`.
 pub fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
-    LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
+    Linear::new(d_in, d_out, bias, device)
 }
 
 /// LayerNorm over the last dimension, eps 1e-5, biased variance (PyTorch).

@@ -13,6 +13,7 @@ pub mod gelu;
 pub mod grouping;
 pub mod init;
 pub mod layers;
+pub mod linear;
 pub mod load;
 pub mod names;
 pub mod partseg;

@@ -44,8 +44,8 @@
 
 use std::collections::HashMap;
 
+use super::linear::Linear;
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData, activation};
 use serde::{Deserialize, Serialize};
 

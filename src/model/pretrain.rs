@@ -21,8 +21,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use super::linear::Linear;
 use burn::module::{Module, ModuleMapper, Param};
-use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
