@@ -1,12 +1,14 @@
-//! Exact GELU, `½·x·(1 + erf(x/√2))`, as one threaded pass on burn-flex, forward and backward.
+//! Exact GELU, `x·Φ(x)`, as one threaded, vectorised pass on burn-flex, forward and backward.
 //!
 //! burn-flex computes GELU and its gradient one element at a time on one thread, with a scalar
 //! `erff`, and under autodiff each call first collects a fresh `Vec`: 16% of a DAPT step on two
 //! cores (BENCHMARKS.md, "An AVX-512 machine"). The model cannot reach burn-flex's loops, so
-//! this is a burn backend extension: a burn-flex implementation that splits the same
-//! arithmetic (`libm::erff`, `f32::exp`, the same expression order) over rayon's threads, so
-//! its values are bit for bit those of `activation::gelu`, and an autodiff node whose backward
-//! calls the threaded gradient. Every other backend (wgpu) keeps `activation::gelu`.
+//! this is a burn backend extension: a burn-flex implementation that splits the work over
+//! rayon's threads and runs `model::gelu_math`'s branch-free arithmetic (AVX-512 or AVX2,
+//! chosen at run time) on each slice, and an autodiff node whose backward calls the threaded
+//! gradient. The values agree with burn's `activation::gelu` to 1e-6 and with an f64
+//! reference to a few units in the last place. Every other backend (wgpu) keeps
+//! `activation::gelu`.
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ops::ActivationOps;
@@ -16,7 +18,9 @@ use burn::tensor::{DType, Device, Tensor, activation};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::unary_node;
+use std::mem::MaybeUninit;
+
+use super::{gelu_math, unary_node};
 
 /// Below this many elements the threads cost more than they save.
 const PARALLEL_MIN: usize = 1 << 15;
@@ -40,17 +44,31 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
-#[inline]
-fn gelu_f32(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x / core::f32::consts::SQRT_2))
-}
+/// Elements per rayon task: enough work to pay for the split.
+const TASK: usize = PARALLEL_MIN / 4;
 
-#[inline]
-fn gelu_grad_f32(x: f32, g: f32) -> f32 {
-    let inv_sqrt_2pi: f32 = 1.0 / (2.0 * core::f32::consts::PI).sqrt();
-    let cdf = 0.5 * (1.0 + libm::erff(x / core::f32::consts::SQRT_2));
-    let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
-    g * (cdf + x * pdf)
+/// `kernel` over matching slices of `xs` and `gs` (as long as `xs`), on rayon's threads when
+/// there is enough work; the kernel writes every element of its output slice.
+fn map_slices(
+    xs: &[f32],
+    gs: &[f32],
+    kernel: impl Fn(&[f32], &[f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    assert_eq!(xs.len(), gs.len(), "GELU kernel operands differ in length");
+    let n = xs.len();
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let dst = &mut out.spare_capacity_mut()[..n];
+    if n >= PARALLEL_MIN {
+        dst.par_chunks_mut(TASK)
+            .zip(xs.par_chunks(TASK))
+            .enumerate()
+            .for_each(|(i, (o, x))| kernel(x, &gs[i * TASK..i * TASK + x.len()], o));
+    } else {
+        kernel(xs, gs, dst);
+    }
+    // SAFETY: the kernels write every element of `dst`, which is `n` long.
+    unsafe { out.set_len(n) };
+    out
 }
 
 impl ExactGelu for Flex {
@@ -59,15 +77,7 @@ impl ExactGelu for Flex {
         let Some(values) = unary_node::flex_f32(&x) else {
             return Flex::gelu(x);
         };
-        let out: Vec<f32> = if values.len() >= PARALLEL_MIN {
-            values
-                .par_iter()
-                .with_min_len(PARALLEL_MIN / 4)
-                .map(|&v| gelu_f32(v))
-                .collect()
-        } else {
-            values.iter().map(|&v| gelu_f32(v)).collect()
-        };
+        let out = map_slices(values, values, |x, _, o| gelu_math::gelu_into(x, o));
         unary_node::flex_from_f32(out, &x)
     }
 
@@ -81,18 +91,7 @@ impl ExactGelu for Flex {
             // broadcasting is not ours to handle; burn-flex's kernel does it
             return Flex::gelu_backward(x, grad);
         }
-        let out: Vec<f32> = if xs.len() >= PARALLEL_MIN {
-            xs.par_iter()
-                .zip(gs.par_iter())
-                .with_min_len(PARALLEL_MIN / 4)
-                .map(|(&v, &g)| gelu_grad_f32(v, g))
-                .collect()
-        } else {
-            xs.iter()
-                .zip(gs)
-                .map(|(&v, &g)| gelu_grad_f32(v, g))
-                .collect()
-        };
+        let out = map_slices(xs, gs, gelu_math::gelu_grad_into);
         unary_node::flex_from_f32(out, &x)
     }
 }
@@ -143,30 +142,35 @@ mod tests {
         Tensor::cat(vec![x, edges], 0)
     }
 
-    fn same_bits(a: &[f32], b: &[f32], what: &str) {
+    /// Within 1e-6 of burn's value (absolute, and relative above 1), non-finite where burn's
+    /// is. burn's `½·x·(1 + erf)` cancels for negative `x`, so it is the less accurate side
+    /// there (`model::gelu_math` holds ours to an f64 reference).
+    fn close_to_burns(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
-                "{what}: element {i}: {x} against burn's {y}"
-            );
+            let ok = if y.is_finite() {
+                (x - y).abs() <= 1e-6 * (1.0 + y.abs())
+            } else {
+                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan())
+            };
+            assert!(ok, "{what}: element {i}: {x} against burn's {y}");
         }
     }
 
     #[test]
-    fn threaded_gelu_equals_burns_bit_for_bit_small_large_and_strided() {
+    fn threaded_gelu_matches_burns_small_large_and_strided() {
         let device = Device::flex();
         // below and above the threading threshold
         for n in [3, 20_000] {
             let x = inputs(n, &device);
-            same_bits(
+            close_to_burns(
                 &values(gelu(x.clone())),
                 &values(activation::gelu(x.clone())),
                 "contiguous",
             );
             // a transposed view goes through the contiguous copy
             let t = x.swap_dims(0, 1);
-            same_bits(
+            close_to_burns(
                 &values(gelu(t.clone())),
                 &values(activation::gelu(t)),
                 "strided",
@@ -175,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn threaded_gelu_gradient_equals_burns_with_and_without_checkpointing() {
+    fn threaded_gelu_gradient_matches_burns_with_and_without_checkpointing() {
         for checkpointing in [false, true] {
             let ad = Device::flex().autodiff();
             let ad = if checkpointing {
@@ -197,9 +201,9 @@ mod tests {
             };
             let (ours, ours_grad) = run(gelu::<2>);
             let (burns, burns_grad) = run(activation::gelu::<2>);
-            same_bits(&ours, &burns, "forward under autodiff");
+            close_to_burns(&ours, &burns, "forward under autodiff");
             assert!(!ours_grad.is_empty(), "no gradient reached the input");
-            same_bits(&ours_grad, &burns_grad, "gradient");
+            close_to_burns(&ours_grad, &burns_grad, "gradient");
         }
     }
 
@@ -208,7 +212,7 @@ mod tests {
         let ad = Device::flex().autodiff();
         let x = inputs(40, &Device::flex());
         let on_ad = Tensor::<2>::from_data(x.clone().into_data(), &ad);
-        same_bits(
+        close_to_burns(
             &values(gelu(on_ad).inner()),
             &values(activation::gelu(x)),
             "untracked",

@@ -10,6 +10,7 @@ pub mod classifier;
 pub mod config;
 pub mod encoder;
 pub mod gelu;
+pub mod gelu_math;
 pub mod grouping;
 pub mod init;
 pub mod layers;
