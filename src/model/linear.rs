@@ -17,7 +17,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
@@ -371,55 +371,40 @@ fn autodiff_linear<B: RowLinear, C: CheckpointStrategy>(
     weight: FloatTensor<Autodiff<B, C>>,
     bias: Option<FloatTensor<Autodiff<B, C>>>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let x_tracked = x.is_tracked();
-    let weight_tracked = weight.is_tracked();
     match bias {
-        Some(bias) => match <LinearNode as Backward<B, 3>>::prepare::<C>(
-            LinearNode,
-            [x.node(), weight.node(), bias.node()],
-        )
-        .compute_bound()
-        .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    weight_tracked.then(|| prep.checkpoint(&x)),
-                    x_tracked.then(|| prep.checkpoint(&weight)),
-                );
-                let out = inner_linear::<B>(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    Some(bias.into_primitive()),
-                );
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(inner_linear::<B>(
-                x.into_primitive(),
-                weight.into_primitive(),
-                Some(bias.into_primitive()),
-            )),
-        },
-        None => match <LinearNode as Backward<B, 2>>::prepare::<C>(
-            LinearNode,
-            [x.node(), weight.node()],
-        )
-        .compute_bound()
-        .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (
-                    weight_tracked.then(|| prep.checkpoint(&x)),
-                    x_tracked.then(|| prep.checkpoint(&weight)),
-                );
-                let out = inner_linear::<B>(x.into_primitive(), weight.into_primitive(), None);
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(inner_linear::<B>(
-                x.into_primitive(),
-                weight.into_primitive(),
-                None,
-            )),
-        },
+        Some(bias) => {
+            let nodes = [x.node(), weight.node(), bias.node()];
+            record::<B, C, 3>(nodes, x, weight, Some(bias.into_primitive()))
+        }
+        None => record::<B, C, 2>([x.node(), weight.node()], x, weight, None),
+    }
+}
+
+/// Records the node over `nodes` (x, W and the bias when there is one) and runs the layer.
+fn record<B: RowLinear, C: CheckpointStrategy, const N: usize>(
+    nodes: [NodeGuard; N],
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<B>>,
+) -> FloatTensor<Autodiff<B, C>>
+where
+    LinearNode: Backward<B, N, State = LinearState>,
+{
+    let (x_tracked, weight_tracked) = (x.is_tracked(), weight.is_tracked());
+    match LinearNode.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (
+                weight_tracked.then(|| prep.checkpoint(&x)),
+                x_tracked.then(|| prep.checkpoint(&weight)),
+            );
+            let out = inner_linear::<B>(x.into_primitive(), weight.into_primitive(), bias);
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(inner_linear::<B>(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias,
+        )),
     }
 }
 
@@ -474,19 +459,7 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        crate::readback::flex_values(t)
-    }
-
-    fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * (1.0 + y.abs()),
-                "{what}: element {i}: {x} against burn's {y}"
-            );
-        }
-    }
+    use crate::model::test_util::{close, values};
 
     struct Run {
         out: Vec<f32>,

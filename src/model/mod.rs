@@ -50,3 +50,25 @@ impl ModelError {
         }
     }
 }
+
+/// What the backend extensions' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use burn::tensor::Tensor;
+
+    /// The f32 values of a burn-flex tensor.
+    pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        crate::readback::flex_values(t)
+    }
+
+    /// `a` within `tol` of burn's `b`, absolute below 1 and relative above.
+    pub fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "{what}: element {i}: {x} against burn's {y}"
+            );
+        }
+    }
+}

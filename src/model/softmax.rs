@@ -146,19 +146,7 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        crate::readback::flex_values(t)
-    }
-
-    fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                (x - y).abs() <= tol * (1.0 + y.abs()),
-                "{what}: element {i}: {x} against burn's {y}"
-            );
-        }
-    }
+    use crate::model::test_util::{close, values};
 
     /// Scores and gradients of the attention's shape, row lengths across the task split.
     fn run(
