@@ -117,9 +117,7 @@ mod tests {
     use super::*;
     use burn::tensor::{Distribution, TensorData};
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        crate::readback::flex_values(t)
-    }
+    use crate::model::test_util::values;
 
     /// Inputs across GELU's range, with the tails, zeros and non-finite values.
     fn inputs(n: usize, device: &Device) -> Tensor<2> {
