@@ -205,10 +205,6 @@ fn with_last(shape: &Shape, last: usize) -> Shape {
     Shape::from(dims)
 }
 
-fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
-}
-
 fn flex_linear(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>) -> FlexTensor {
     let x = x.to_contiguous();
     let bias = bias.map(|b| b.to_contiguous());
@@ -231,7 +227,7 @@ fn flex_linear(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>) -> F
         w.cols,
         bias.is_some().then_some(bs),
     );
-    flex_tensor(out, with_last(x.layout().shape(), w.cols))
+    unary_node::flex_shaped(out, with_last(x.layout().shape(), w.cols))
 }
 
 impl RowLinear for Flex {
@@ -260,7 +256,7 @@ impl RowLinear for Flex {
             w.rows,
             None,
         );
-        flex_tensor(out, with_last(grad.layout().shape(), w.rows))
+        unary_node::flex_shaped(out, with_last(grad.layout().shape(), w.rows))
     }
 
     fn row_linear_weight_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
@@ -301,7 +297,7 @@ impl RowLinear for Flex {
             );
             out.set_len(d_in * d_out);
         }
-        flex_tensor(out, Shape::new([d_in, d_out]))
+        unary_node::flex_shaped(out, Shape::new([d_in, d_out]))
     }
 }
 

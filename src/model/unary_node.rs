@@ -118,6 +118,10 @@ pub fn flex_f32(t: &FlexTensor) -> Option<&[f32]> {
 
 /// A kernel's output values as a contiguous burn-flex tensor of `like`'s shape.
 pub fn flex_from_f32(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
-    let shape = like.layout().shape().clone();
+    flex_shaped(values, like.layout().shape().clone())
+}
+
+/// A kernel's output values as a contiguous burn-flex tensor of `shape`.
+pub fn flex_shaped(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
     FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
 }
