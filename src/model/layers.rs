@@ -40,10 +40,9 @@ impl LayerNorm {
         }
     }
 
+    /// One pass per row on burn-flex (`model::norm`), burn's ops elsewhere.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let xhat = (x - mean) / (var + 1e-5).sqrt();
-        xhat * self.weight.val().unsqueeze() + self.bias.val().unsqueeze()
+        super::norm::layer_norm(x, self.weight.val(), self.bias.val())
     }
 }
 
@@ -188,12 +187,9 @@ impl Tfts {
         }
     }
 
+    /// One pass per row on burn-flex (`model::norm`), burn's ops elsewhere.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        x * self.gamma.val().unsqueeze() + self.bias_like()
-    }
-
-    fn bias_like<const D: usize>(&self) -> Tensor<D> {
-        self.beta.val().unsqueeze()
+        super::norm::scale_shift(x, self.gamma.val(), self.beta.val())
     }
 }
 

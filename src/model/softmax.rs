@@ -7,35 +7,42 @@
 //! every block, and a profile put `exp` alone at 3.6% of a DAPT step. Here the forward is
 //! `exp(x − max) / Σ` per row and the backward `y·(g − Σ g·y)` per row, recomputing `y` from the
 //! input (the node is memory-bound, as burn's element-wise nodes are, so checkpointing keeps
-//! the input, not the output). Inference keeps burn-flex's own fused softmax; wgpu keeps burn's.
+//! the input, not the output). On wgpu the same node runs `model::cube::softmax`'s kernels: one
+//! launch forward and one backward instead of burn's decomposition. Inference keeps burn's own
+//! softmax (burn-flex fuses it already).
 
+use burn::backend::TensorMetadata;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, Device, Tensor, activation};
+use burn::tensor::{DType, Tensor, activation};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::unary_node;
+use super::{cube, unary_node};
 
 /// Rows per rayon task: enough work to pay for the split.
 const ROWS_PER_TASK: usize = 64;
 
 /// Softmax over the last dimension and its gradient as backend operations.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Cube, Fusion, Autodiff)]
 pub trait LastDimSoftmax: Backend {
     /// `exp(x − max) / Σ exp(x − max)` along the last dimension.
+    #[fusion(dtype = x, shape = x)]
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The input's gradient given the input and the output's gradient.
+    #[fusion(dtype = x, shape = x)]
     fn softmax_last_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// Softmax of `x` over its last dimension: the threaded node when training on burn-flex (f32),
-/// burn's own softmax otherwise.
+/// Softmax of `x` over its last dimension: under autodiff in f32 the extension's node (burn-flex's
+/// threaded rows, or `model::cube::softmax`'s kernels on wgpu), burn's own softmax otherwise
+/// (burn-flex fuses it for inference already).
 pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.is_autodiff() && x.dtype() == DType::F32 && x.device().without_autodiff() == Device::flex()
-    {
+    if x.is_autodiff() && x.dtype() == DType::F32 {
         Tensor::from_dispatch(<Dispatch as LastDimSoftmax>::softmax_last(
             x.into_dispatch(),
         ))
@@ -97,10 +104,10 @@ impl LastDimSoftmax for Flex {
         let x = x.to_contiguous();
         let grad = grad.to_contiguous();
         let (Some((n, xs)), Some((ng, gs))) = (rows(&x), rows(&grad)) else {
-            return backward_by_ops(x, grad);
+            return backward_by_ops::<Flex>(x, grad);
         };
         if n != ng || xs.len() != gs.len() {
-            return backward_by_ops(x, grad);
+            return backward_by_ops::<Flex>(x, grad);
         }
         let mut out = vec![0.0f32; xs.len()];
         out.par_chunks_mut(n * ROWS_PER_TASK)
@@ -116,13 +123,32 @@ impl LastDimSoftmax for Flex {
     }
 }
 
-/// The same gradient from burn-flex's own ops, for what the row kernel does not take (another
+/// The same gradient from the backend's own ops, for what the row kernels do not take (another
 /// dtype, a broadcast gradient).
-fn backward_by_ops(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-    let dim = last_dim(&x);
-    let y = Flex::softmax(x, dim);
-    let dot = Flex::float_sum_dim(Flex::float_mul(grad.clone(), y.clone()), dim);
-    Flex::float_mul(y, Flex::float_sub(grad, dot))
+fn backward_by_ops<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let dim = x.shape().num_dims().saturating_sub(1);
+    let y = B::softmax(x, dim);
+    let dot = B::float_sum_dim(B::float_mul(grad.clone(), y.clone()), dim);
+    B::float_mul(y, B::float_sub(grad, dot))
+}
+
+impl LastDimSoftmax for CubeBackend {
+    fn softmax_last(x: CubeTensor) -> CubeTensor {
+        if cube::fits_rows(&x) {
+            cube::softmax::forward(x)
+        } else {
+            let dim = x.shape().num_dims().saturating_sub(1);
+            Self::softmax(x, dim)
+        }
+    }
+
+    fn softmax_last_backward(x: CubeTensor, grad: CubeTensor) -> CubeTensor {
+        if cube::fits_rows(&x) && grad.dtype == x.dtype && grad.shape() == x.shape() {
+            cube::softmax::backward(x, grad)
+        } else {
+            backward_by_ops::<Self>(x, grad)
+        }
+    }
 }
 
 impl<B: Backend + LastDimSoftmax, C: CheckpointStrategy> LastDimSoftmax for Autodiff<B, C> {
@@ -144,7 +170,7 @@ impl<B: Backend + LastDimSoftmax, C: CheckpointStrategy> LastDimSoftmax for Auto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
 
     use crate::model::test_util::{close, values};
 

@@ -1,0 +1,271 @@
+//! The model's fused operations on both backends we ship, burn-flex's threaded kernels and the
+//! CubeCL kernels on wgpu (Mesa's lavapipe without a GPU), against burn's own ops on burn-flex:
+//! `model::norm`'s LayerNorm and scale-and-shift and `model::softmax`'s last-dimension softmax,
+//! forward and every gradient, with and without gradient checkpointing; and the launches a
+//! training step of each costs on wgpu, fused against burn's ops.
+
+mod common;
+
+use std::sync::Mutex;
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use common::devices;
+use dapt::launches::LaunchCount;
+use dapt::model::norm::{layer_norm, scale_shift};
+use dapt::model::softmax::softmax_last;
+
+/// The launch counter is process-wide: the tests of this file take turns on the device.
+static DEVICE: Mutex<()> = Mutex::new(());
+
+type Op = fn(Tensor<3>, Tensor<1>, Tensor<1>) -> Tensor<3>;
+
+fn burns_layer_norm(x: Tensor<3>, s: Tensor<1>, b: Tensor<1>) -> Tensor<3> {
+    let (var, mean) = x.clone().var_mean_bias(2);
+    (x - mean) / (var + 1e-5).sqrt() * s.unsqueeze() + b.unsqueeze()
+}
+
+fn burns_scale_shift(x: Tensor<3>, s: Tensor<1>, b: Tensor<1>) -> Tensor<3> {
+    x * s.unsqueeze() + b.unsqueeze()
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().unwrap_or_default()
+}
+
+/// Host values of one case: input, output weights, scale, shift.
+struct Case {
+    shape: [usize; 3],
+    x: Vec<f32>,
+    w: Vec<f32>,
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl Case {
+    fn new(shape: [usize; 3]) -> Self {
+        let d = Device::flex();
+        let c = shape[2];
+        let draw = |shape: Vec<usize>, dist| {
+            host(Tensor::<1>::random(
+                [shape.iter().product::<usize>()],
+                dist,
+                &d,
+            ))
+        };
+        Self {
+            shape,
+            x: draw(shape.to_vec(), Distribution::Normal(0.3, 2.0)),
+            w: draw(shape.to_vec(), Distribution::Default),
+            scale: draw(vec![c], Distribution::Normal(1.0, 0.3)),
+            shift: draw(vec![c], Distribution::Normal(0.0, 0.3)),
+        }
+    }
+
+    /// Output and the gradients of x, scale and shift of `op` on `device` (autodiff).
+    fn run(&self, op: Op, device: &Device) -> [Vec<f32>; 4] {
+        let t3 =
+            |v: &Vec<f32>| Tensor::<3>::from_data(TensorData::new(v.clone(), self.shape), device);
+        let t1 = |v: &Vec<f32>| {
+            Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device).require_grad()
+        };
+        let x = t3(&self.x).require_grad();
+        let (s, b) = (t1(&self.scale), t1(&self.shift));
+        // a tracked op before and after, as in the model
+        let y = op(x.clone() * 1.5, s.clone(), b.clone()) * t3(&self.w);
+        let out = host(y.clone().inner());
+        let grads = y.sum().backward();
+        [
+            x.grad(&grads).map(host).unwrap_or_default(),
+            s.grad(&grads).map(host).unwrap_or_default(),
+            b.grad(&grads).map(host).unwrap_or_default(),
+            out,
+        ]
+    }
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    assert!(!got.is_empty(), "{what}: nothing came back");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / (1.0 + w.abs());
+        assert!(err <= tol, "{what}[{i}]: {g} against {w}");
+    }
+}
+
+fn check(fused: Op, reference: Op) {
+    // rows across the workgroup and chunk splits, widths below, at and above the row threads
+    for shape in [[2, 3, 5], [3, 77, 384], [1, 130, 97]] {
+        let case = Case::new(shape);
+        let want = case.run(reference, &Device::flex().autodiff());
+        for (name, device) in devices() {
+            for (mode, ad) in [
+                ("", device.clone().autodiff()),
+                (
+                    " with checkpointing",
+                    device.autodiff().gradient_checkpointing(),
+                ),
+            ] {
+                let got = case.run(fused, &ad);
+                for (i, what) in ["x gradient", "scale gradient", "shift gradient", "output"]
+                    .iter()
+                    .enumerate()
+                {
+                    assert_close(
+                        &got[i],
+                        &want[i],
+                        5e-5,
+                        &format!("{name}{mode} {what} {shape:?}"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_layer_norm_matches_burns_ops_on_every_backend() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    check(layer_norm::<3>, burns_layer_norm);
+}
+
+#[test]
+fn fused_scale_shift_matches_burns_ops_on_every_backend() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    check(scale_shift::<3>, burns_scale_shift);
+}
+
+#[test]
+fn fused_forward_without_autodiff_matches_on_every_backend() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let case = Case::new([4, 9, 16]);
+    let flex = Device::flex();
+    let on = |d: &Device| {
+        (
+            Tensor::<3>::from_data(TensorData::new(case.x.clone(), case.shape), d),
+            Tensor::<1>::from_data(TensorData::new(case.scale.clone(), [16]), d),
+            Tensor::<1>::from_data(TensorData::new(case.shift.clone(), [16]), d),
+        )
+    };
+    let (x, s, b) = on(&flex);
+    let want = host(burns_layer_norm(x, s, b));
+    for (name, device) in devices() {
+        let (x, s, b) = on(&device);
+        assert_close(&host(layer_norm(x, s, b)), &want, 2e-5, name);
+    }
+}
+
+/// Launches of a LayerNorm's forward and backward on wgpu, everything synced.
+fn launches(op: Op) -> u64 {
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
+    let case = Case::new([4, 65, 384]);
+    // compile the kernels first: only the step itself is counted
+    let _ = case.run(op, &device);
+    let _ = device.sync();
+    let count = LaunchCount::start();
+    let _ = case.run(op, &device);
+    let _ = device.sync();
+    let total = count.total();
+    println!("{:?}", count.by_kernel());
+    total
+}
+
+#[test]
+fn a_fused_layer_norm_step_launches_fewer_kernels_on_wgpu() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let fused = launches(layer_norm::<3>);
+    let by_ops = launches(burns_layer_norm);
+    println!("launches per LayerNorm step on wgpu: fused {fused}, burn's ops {by_ops}");
+    assert!(fused > 0, "nothing was launched");
+    assert!(
+        fused < by_ops,
+        "fused {fused} launches, burn's ops {by_ops}"
+    );
+}
+
+/// Softmax's output and input gradient under a weighted sum on `device` (autodiff).
+fn softmax_case(
+    x: &[f32],
+    w: &[f32],
+    shape: [usize; 4],
+    device: &Device,
+    burns: bool,
+) -> [Vec<f32>; 2] {
+    let t = |v: &[f32]| Tensor::<4>::from_data(TensorData::new(v.to_vec(), shape), device);
+    let xa = t(x).require_grad();
+    let scores = xa.clone() * 2.0;
+    let y = if burns {
+        burn::tensor::activation::softmax(scores, 3)
+    } else {
+        softmax_last(scores)
+    } * t(w);
+    let out = host(y.clone().inner());
+    let grads = y.sum().backward();
+    [xa.grad(&grads).map(host).unwrap_or_default(), out]
+}
+
+fn softmax_inputs(shape: [usize; 4]) -> (Vec<f32>, Vec<f32>) {
+    let d = Device::flex();
+    let n: usize = shape.iter().product();
+    (
+        host(Tensor::<1>::random([n], Distribution::Normal(0.0, 4.0), &d)),
+        host(Tensor::<1>::random([n], Distribution::Default, &d)),
+    )
+}
+
+#[test]
+fn fused_softmax_matches_burns_on_every_backend() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    // rows shorter than, equal to and longer than the row threads; the attention's shape
+    for shape in [[2, 3, 5, 5], [2, 2, 64, 64], [2, 6, 77, 77], [1, 1, 3, 300]] {
+        let (x, w) = softmax_inputs(shape);
+        let want = softmax_case(&x, &w, shape, &Device::flex().autodiff(), true);
+        for (name, device) in devices() {
+            for (mode, ad) in [
+                ("", device.clone().autodiff()),
+                (
+                    " with checkpointing",
+                    device.autodiff().gradient_checkpointing(),
+                ),
+            ] {
+                let got = softmax_case(&x, &w, shape, &ad, false);
+                assert_close(
+                    &got[0],
+                    &want[0],
+                    1e-5,
+                    &format!("{name}{mode} gradient {shape:?}"),
+                );
+                assert_close(
+                    &got[1],
+                    &want[1],
+                    1e-6,
+                    &format!("{name}{mode} output {shape:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fused_softmax_step_launches_fewer_kernels_on_wgpu() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let shape = [2, 6, 65, 65];
+    let (x, w) = softmax_inputs(shape);
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
+    let count = |burns: bool| {
+        let _ = softmax_case(&x, &w, shape, &device, burns);
+        let _ = device.sync();
+        let count = LaunchCount::start();
+        let _ = softmax_case(&x, &w, shape, &device, burns);
+        let _ = device.sync();
+        let total = count.total();
+        println!("{:?}", count.by_kernel());
+        total
+    };
+    let (fused, by_ops) = (count(false), count(true));
+    println!("launches per softmax step on wgpu: fused {fused}, burn's ops {by_ops}");
+    assert!(fused > 0, "nothing was launched");
+    assert!(
+        fused < by_ops,
+        "fused {fused} launches, burn's ops {by_ops}"
+    );
+}
