@@ -178,9 +178,11 @@ impl Block {
             return (self.forward_plain(x, ctx), BlockAux { scale: None });
         };
         let [b, t, c] = x.dims();
-        let a = self.attn.forward(t1.forward(self.norm1.forward(x.clone())));
+        let a = self
+            .attn
+            .forward(self.norm1.forward_then(x.clone(), Some(t1)));
         let x = x + ctx.drop_path(a, self.drop_path);
-        let y = t2.forward(self.norm2.forward(x.clone()));
+        let y = self.norm2.forward_then(x.clone(), Some(t2));
         let (ad, scale) = adapter.forward(y.clone(), ctx);
         let f = self.mlp.forward(y);
         let x = x + ctx.drop_path(f + ad.clone(), self.drop_path);

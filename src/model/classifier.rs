@@ -205,10 +205,7 @@ impl Classifier {
         let [b, t, c] = x.dims();
         let feats = match self.config.kind {
             ModelKind::Dapt => {
-                let mut z = self.norm.forward(x);
-                if let Some(tf) = &self.tfts_2 {
-                    z = tf.forward(z);
-                }
+                let z = self.norm.forward_then(x, self.tfts_2.as_ref());
                 let l = self.blocks.len();
                 let mut parts = Vec::new();
                 if self.config.class_token.enabled() {

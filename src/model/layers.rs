@@ -40,9 +40,24 @@ impl LayerNorm {
         }
     }
 
-    /// One pass per row on burn-flex (`model::norm`), burn's ops elsewhere.
+    /// One pass per row (`model::norm`).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         super::norm::layer_norm(x, self.weight.val(), self.bias.val())
+    }
+
+    /// This LayerNorm followed by `tfts` (DAPT's norm → TFTS pairs) as one LayerNorm:
+    /// `(x̂·w + b)·γ + β = x̂·(w·γ) + (b·γ + β)`, the folded `[c]` parameters computed (and
+    /// differentiated) per call, so the tokens are read and written once instead of twice.
+    pub fn forward_then<const D: usize>(&self, x: Tensor<D>, tfts: Option<&Tfts>) -> Tensor<D> {
+        match tfts {
+            None => self.forward(x),
+            Some(t) => {
+                let gamma = t.gamma.val();
+                let scale = self.weight.val() * gamma.clone();
+                let shift = self.bias.val() * gamma + t.beta.val();
+                super::norm::layer_norm(x, scale, shift)
+            }
+        }
     }
 }
 
@@ -266,3 +281,46 @@ impl<'a> ForwardCtx<'a> {
 }
 
 pub use crate::readback::host_vec;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::test_util::{close, values};
+
+    #[test]
+    fn a_layer_norm_with_its_tfts_folded_in_matches_the_two_in_turn() {
+        let ad = Device::flex().autodiff();
+        let x = Tensor::<3>::random([3, 7, 24], Distribution::Normal(0.5, 2.0), &ad).require_grad();
+        let w = Tensor::<3>::random([3, 7, 24], Distribution::Default, &ad);
+        let mut norm = LayerNorm::new(24, &ad);
+        norm.weight = param(Tensor::random([24], Distribution::Normal(1.0, 0.3), &ad));
+        norm.bias = param(Tensor::random([24], Distribution::Normal(0.0, 0.3), &ad));
+        let tfts = Tfts::new(24, &ad);
+        let run = |y: Tensor<3>| {
+            let y = y * w.clone();
+            let out = values(y.clone().inner());
+            let grads = y.sum().backward();
+            let g1 = |p: &Param<Tensor<1>>| p.val().grad(&grads).map(values).unwrap_or_default();
+            let gx = x.grad(&grads).map(values).unwrap_or_default();
+            [
+                out,
+                gx,
+                g1(&norm.weight),
+                g1(&norm.bias),
+                g1(&tfts.gamma),
+                g1(&tfts.beta),
+            ]
+        };
+        let apart = run(tfts.forward(norm.forward(x.clone())));
+        let folded = run(norm.forward_then(x.clone(), Some(&tfts)));
+        let names = ["output", "x", "weight", "bias", "gamma", "beta"];
+        for ((a, f), name) in apart.iter().zip(&folded).zip(names) {
+            assert!(!a.is_empty(), "{name}: no value");
+            close(f, a, 1e-5, name);
+        }
+        assert_eq!(
+            values(norm.forward_then(x.clone(), None).inner()),
+            values(norm.forward(x).inner())
+        );
+    }
+}

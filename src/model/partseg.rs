@@ -452,11 +452,8 @@ impl PartSegModel {
                 run_dapt(&self.blocks, x, ctx, |i, x, _| {
                     if taps.contains(&i) {
                         let t = x.dims()[1];
-                        let mut z = self.norm.forward(x.clone().slice_dim(1, t - g..t));
-                        if let Some(tf2) = &self.tfts_2 {
-                            z = tf2.forward(z);
-                        }
-                        feats.push(z);
+                        let z = x.clone().slice_dim(1, t - g..t);
+                        feats.push(self.norm.forward_then(z, self.tfts_2.as_ref()));
                     }
                 });
             }
