@@ -250,25 +250,60 @@ fn params_fit(n: usize, params: &[&[f32]]) -> bool {
     params.iter().all(|p| p.len() == n)
 }
 
+/// `kind`'s forward on burn-flex: `(x̂ or x)·scale + shift`, one threaded pass per row.
+fn flex_affine(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, kind: Kind) -> FlexTensor {
+    let (x, scale, shift) = (
+        f32_contiguous(x),
+        f32_contiguous(scale),
+        f32_contiguous(shift),
+    );
+    let n = width(&x);
+    let (s, b) = (f32_values(&scale), f32_values(&shift));
+    if !params_fit(n, &[s, b]) {
+        return match kind {
+            Kind::LayerNorm => ops::layer_norm::<Flex>(x, scale, shift),
+            Kind::ScaleShift => ops::scale_shift::<Flex>(x, scale, shift),
+        };
+    }
+    let out = map_rows(f32_values(&x), &[], n, |x, _, o| {
+        let (mean, rstd) = match kind {
+            Kind::LayerNorm => row_stats(x),
+            Kind::ScaleShift => (0.0, 1.0),
+        };
+        for (((o, &x), &s), &b) in o.iter_mut().zip(x).zip(s).zip(b) {
+            *o = (x - mean) * rstd * s + b;
+        }
+    });
+    unary_node::flex_from_f32(out, &x)
+}
+
+/// `kind`'s parameter gradients on burn-flex, `(Σ g·x̂ or Σ g·x, Σ g)`, one threaded column
+/// reduction.
+fn flex_param_backward(x: FlexTensor, grad: FlexTensor, kind: Kind) -> (FlexTensor, FlexTensor) {
+    let (x, grad) = (f32_contiguous(x), f32_contiguous(grad));
+    let n = width(&x);
+    let (xs, gs) = (f32_values(&x), f32_values(&grad));
+    if xs.len() != gs.len() {
+        return match kind {
+            Kind::LayerNorm => ops::layer_norm_param_backward::<Flex>(x, grad),
+            Kind::ScaleShift => ops::scale_shift_param_backward::<Flex>(x, grad),
+        };
+    }
+    let (ds, db) = column_sums(xs, gs, n, |x, row| match kind {
+        Kind::LayerNorm => {
+            let (mean, rstd) = row_stats(x);
+            for (r, &x) in row.iter_mut().zip(x) {
+                *r = (x - mean) * rstd;
+            }
+        }
+        Kind::ScaleShift => row.copy_from_slice(x),
+    });
+    (vector(ds), vector(db))
+}
+
 impl RowAffine for Flex {
     fn layer_norm_rows(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
-        let (x, scale, shift) = (
-            f32_contiguous(x),
-            f32_contiguous(scale),
-            f32_contiguous(shift),
-        );
-        let n = width(&x);
-        let (s, b) = (f32_values(&scale), f32_values(&shift));
-        if !params_fit(n, &[s, b]) {
-            return ops::layer_norm::<Flex>(x, scale, shift);
-        }
-        let out = map_rows(f32_values(&x), &[], n, |x, _, o| {
-            let (mean, rstd) = row_stats(x);
-            for (((o, &x), &s), &b) in o.iter_mut().zip(x).zip(s).zip(b) {
-                *o = (x - mean) * rstd * s + b;
-            }
-        });
-        unary_node::flex_from_f32(out, &x)
+        flex_affine(x, scale, shift, Kind::LayerNorm)
     }
 
     fn layer_norm_x_backward(x: FlexTensor, scale: FlexTensor, grad: FlexTensor) -> FlexTensor {
@@ -302,38 +337,11 @@ impl RowAffine for Flex {
     }
 
     fn layer_norm_param_backward(x: FlexTensor, grad: FlexTensor) -> (FlexTensor, FlexTensor) {
-        let (x, grad) = (f32_contiguous(x), f32_contiguous(grad));
-        let n = width(&x);
-        let (xs, gs) = (f32_values(&x), f32_values(&grad));
-        if xs.len() != gs.len() {
-            return ops::layer_norm_param_backward::<Flex>(x, grad);
-        }
-        let (ds, db) = column_sums(xs, gs, n, |x, row| {
-            let (mean, rstd) = row_stats(x);
-            for (r, &x) in row.iter_mut().zip(x) {
-                *r = (x - mean) * rstd;
-            }
-        });
-        (vector(ds), vector(db))
+        flex_param_backward(x, grad, Kind::LayerNorm)
     }
 
     fn scale_shift(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
-        let (x, scale, shift) = (
-            f32_contiguous(x),
-            f32_contiguous(scale),
-            f32_contiguous(shift),
-        );
-        let n = width(&x);
-        let (s, b) = (f32_values(&scale), f32_values(&shift));
-        if !params_fit(n, &[s, b]) {
-            return ops::scale_shift::<Flex>(x, scale, shift);
-        }
-        let out = map_rows(f32_values(&x), &[], n, |x, _, o| {
-            for (((o, &x), &s), &b) in o.iter_mut().zip(x).zip(s).zip(b) {
-                *o = x * s + b;
-            }
-        });
-        unary_node::flex_from_f32(out, &x)
+        flex_affine(x, scale, shift, Kind::ScaleShift)
     }
 
     fn scale_rows(x: FlexTensor, scale: FlexTensor) -> FlexTensor {
@@ -352,14 +360,7 @@ impl RowAffine for Flex {
     }
 
     fn scale_shift_param_backward(x: FlexTensor, grad: FlexTensor) -> (FlexTensor, FlexTensor) {
-        let (x, grad) = (f32_contiguous(x), f32_contiguous(grad));
-        let n = width(&x);
-        let (xs, gs) = (f32_values(&x), f32_values(&grad));
-        if xs.len() != gs.len() {
-            return ops::scale_shift_param_backward::<Flex>(x, grad);
-        }
-        let (ds, db) = column_sums(xs, gs, n, |x, row| row.copy_from_slice(x));
-        (vector(ds), vector(db))
+        flex_param_backward(x, grad, Kind::ScaleShift)
     }
 }
 

@@ -21,17 +21,21 @@ const ROW_THREADS: u32 = 64;
 /// Workgroups per grid dimension (WebGPU's guaranteed minimum).
 const MAX_GROUPS: u32 = 65_535;
 
-/// Sum of every thread's `value` in the workgroup, through `scratch` (one slot per thread);
-/// every thread gets the total.
+/// Sum (or with `max` the largest) of every thread's `value` in the workgroup, through
+/// `scratch` (one slot per thread); every thread gets the result.
 #[cube]
-fn block_sum(scratch: &mut Shared<[f32]>, value: f32) -> f32 {
+fn block_reduce(scratch: &mut Shared<[f32]>, value: f32, #[comptime] max: bool) -> f32 {
     let tid = UNIT_POS_X as usize;
     scratch[tid] = value;
     sync_cube();
     let mut stride = (CUBE_DIM_X / 2) as usize;
     while stride > 0 {
         if tid < stride {
-            scratch[tid] += scratch[tid + stride];
+            if max {
+                scratch[tid] = f32::max(scratch[tid], scratch[tid + stride]);
+            } else {
+                scratch[tid] += scratch[tid + stride];
+            }
         }
         sync_cube();
         stride /= 2;
@@ -42,23 +46,16 @@ fn block_sum(scratch: &mut Shared<[f32]>, value: f32) -> f32 {
     total
 }
 
-/// The larger of every thread's `value` in the workgroup, as [`block_sum`].
+/// [`block_reduce`]'s sum.
+#[cube]
+fn block_sum(scratch: &mut Shared<[f32]>, value: f32) -> f32 {
+    block_reduce(scratch, value, false)
+}
+
+/// [`block_reduce`]'s maximum.
 #[cube]
 fn block_max(scratch: &mut Shared<[f32]>, value: f32) -> f32 {
-    let tid = UNIT_POS_X as usize;
-    scratch[tid] = value;
-    sync_cube();
-    let mut stride = (CUBE_DIM_X / 2) as usize;
-    while stride > 0 {
-        if tid < stride {
-            scratch[tid] = f32::max(scratch[tid], scratch[tid + stride]);
-        }
-        sync_cube();
-        stride /= 2;
-    }
-    let total = scratch[0];
-    sync_cube();
-    total
+    block_reduce(scratch, value, true)
 }
 
 /// The row this workgroup owns (the grid may be two-dimensional for many rows).
