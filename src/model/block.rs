@@ -33,21 +33,11 @@ impl Attention {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, t, c] = x.dims();
-        let h = self.num_heads;
-        let dh = c / h;
         let mut qkv = self.qkv.forward(x); // [b, t, 3c]
         if let Some(tf) = &self.tfts_1 {
             qkv = tf.forward(qkv);
         }
-        // [b, t, 3, h, dh] -> [3, b, h, t, dh]
-        let qkv = qkv.reshape([b, t, 3, h, dh]).permute([2, 0, 3, 1, 4]);
-        let q = qkv.clone().slice_dim(0, 0..1).reshape([b, h, t, dh]);
-        let k = qkv.clone().slice_dim(0, 1..2).reshape([b, h, t, dh]);
-        let v = qkv.slice_dim(0, 2..3).reshape([b, h, t, dh]);
-        let scale = (dh as f64).powf(-0.5);
-        let attn = super::softmax::softmax_last(q.matmul(k.swap_dims(2, 3)) * scale);
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([b, t, c]);
+        let out = super::attention::attention_core(qkv, self.num_heads);
         let mut out = self.proj.forward(out);
         if let Some(tf) = &self.tfts_2 {
             out = tf.forward(out);

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod adapter;
+pub mod attention;
 pub mod block;
 pub mod checkpoint;
 pub mod classifier;

@@ -51,7 +51,7 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
-fn softmax_row(x: &[f32], y: &mut [f32]) {
+pub(super) fn softmax_row(x: &[f32], y: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f32;
     for (o, &v) in y.iter_mut().zip(x) {
@@ -64,7 +64,7 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
 }
 
 /// `dx = y·(g − Σ g·y)` for one row; `dx` holds `y` on entry.
-fn softmax_grad_row(g: &[f32], dx: &mut [f32]) {
+pub(super) fn softmax_grad_row(g: &[f32], dx: &mut [f32]) {
     let dot: f32 = g.iter().zip(dx.iter()).map(|(&g, &y)| g * y).sum();
     for (d, &g) in dx.iter_mut().zip(g) {
         *d *= g - dot;
