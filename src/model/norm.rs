@@ -569,37 +569,29 @@ impl<B: RowAffine> Backward<B, 3> for AffineNode {
     }
 }
 
-/// Recomputes the node's output from its parents when checkpointing dropped it.
-#[derive(Debug)]
-struct Retro {
+/// Recomputes the node's output from its parents on the inner backend `B` when checkpointing
+/// dropped it.
+struct Retro<B> {
     kind: Kind,
     parents: [NodeId; 3],
+    backend: core::marker::PhantomData<fn() -> B>,
 }
 
-impl Retro {
-    fn run<B: RowAffine>(&self, states: &mut BackwardStates, out_node: NodeId) {
+impl<B> core::fmt::Debug for Retro<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RowAffineRetro")
+            .field("kind", &self.kind)
+            .field("parents", &self.parents)
+            .finish()
+    }
+}
+
+impl<B: RowAffine> RetroForward for Retro<B> {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
         let [x, scale, shift] = self
             .parents
             .map(|id| states.get_state::<FloatTensor<B>>(&id));
         states.save(out_node, self.kind.forward::<B>(x, scale, shift));
-    }
-}
-
-/// [`Retro`] for one inner backend.
-struct RetroOn<B> {
-    retro: Retro,
-    backend: core::marker::PhantomData<fn() -> B>,
-}
-
-impl<B> core::fmt::Debug for RetroOn<B> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        self.retro.fmt(f)
-    }
-}
-
-impl<B: RowAffine> RetroForward for RetroOn<B> {
-    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
-        self.retro.run::<B>(states, out_node);
     }
 }
 
@@ -610,11 +602,9 @@ fn record<B: RowAffine, C: CheckpointStrategy>(
     scale: FloatTensor<Autodiff<B, C>>,
     shift: FloatTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let retro = RetroOn::<B> {
-        retro: Retro {
-            kind,
-            parents: [x.id(), scale.id(), shift.id()],
-        },
+    let retro = Retro::<B> {
+        kind,
+        parents: [x.id(), scale.id(), shift.id()],
         backend: core::marker::PhantomData,
     };
     match AffineNode(kind)
