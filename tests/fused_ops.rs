@@ -1,6 +1,7 @@
 //! The model's fused operations on both backends we ship, burn-flex's threaded kernels and the
 //! CubeCL kernels on wgpu (Mesa's lavapipe without a GPU), against burn's own ops on burn-flex:
-//! `model::norm`'s LayerNorm and scale-and-shift and `model::softmax`'s last-dimension softmax,
+//! `model::norm`'s LayerNorm and scale-and-shift, `model::softmax`'s last-dimension softmax and
+//! `model::attention`'s attention core,
 //! forward and every gradient, with and without gradient checkpointing; and the launches a
 //! training step of each costs on wgpu, fused against burn's ops.
 
@@ -11,6 +12,7 @@ use std::sync::Mutex;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::devices;
 use dapt::launches::LaunchCount;
+use dapt::model::attention::{attention_core, by_ops as attention_by_ops};
 use dapt::model::norm::{layer_norm, scale_shift};
 use dapt::model::softmax::softmax_last;
 
@@ -263,6 +265,104 @@ fn a_fused_softmax_step_launches_fewer_kernels_on_wgpu() {
     };
     let (fused, by_ops) = (count(false), count(true));
     println!("launches per softmax step on wgpu: fused {fused}, burn's ops {by_ops}");
+    assert!(fused > 0, "nothing was launched");
+    assert!(
+        fused < by_ops,
+        "fused {fused} launches, burn's ops {by_ops}"
+    );
+}
+
+/// The attention core's output and qkv gradient under a weighted sum on `device` (autodiff).
+fn attention_case(
+    x: &[f32],
+    w: &[f32],
+    [b, t, c]: [usize; 3],
+    heads: usize,
+    device: &Device,
+    burns: bool,
+) -> [Vec<f32>; 2] {
+    let xa =
+        Tensor::<3>::from_data(TensorData::new(x.to_vec(), [b, t, 3 * c]), device).require_grad();
+    let wt = Tensor::<3>::from_data(TensorData::new(w.to_vec(), [b, t, c]), device);
+    let qkv = xa.clone() * 1.5;
+    let y = if burns {
+        attention_by_ops(qkv, heads)
+    } else {
+        attention_core(qkv, heads)
+    } * wt;
+    let out = host(y.clone().inner());
+    let grads = y.sum().backward();
+    [xa.grad(&grads).map(host).unwrap_or_default(), out]
+}
+
+fn attention_inputs([b, t, c]: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
+    let d = Device::flex();
+    (
+        host(Tensor::<1>::random(
+            [b * t * 3 * c],
+            Distribution::Normal(0.0, 1.0),
+            &d,
+        )),
+        host(Tensor::<1>::random([b * t * c], Distribution::Default, &d)),
+    )
+}
+
+#[test]
+fn fused_attention_core_matches_burns_ops_on_every_backend() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    // heads narrower and wider than the row threads, one token, the model's shape
+    for (shape, heads) in [
+        ([2, 5, 8], 2),
+        ([1, 1, 12], 3),
+        ([2, 70, 384], 6),
+        ([1, 9, 256], 2),
+    ] {
+        let (x, w) = attention_inputs(shape);
+        let want = attention_case(&x, &w, shape, heads, &Device::flex().autodiff(), true);
+        for (name, device) in devices() {
+            for (mode, ad) in [
+                ("", device.clone().autodiff()),
+                (
+                    " with checkpointing",
+                    device.autodiff().gradient_checkpointing(),
+                ),
+            ] {
+                let got = attention_case(&x, &w, shape, heads, &ad, false);
+                assert_close(
+                    &got[0],
+                    &want[0],
+                    1e-4,
+                    &format!("{name}{mode} gradient {shape:?}"),
+                );
+                assert_close(
+                    &got[1],
+                    &want[1],
+                    1e-5,
+                    &format!("{name}{mode} output {shape:?}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fused_attention_step_launches_fewer_kernels_on_wgpu() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let shape = [2, 65, 384];
+    let (x, w) = attention_inputs(shape);
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
+    let count = |burns: bool| {
+        let _ = attention_case(&x, &w, shape, 6, &device, burns);
+        let _ = device.sync();
+        let count = LaunchCount::start();
+        let _ = attention_case(&x, &w, shape, 6, &device, burns);
+        let _ = device.sync();
+        let total = count.total();
+        println!("{:?}", count.by_kernel());
+        total
+    };
+    let (fused, by_ops) = (count(false), count(true));
+    println!("launches per attention step on wgpu: fused {fused}, burn's ops {by_ops}");
     assert!(fused > 0, "nothing was launched");
     assert!(
         fused < by_ops,

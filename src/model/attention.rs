@@ -10,29 +10,35 @@
 //! strides in the qkv rows, the softmax runs in place on a `[t, t]` scratch, and `P·v` is written
 //! straight into the output's columns of that head. Backward recomputes `P` from qkv (the
 //! node keeps only its input) and writes the q, k and v gradients into one `[b, t, 3c]`
-//! tensor, each into its own columns. wgpu, and anything that is not f32, keep burn's ops.
+//! tensor, each into its own columns. On wgpu the same node runs `model::cube::attention`'s
+//! kernels; anything that is not f32 keeps burn's ops.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, Device, Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
+use burn_cubecl::CubeBackend;
+use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::softmax::{softmax_grad_row, softmax_row};
-use super::unary_node;
+use super::{cube, unary_node};
 
 /// The attention core over qkv projections, per head.
-#[backend_extension(Flex, Autodiff)]
+#[backend_extension(Flex, Cube, Fusion, Autodiff)]
 pub trait AttentionCore: Backend {
     /// `qkv` `[b, t, 3c]` (q, k, v side by side, each `heads` heads of `c / heads`) →
     /// `[b, t, c]`, the heads side by side.
+    #[fusion(meta = core_spec)]
     fn attention_core(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
     /// The gradient of `qkv` given `qkv` and the output's gradient.
+    #[fusion(dtype = qkv, shape = qkv)]
     fn attention_core_backward(
         qkv: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -40,15 +46,20 @@ pub trait AttentionCore: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Whether the fused core takes `qkv`: f32 `[b, t, 3c]` on burn-flex, `c` a multiple of
-/// `heads`.
+/// Whether the fused core takes `qkv`: f32 `[b, t, 3c]`, `c` a multiple of `heads`, on any
+/// backend we build (burn-flex, or CubeCL's wgpu through `model::cube::attention`).
 fn fused(qkv: &Tensor<3>, heads: usize) -> bool {
     let [_, t, c3] = qkv.dims();
-    qkv.dtype() == DType::F32
-        && qkv.device().without_autodiff() == Device::flex()
-        && heads > 0
-        && t > 0
-        && c3 % (3 * heads) == 0
+    qkv.dtype() == DType::F32 && heads > 0 && t > 0 && c3 % (3 * heads) == 0
+}
+
+/// The Fusion metadata of the core's output: `[b, t, c]` of qkv's dtype.
+fn core_spec(qkv: &TensorSpec, _heads: &usize) -> TensorSpec {
+    let mut dims: Vec<usize> = qkv.shape.iter().copied().collect();
+    if let Some(last) = dims.last_mut() {
+        *last /= 3;
+    }
+    TensorSpec::new(Shape::from(dims), qkv.dtype)
 }
 
 /// `softmax(q·kᵀ/√dh)·v` for every head of `qkv` (`[b, t, 3c]`), as `[b, t, c]`.
@@ -297,7 +308,7 @@ impl AttentionCore for Flex {
             Geometry::of(qkv.layout().shape(), heads),
             unary_node::flex_f32(&qkv),
         ) else {
-            return flex_by_ops(qkv, None, heads);
+            return ops::forward::<Flex>(qkv, heads);
         };
         let (row_in, row_out) = (g.t * 3 * g.c, g.t * g.c);
         let mut out = vec![0.0f32; b * row_out];
@@ -316,11 +327,11 @@ impl AttentionCore for Flex {
             unary_node::flex_f32(&qkv),
             unary_node::flex_f32(&grad),
         ) else {
-            return flex_by_ops(qkv, Some(grad), heads);
+            return ops::backward::<Flex>(qkv, grad, heads);
         };
         let (row_in, row_out) = (g.t * 3 * g.c, g.t * g.c);
         if gs.len() != b * row_out {
-            return flex_by_ops(qkv, Some(grad), heads);
+            return ops::backward::<Flex>(qkv, grad, heads);
         }
         let mut dx = vec![0.0f32; b * row_in];
         dx.par_chunks_mut(row_in)
@@ -331,22 +342,102 @@ impl AttentionCore for Flex {
     }
 }
 
-/// The core (or with `grad` its gradient) from burn ops on burn-flex, for what the kernels do
-/// not take (another dtype, a shape that does not split into heads).
-fn flex_by_ops(qkv: FlexTensor, grad: Option<FlexTensor>, heads: usize) -> FlexTensor {
-    let device = Device::flex().autodiff();
-    let x: Tensor<3> = Tensor::from_data(qkv.into_data(), &device).require_grad();
-    let y = by_ops(x.clone(), heads);
-    let Some(grad) = grad else {
-        return FlexTensor::from_data(y.inner().into_data());
-    };
-    let g: Tensor<3> = Tensor::from_data(grad.into_data(), &device);
-    let grads = (y * g).sum().backward();
-    let dx = x
-        .grad(&grads)
-        .unwrap_or_else(|| x.zeros_like().inner())
-        .into_data();
-    FlexTensor::from_data(dx)
+/// The core from the backend's own ops, for what the kernels do not take (another dtype, a
+/// shape that does not split into heads or exceeds a kernel's indices).
+mod ops {
+    use super::*;
+    use burn::backend::TensorMetadata;
+    use burn::tensor::Slice;
+
+    /// q, k and v as `[b, h, t, dh]`, and the scale.
+    pub(super) fn split<B: Backend>(
+        qkv: FloatTensor<B>,
+        heads: usize,
+    ) -> ([FloatTensor<B>; 3], [usize; 4], f32) {
+        let shape = qkv.shape();
+        let (b, t, c) = (shape[0], shape[1], shape[2] / 3);
+        let dh = c / heads.max(1);
+        let x = B::float_reshape(qkv, Shape::new([b, t, 3, heads, dh]));
+        let x = B::float_permute(x, &[2, 0, 3, 1, 4]);
+        let part = |i: isize| {
+            let mut ranges = vec![Slice::from(..); 5];
+            ranges[0] = Slice {
+                start: i,
+                end: Some(i + 1),
+                step: 1,
+            };
+            B::float_reshape(
+                B::float_slice(x.clone(), &ranges),
+                Shape::new([b, heads, t, dh]),
+            )
+        };
+        (
+            [part(0), part(1), part(2)],
+            [b, heads, t, dh],
+            (dh as f32).powf(-0.5),
+        )
+    }
+
+    fn probabilities<B: Backend>(
+        q: FloatTensor<B>,
+        k: FloatTensor<B>,
+        scale: f32,
+    ) -> FloatTensor<B> {
+        let s = B::float_matmul(q, B::float_swap_dims(k, 2, 3));
+        B::softmax(B::float_mul_scalar(s, scale.into()), 3)
+    }
+
+    pub fn forward<B: Backend>(qkv: FloatTensor<B>, heads: usize) -> FloatTensor<B> {
+        let ([q, k, v], [b, h, t, dh], scale) = split::<B>(qkv, heads);
+        let o = B::float_matmul(probabilities::<B>(q, k, scale), v);
+        B::float_reshape(B::float_swap_dims(o, 1, 2), Shape::new([b, t, h * dh]))
+    }
+
+    pub fn backward<B: Backend>(
+        qkv: FloatTensor<B>,
+        grad: FloatTensor<B>,
+        heads: usize,
+    ) -> FloatTensor<B> {
+        let ([q, k, v], [b, h, t, dh], scale) = split::<B>(qkv, heads);
+        let p = probabilities::<B>(q.clone(), k.clone(), scale);
+        let d_o = B::float_swap_dims(B::float_reshape(grad, Shape::new([b, t, h, dh])), 1, 2);
+        let dv = B::float_matmul(B::float_swap_dims(p.clone(), 2, 3), d_o.clone());
+        let dp = B::float_matmul(d_o, B::float_swap_dims(v, 2, 3));
+        let dot = B::float_sum_dim(B::float_mul(dp.clone(), p.clone()), 3);
+        let ds = B::float_mul_scalar(B::float_mul(p, B::float_sub(dp, dot)), scale.into());
+        let dq = B::float_matmul(ds.clone(), k);
+        let dk = B::float_matmul(B::float_swap_dims(ds, 2, 3), q);
+        let stacked = B::float_cat(
+            [dq, dk, dv]
+                .into_iter()
+                .map(|g| B::float_reshape(g, Shape::new([1, b, h, t, dh])))
+                .collect(),
+            0,
+        );
+        // [3, b, h, t, dh] back to [b, t, 3, h, dh]
+        let x = B::float_permute(stacked, &[1, 3, 0, 2, 4]);
+        B::float_reshape(x, Shape::new([b, t, 3 * h * dh]))
+    }
+}
+
+impl AttentionCore for CubeBackend {
+    fn attention_core(qkv: CubeTensor, heads: usize) -> CubeTensor {
+        if cube::attention::fits(&qkv, heads)
+            && let Some(out) = cube::attention::forward(qkv.clone(), heads)
+        {
+            return out;
+        }
+        ops::forward::<Self>(qkv, heads)
+    }
+
+    fn attention_core_backward(qkv: CubeTensor, grad: CubeTensor, heads: usize) -> CubeTensor {
+        if cube::attention::fits(&qkv, heads)
+            && let Some(dx) = cube::attention::backward(qkv.clone(), grad.clone(), heads)
+        {
+            return dx;
+        }
+        ops::backward::<Self>(qkv, grad, heads)
+    }
 }
 
 /// The autodiff node: one parent (qkv), state: its id; the heads to split into.
@@ -401,7 +492,7 @@ impl<B: Backend + AttentionCore, C: CheckpointStrategy> AttentionCore for Autodi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
 
     use crate::model::test_util::{close, values};
 
