@@ -120,6 +120,38 @@ fn probabilities(
     sync_storage();
 }
 
+/// The query row this workgroup owns, its probabilities computed into `p`:
+/// `(sample, head, token, offset of the row in p)`.
+#[cube]
+fn query_probabilities(
+    qkv: &Buffer<f32>,
+    p: &mut Buffer<f32>,
+    t: usize,
+    c: usize,
+    heads: usize,
+    scale: f32,
+    scratch: &mut Shared<[f32]>,
+) -> (usize, usize, usize, usize) {
+    let dh = c / heads;
+    let c3 = 3 * c;
+    let (row, b, h, i) = query_row(t, heads);
+    let base = b * t * c3;
+    let prow = row * t;
+    probabilities(
+        qkv,
+        p,
+        prow,
+        base + i * c3 + h * dh,
+        base + c + h * dh,
+        t,
+        c3,
+        dh,
+        scale,
+        scratch,
+    );
+    (b, h, i, prow)
+}
+
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn attention_forward(
@@ -138,22 +170,9 @@ fn attention_forward(
     let (t, c, heads) = (t as usize, c as usize, heads as usize);
     let dh = c / heads;
     let c3 = 3 * c;
-    let (row, b, h, i) = query_row(t, heads);
-    let base = b * t * c3;
     let mut scratch = Shared::<[f32]>::new_slice(ROW_THREADS as usize);
-    let prow = row * t;
-    probabilities(
-        qkv,
-        p,
-        prow,
-        base + i * c3 + h * dh,
-        base + c + h * dh,
-        t,
-        c3,
-        dh,
-        scale,
-        &mut scratch,
-    );
+    let (b, h, i, prow) = query_probabilities(qkv, p, t, c, heads, scale, &mut scratch);
+    let base = b * t * c3;
     let vbase = base + 2 * c + h * dh;
     let mut d = UNIT_POS_X as usize;
     while d < dh {
@@ -188,22 +207,9 @@ fn attention_backward_queries(
     let dh = c / heads;
     let c3 = 3 * c;
     let threads = CUBE_DIM_X as usize;
-    let (row, b, h, i) = query_row(t, heads);
-    let base = b * t * c3;
     let mut scratch = Shared::<[f32]>::new_slice(ROW_THREADS as usize);
-    let prow = row * t;
-    probabilities(
-        qkv,
-        p,
-        prow,
-        base + i * c3 + h * dh,
-        base + c + h * dh,
-        t,
-        c3,
-        dh,
-        scale,
-        &mut scratch,
-    );
+    let (b, h, i, prow) = query_probabilities(qkv, p, t, c, heads, scale, &mut scratch);
+    let base = b * t * c3;
     // dP_j = dO_i·v_j, then Σ_j P_j·dP_j
     let orow = (b * t + i) * c + h * dh;
     let vbase = base + 2 * c + h * dh;
