@@ -537,7 +537,31 @@ mod tests {
     }
 
     #[test]
-    fn a_strided_input_and_the_ops_fallback_agree() {
+    fn the_backend_op_fallback_matches_the_kernels() {
+        // what CubeCL and burn-flex run for what their kernels refuse (another dtype, indices
+        // past 32 bits): burn ops, forward and gradient
+        let device = Device::flex();
+        let (b, t, c, heads) = (2, 9, 24, 3);
+        let x = Tensor::<3>::random([b, t, 3 * c], Distribution::Normal(0.0, 1.0), &device);
+        let g = Tensor::<3>::random([b, t, c], Distribution::Default, &device);
+        let flex = |t: &Tensor<3>| FlexTensor::from_data(t.clone().into_data());
+        let flex_values = |t: FlexTensor| {
+            unary_node::flex_f32(&t.to_contiguous())
+                .unwrap_or_default()
+                .to_vec()
+        };
+        let kernel = <Flex as AttentionCore>::attention_core(flex(&x), heads);
+        let by_ops = ops::forward::<Flex>(flex(&x), heads);
+        close(&flex_values(by_ops), &flex_values(kernel), 1e-5, "forward");
+        let kernel = <Flex as AttentionCore>::attention_core_backward(flex(&x), flex(&g), heads);
+        let by_ops = ops::backward::<Flex>(flex(&x), flex(&g), heads);
+        let (k, o) = (flex_values(kernel), flex_values(by_ops));
+        assert_eq!(k.len(), b * t * 3 * c);
+        close(&o, &k, 1e-4, "gradient");
+    }
+
+    #[test]
+    fn a_strided_input_goes_through_the_contiguous_copy() {
         let device = Device::flex();
         let x = Tensor::<3>::random([4, 3, 18], Distribution::Default, &device);
         // a transposed view goes through the contiguous copy
