@@ -263,8 +263,9 @@ pub fn param_backward(
         );
         stats
     } else {
-        // never read: the kernel only reads `stats` when normalising
-        empty_like(&x, Shape::new([1]))
+        // never read (the kernel only reads `stats` when normalising): binds the input again
+        // rather than allocating a buffer per call, as `cube::softmax`'s forward does
+        x.clone()
     };
     let chunks = rows.div_ceil(CHUNK_ROWS);
     let sum_gx = empty_like(&x, Shape::new([chunks, n]));
