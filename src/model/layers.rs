@@ -202,7 +202,7 @@ impl Tfts {
         }
     }
 
-    /// One pass per row on burn-flex (`model::norm`), burn's ops elsewhere.
+    /// One pass per row (`model::norm`: threaded on burn-flex, a CubeCL kernel on wgpu).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         super::norm::scale_shift(x, self.gamma.val(), self.beta.val())
     }
