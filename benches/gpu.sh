@@ -7,8 +7,11 @@
 #   benches/gpu.sh                      # builds the release binary first if needed
 #   DAPT_BIN=/path/to/dapt benches/gpu.sh   # a binary built elsewhere (no registry access)
 #
-# The twelve runs take a few minutes on a datacenter GPU once built; each is capped by
-# DAPT_BENCH_TIMEOUT seconds (default 120) so one slow case cannot eat the budget.
+# The twelve runs took 167 s on an H200 (BENCHMARKS.md, "On a GPU"); each is capped by
+# DAPT_BENCH_TIMEOUT seconds (default 120) so one slow case cannot eat the budget. The official
+# PyTorch model on the same cases, same card: benches/torch_cuda/bench.py. A build with
+# `--features gpu-autotune` honours CUBECL_AUTOTUNE_LEVEL (set below); the default build ignores
+# it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
