@@ -3,8 +3,9 @@
 //! steps (classification, part segmentation, pre-training) that read nothing back, `dapt
 //! bench` reporting both, and `train::run` learning and resuming on the device.
 //!
-//! The device grouping kernels are tensor programs, so they also run on burn-flex; the
-//! equality tests run them on both backends.
+//! The device grouping operations run on both backends (on burn-flex as the host kernels, on
+//! wgpu as CubeCL kernels), and so do their tensor-op fallbacks; the equality tests run all of
+//! them on both.
 
 mod common;
 
@@ -49,14 +50,24 @@ fn device_fps_picks_exactly_the_cpu_indices() {
         (Kind::Duplicated, 2, 90, 45),
         (Kind::NearOrigin, 2, 60, 60),
         (Kind::AllNearOrigin, 2, 20, 4),
+        // OBJ_BG's grouping, and the training pipeline's pre-sampling of 8,192 stored points
+        (Kind::Normal, 3, 2048, 128),
+        (Kind::Grid, 1, 1000, 300),
+        (Kind::Normal, 1, 8192, 1200),
     ];
     for (name, device) in devices() {
         let mut rng = Rng::new(0x5eed);
         for (kind, b, n, m) in cases {
             let pts = batch(&mut rng, kind, b, n);
             let want = cpu::fps_batch(&pts, b, n, m);
-            let got = as_usize(host_ints(dg::fps(&upload(&pts, b, n, &device), m)));
+            let cloud = upload(&pts, b, n, &device);
+            let got = as_usize(host_ints(dg::fps(&cloud, m)));
             assert_eq!(got, want, "{name}: {kind:?} b={b} n={n} m={m}");
+            // the tensor-op rounds, what the one-launch operation falls back to
+            if n <= 300 {
+                let by_ops = as_usize(host_ints(dg::fps_by_ops(&cloud, m)));
+                assert_eq!(by_ops, want, "{name} by ops: {kind:?} b={b} n={n} m={m}");
+            }
         }
     }
 }
@@ -69,6 +80,9 @@ fn device_knn_returns_the_cpu_neighbours_in_the_cpu_order() {
         (Kind::Grid, 2, 150, 25, 16),
         (Kind::Duplicated, 2, 90, 10, 12),
         (Kind::NearOrigin, 1, 80, 12, 8),
+        // OBJ_BG's grouping; k above n gives n neighbours
+        (Kind::Normal, 2, 2048, 128, 32),
+        (Kind::Grid, 1, 6, 4, 9),
     ];
     for (name, device) in devices() {
         let mut rng = Rng::new(0xc0ffee);
@@ -85,16 +99,24 @@ fn device_knn_returns_the_cpu_neighbours_in_the_cpu_order() {
                 }
             }
             let want = cpu::knn_batch(&refs, &queries, b, n, g, k);
-            let got = dg::knn(
-                &upload(&refs, b, n, &device),
-                &upload(&queries, b, g, &device),
-                k,
+            let (r, q) = (
+                upload(&refs, b, n, &device),
+                upload(&queries, b, g, &device),
             );
+            let got = dg::knn(&r, &q, k);
+            assert_eq!(got.dims(), [b, g, k.min(n)]);
             assert_eq!(
                 as_usize(host_ints(got)),
                 want,
                 "{name}: {kind:?} b={b} n={n} g={g} k={k}"
             );
+            if n <= 200 {
+                let by_ops = as_usize(host_ints(dg::knn_by_ops(&r, &q, k)));
+                assert_eq!(
+                    by_ops, want,
+                    "{name} by ops: {kind:?} b={b} n={n} g={g} k={k}"
+                );
+            }
         }
     }
 }

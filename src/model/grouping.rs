@@ -5,6 +5,7 @@
 //! give the same indices; the tensors built here carry no gradient.
 
 pub mod device;
+pub mod select;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 

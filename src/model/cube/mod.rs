@@ -1,6 +1,7 @@
 //! The model's backend extensions as CubeCL kernels, for every cubecl runtime (wgpu here:
 //! Vulkan, Metal, DX12, or Mesa's lavapipe): `norm` for `model::norm` (LayerNorm, TFTS),
-//! `softmax` for `model::softmax`, `attention` for `model::attention`. Each is what `CubeBackend` runs for the extension's
+//! `softmax` for `model::softmax`, `attention` for `model::attention`, `grouping` for
+//! `model::grouping::select` (FPS, kNN). Each is what `CubeBackend` runs for the extension's
 //! operation; under burn's fusion each is one opaque operation in the fused stream.
 //!
 //! The row kernels give each row one workgroup of [`ROW_THREADS`] threads, which stride over
@@ -8,6 +9,7 @@
 //! indices; the extensions fall back to burn's ops for anything else.
 
 pub mod attention;
+pub mod grouping;
 pub mod norm;
 pub mod softmax;
 

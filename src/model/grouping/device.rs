@@ -15,10 +15,11 @@
 //!   can resolve the other way. Exact ties (grids, duplicates) are unaffected; the tests
 //!   hold the device kernels to the CPU's indices on both backends.
 //!
-//! Cost: FPS is `m - 1` rounds of a gather, a fused element-wise kernel and an arg-max, kNN
-//! `k` rounds of an arg-min and a fused mask, over `[b, n]` and `[b, g, n]` tensors. A
-//! dedicated kernel would launch once; these run through burn's fusion on every backend,
-//! autodiff included (the inputs carry no gradient).
+//! Cost: [`fps`] and [`knn`] are one operation each ([`super::select`]): one CubeCL kernel
+//! launch on wgpu (`model::cube::grouping`), the host kernels on burn-flex. Their tensor-op
+//! forms, [`fps_by_ops`] (`m - 1` rounds of a gather, a fused element-wise kernel and an
+//! arg-max) and [`knn_by_ops`] (`k` rounds of an arg-min and a mask), take what the operation
+//! does not (another dtype, sizes beyond 32-bit indices) and are tested against the CPU too.
 
 use burn::tensor::{Device, Int, Tensor};
 
@@ -40,8 +41,15 @@ fn iota<const D: usize>(dims: [usize; D], device: &Device) -> Tensor<D, Int> {
         .expand(dims)
 }
 
-/// Farthest point sampling of `m` indices per cloud of `points` `[b, n, 3]`: `[b, m]`.
+/// Farthest point sampling of `m` indices per cloud of `points` `[b, n, 3]`: `[b, m]`. One
+/// operation ([`super::select`]: one kernel launch on a GPU) where it takes the input, the
+/// tensor-op rounds of [`fps_by_ops`] otherwise.
 pub fn fps(points: &Tensor<3>, m: usize) -> Tensor<2, Int> {
+    super::select::fps(points, m).unwrap_or_else(|| fps_by_ops(points, m))
+}
+
+/// [`fps`] as `m - 1` rounds of tensor operations (gather, element-wise, arg-max).
+pub fn fps_by_ops(points: &Tensor<3>, m: usize) -> Tensor<2, Int> {
     let [b, n, _] = points.dims();
     let device = points.device();
     let [x, y, z] = planes(points);
@@ -76,8 +84,14 @@ pub fn fps(points: &Tensor<3>, m: usize) -> Tensor<2, Int> {
 }
 
 /// The `k` nearest of `refs` `[b, n, 3]` to each of `queries` `[b, g, 3]`, ascending by
-/// distance, ties to the lower index: `[b, g, k]` (`k <= n`).
+/// distance, ties to the lower index: `[b, g, min(k, n)]`. One operation ([`super::select`])
+/// where it takes the input, the tensor-op rounds of [`knn_by_ops`] otherwise.
 pub fn knn(refs: &Tensor<3>, queries: &Tensor<3>, k: usize) -> Tensor<3, Int> {
+    super::select::knn(refs, queries, k).unwrap_or_else(|| knn_by_ops(refs, queries, k))
+}
+
+/// [`knn`] as `k` rounds of tensor operations (arg-min, mask).
+pub fn knn_by_ops(refs: &Tensor<3>, queries: &Tensor<3>, k: usize) -> Tensor<3, Int> {
     let [b, n, _] = refs.dims();
     let [_, g, _] = queries.dims();
     let device = refs.device();
