@@ -369,3 +369,143 @@ fn a_fused_attention_step_launches_fewer_kernels_on_wgpu() {
         "fused {fused} launches, burn's ops {by_ops}"
     );
 }
+
+type Knn = fn(&Tensor<3>, &Tensor<3>, usize) -> Tensor<3, burn::tensor::Int>;
+
+#[test]
+fn grouping_launches_one_kernel_each_for_fps_and_knn_on_wgpu() {
+    use dapt::model::grouping::device as dg;
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let (b, n, g, k) = (2, 1024, 64, 32);
+    let v: Vec<f32> = (0..b * n * 3)
+        .map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0)
+        .collect();
+    // on the autodiff device the training step uses: the points carry no gradient
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
+    let cloud = Tensor::<3>::from_data(TensorData::new(v, [b, n, 3]), &device);
+    let count = |by_ops: bool| {
+        let run = || {
+            let (centre_idx, knn): (_, Knn) = if by_ops {
+                (dg::fps_by_ops(&cloud, g), dg::knn_by_ops)
+            } else {
+                (dg::fps(&cloud, g), dg::knn)
+            };
+            let centres = dg::gather_points(&cloud, centre_idx);
+            let idx = knn(&cloud, &centres, k);
+            assert_eq!(idx.dims(), [b, g, k]);
+            idx
+        };
+        let _ = run();
+        let _ = device.sync();
+        let count = LaunchCount::start();
+        let _ = run();
+        let _ = device.sync();
+        let kernels = count.by_kernel();
+        println!("{kernels:?}");
+        let named = |name: &str| {
+            kernels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or(0, |(_, n)| *n)
+        };
+        (count.total(), named("FpsKernel"), named("KnnKernel"))
+    };
+    let (ours, fps_launches, knn_launches) = count(false);
+    let (by_ops, _, _) = count(true);
+    println!(
+        "launches to group {b} clouds on wgpu: one operation each {ours}, tensor-op rounds {by_ops}"
+    );
+    assert_eq!((fps_launches, knn_launches), (1, 1));
+    // the centres' gather around them (its slices and fused element-wise kernels), no rounds
+    assert!(ours <= 12, "{ours} launches");
+    assert!(by_ops > 10 * ours, "tensor-op rounds took {by_ops}");
+}
+
+/// BatchNorm in training mode and a biased linear layer over a long row axis, forward and
+/// gradients (input, scale, shift, bias, weight) and the running statistics: on wgpu the row
+/// axis is split in two for every reduction (`model::row_split`), on burn-flex it is not.
+fn long_rows_case(device: &Device, rows: usize) -> Vec<Vec<f32>> {
+    use burn::module::Param;
+    use dapt::model::layers::{BatchNorm, linear};
+    let c = 24;
+    let ad = device.clone().autodiff();
+    let v = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919 % 2003) as f32) / 1001.0 - 1.0)
+            .collect()
+    };
+    let x = Tensor::<2>::from_data(TensorData::new(v(rows * c, 1), [rows, c]), &ad).require_grad();
+    let mut bn = BatchNorm::new(c, &ad);
+    bn.weight = Param::from_tensor(Tensor::from_data(TensorData::new(v(c, 5), [c]), &ad));
+    bn.bias = Param::from_tensor(Tensor::from_data(TensorData::new(v(c, 9), [c]), &ad));
+    let mut lin = linear(c, 16, true, &ad);
+    lin.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(v(c * 16, 3), [c, 16]),
+        &ad,
+    ));
+    lin.bias = Some(Param::from_tensor(Tensor::from_data(
+        TensorData::new(v(16, 4), [16]),
+        &ad,
+    )));
+    let y = lin.forward(bn.forward(x.clone() * 3.0 + 0.5, true));
+    let w = Tensor::<2>::from_data(TensorData::new(v(rows * 16, 7), [rows, 16]), &ad);
+    let grads = (y.clone() * w).sum().backward();
+    let grad = |t: Tensor<1>| host(t.grad(&grads).expect("a gradient"));
+    vec![
+        host(y.inner()),
+        host(x.grad(&grads).expect("input gradient")),
+        grad(bn.weight.val()),
+        grad(bn.bias.val()),
+        grad(lin.bias.as_ref().expect("bias").val()),
+        host(lin.weight.val().grad(&grads).expect("weight gradient")),
+        host(bn.running_mean.val()),
+        host(bn.running_var.val()),
+    ]
+}
+
+#[test]
+fn long_row_reductions_split_on_wgpu_match_burn_flex() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let want = long_rows_case(&Device::flex(), 8192);
+    let got = long_rows_case(&Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), 8192);
+    let names = [
+        "output",
+        "input grad",
+        "scale grad",
+        "shift grad",
+        "bias grad",
+        "weight grad",
+        "running mean",
+        "running var",
+    ];
+    for ((g, w), name) in got.iter().zip(&want).zip(names) {
+        assert!(!w.is_empty(), "{name}: nothing");
+        // sums over 8,192 rows in another order: relative to the largest value
+        let scale = w.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        assert_close(g, w, 2e-5 * scale.max(1.0), name);
+    }
+}
+
+#[test]
+fn long_row_reductions_run_in_two_stages_on_wgpu() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+    let reductions = |rows: usize| {
+        let _ = long_rows_case(&device, rows);
+        let count = LaunchCount::start();
+        let _ = long_rows_case(&device, rows);
+        let _ = device.sync();
+        let kernels = count.by_kernel();
+        println!("{rows} rows: {kernels:?}");
+        kernels
+            .iter()
+            .filter(|(k, _)| k.starts_with("Reduce"))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    // 4,000 rows are below the split, 8,192 above it: the same graph, each row reduction twice
+    let (one_stage, two_stage) = (reductions(4000), reductions(8192));
+    println!("row reductions: {one_stage} in one stage, {two_stage} in two");
+    assert!(one_stage > 0);
+    assert!(two_stage >= one_stage + 6, "{one_stage} and {two_stage}");
+}

@@ -56,7 +56,7 @@ impl PatchEncoder {
         // the bias joins the per-patch half (`[bg, 512]`) rather than every point's row: one
         // pass over the `[bgm, 512]` product fewer
         if let Some(bias) = &self.second_conv0.bias {
-            per_patch = per_patch + bias.val().unsqueeze::<2>();
+            per_patch = super::row_split::add_to_rows(per_patch, bias.val());
         }
         let per_point = f
             .matmul(w.slice_dim(0, 256..512))

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use crate::data::Rng;
 
 pub use super::linear::Linear;
+use super::row_split::spread;
 
 /// A parameter holding `value`, trainable unless frozen later.
 pub fn param<const D: usize>(value: Tensor<D>) -> Param<Tensor<D>> {
@@ -88,18 +89,34 @@ impl BatchNorm {
 
     /// `x`: `[rows, channels]`. In training mode the running statistics are updated in place.
     pub fn forward(&mut self, x: Tensor<2>, training: bool) -> Tensor<2> {
-        let [rows, _] = x.dims();
+        let [rows, c] = x.dims();
         let w = self.weight.val().unsqueeze::<2>();
         let b = self.bias.val().unsqueeze::<2>();
         if training && rows > 1 {
-            let (var, mean) = x.clone().var_mean_bias(0);
+            let split = super::row_split::split(rows, &x.device());
+            let (var, mean) = match split {
+                // on a GPU, the statistics and (under autodiff) their gradients in two short
+                // reductions each (`model::row_split`); the mean of equal chunks' means
+                Some((s, r)) => {
+                    let x3 = x.clone().reshape([s, r, c]);
+                    let mean = x3.clone().mean_dim(1).mean_dim(0);
+                    let centred = x3 - spread(mean.clone(), r);
+                    let var = (centred.clone() * centred).mean_dim(1).mean_dim(0);
+                    (var.reshape([1, c]), mean.reshape([1, c]))
+                }
+                None => x.clone().var_mean_bias(0),
+            };
             // `x * alpha + beta` with per-channel alpha and beta, the form PyTorch's CPU
             // kernel applies batch statistics in (there as one fused multiply-add): two passes
             // over the input instead of four, and two saved tensors fewer for backward. The
             // input is the patch encoder's `[points, 512]` (128 MiB at batch 32).
             let alpha = w / (var.clone() + 1e-5).sqrt();
             let beta = b - mean.clone() * alpha.clone();
-            let out = x * alpha + beta;
+            let out = match split {
+                Some((s, r)) => (x.reshape([s, r, c]) * spread(alpha.clone(), r) + spread(beta, r))
+                    .reshape([rows, c]),
+                None => x * alpha + beta,
+            };
             let n = rows as f64;
             let unbiased = var.detach().squeeze_dim::<1>(0) * (n / (n - 1.0));
             let mean = mean.detach().squeeze_dim::<1>(0);

@@ -11,7 +11,8 @@
 //! rows, the size at which gemm ran fastest on every layer shape of the model. The backward
 //! products (`g·Wᵀ` for the input, `xᵀ·g` for the weight) read the stored matrices through
 //! their strides, without a transposed copy. wgpu, and anything that is not f32, keep burn's
-//! `module::linear`.
+//! `module::linear`; on a GPU a bias over many rows is added through `model::row_split`, so its
+//! gradient is not one reduction over every row.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -27,7 +28,7 @@ use burn::tensor::{DType, Device, Shape, Tensor};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::unary_node;
+use super::{row_split, unary_node};
 
 /// Rows per gemm that ran fastest on the model's layer shapes (BENCHMARKS.md).
 const BLOCK_ROWS: usize = 512;
@@ -60,6 +61,9 @@ impl Linear {
                 Some(b) => <Dispatch as RowLinear>::row_linear_bias(x, weight, b.into_dispatch()),
                 None => <Dispatch as RowLinear>::row_linear(x, weight),
             })
+        } else if let (Some(b), Some(_)) = (bias.as_ref(), row_split::split_rows(&x)) {
+            // under autodiff the bias's gradient as two short reductions (`model::row_split`)
+            row_split::add_to_rows(burn::tensor::module::linear(x, weight, None), b.clone())
         } else {
             burn::tensor::module::linear(x, weight, bias)
         }

@@ -22,6 +22,7 @@ pub mod names;
 pub mod norm;
 pub mod partseg;
 pub mod pretrain;
+pub mod row_split;
 pub mod softmax;
 pub mod unary_node;
 pub mod yaml;
