@@ -13,16 +13,30 @@
 //! `sum_dims` over both, which burn-cubecl folds back into a single reduction over every row. burn-flex keeps the plain axis: its reductions are threaded already, and its
 //! summation order is the one the parity tests hold to PyTorch's.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use burn::tensor::{Device, Tensor};
 
-/// Rows below which a single reduction is short enough.
+/// Rows below which a single reduction is short enough: a thread's few thousand sequential
+/// loads against the second stage's launch.
 const MIN_ROWS: usize = 4096;
+
+static MIN_ROWS_NOW: AtomicUsize = AtomicUsize::new(MIN_ROWS);
+
+/// Splits axes from `rows` rows on (process-wide), so that the small reference cases of the
+/// parity tests take the split path too; `None` restores the default.
+#[doc(hidden)]
+pub fn split_from(rows: Option<usize>) {
+    MIN_ROWS_NOW.store(rows.unwrap_or(MIN_ROWS), Ordering::Relaxed);
+}
 
 /// `(s, rows / s)` for reducing `rows` rows on `device` in two stages: `s` the largest power of
 /// two that divides `rows` with `s² <= rows`. `None` on burn-flex, for short axes, and when
 /// `rows` has too small a power-of-two factor for the split to pay.
 pub fn split(rows: usize, device: &Device) -> Option<(usize, usize)> {
-    if rows < MIN_ROWS || device.clone().without_autodiff() == Device::flex() {
+    if rows < MIN_ROWS_NOW.load(Ordering::Relaxed)
+        || device.clone().without_autodiff() == Device::flex()
+    {
         return None;
     }
     let mut s = 1usize;
