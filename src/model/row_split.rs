@@ -10,8 +10,9 @@
 //! reductions of a few hundred values with many threads each, and the view costs nothing (the
 //! tensors are contiguous). A per-channel operand meets the view as a small `[1, r, c]` repeat
 //! ([`spread`]), broadcast over `s` alone: a `[1, 1, c]` operand's gradient would be one
-//! `sum_dims` over both, which burn-cubecl folds back into a single reduction over every row. burn-flex keeps the plain axis: its reductions are threaded already, and its
-//! summation order is the one the parity tests hold to PyTorch's.
+//! `sum_dims` over both, which burn-cubecl folds back into a single reduction over every row.
+//! burn-flex keeps the plain axis: its reductions are threaded already, and its summation order
+//! is the one the parity tests hold to PyTorch's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

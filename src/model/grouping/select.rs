@@ -16,7 +16,6 @@ use burn_flex::FlexTensor;
 
 use crate::gpu::cpu;
 use crate::model::cube::grouping as kernels;
-use crate::model::unary_node;
 
 /// Farthest point sampling and k-nearest-neighbour selection over `[b, n, 3]` f32 points, with
 /// the CPU kernels' rules (`gpu::cpu`). Indices come back as i32.
@@ -46,23 +45,13 @@ fn knn_spec(refs: &TensorSpec, queries: &TensorSpec, k: &usize) -> TensorSpec {
     )
 }
 
-/// `[b, n, 3]` f32 host points as `(b, n, points)`.
+/// `[b, n, 3]` host points as `(b, n, points)`.
 fn host_points(t: FlexTensor) -> (usize, usize, Vec<[f32; 3]>) {
-    let t = t.to_contiguous();
     let shape = t.layout().shape().clone();
-    let (b, n) = (shape[0], shape[1]);
-    let points = match unary_node::flex_f32(&t) {
-        Some(v) => v.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
-        None => t
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default()
-            .chunks_exact(3)
-            .map(|c| [c[0], c[1], c[2]])
-            .collect(),
-    };
-    (b, n, points)
+    let values = t.into_data().convert::<f32>().try_into_vec::<f32>();
+    let points = values.unwrap_or_default();
+    let points = points.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+    (shape[0], shape[1], points)
 }
 
 fn flex_ints(idx: Vec<usize>, shape: Shape) -> FlexTensor {
