@@ -58,9 +58,8 @@ impl PatchEncoder {
         if let Some(bias) = &self.second_conv0.bias {
             per_patch = super::row_split::add_to_rows(per_patch, bias.val());
         }
-        let per_point = f
-            .matmul(w.slice_dim(0, 256..512))
-            .reshape([b * g, m, width]);
+        let per_point =
+            super::row_split::matmul_rows(f, w.slice_dim(0, 256..512)).reshape([b * g, m, width]);
         let x = (per_point + per_patch.reshape([b * g, 1, width])).reshape([rows, width]);
         let x = activation::relu(self.second_conv1.forward(x, training));
         let x = self.second_conv3.forward(x); // [bgm, c]

@@ -11,8 +11,8 @@
 //! rows, the size at which gemm ran fastest on every layer shape of the model. The backward
 //! products (`g·Wᵀ` for the input, `xᵀ·g` for the weight) read the stored matrices through
 //! their strides, without a transposed copy. wgpu, and anything that is not f32, keep burn's
-//! `module::linear`; on a GPU a bias over many rows is added through `model::row_split`, so its
-//! gradient is not one reduction over every row.
+//! `module::linear`; on a GPU over many rows `model::row_split` shapes the product and the bias
+//! so that neither gradient is one reduction over every row.
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -61,9 +61,14 @@ impl Linear {
                 Some(b) => <Dispatch as RowLinear>::row_linear_bias(x, weight, b.into_dispatch()),
                 None => <Dispatch as RowLinear>::row_linear(x, weight),
             })
-        } else if let (Some(b), Some(_)) = (bias.as_ref(), row_split::split_rows(&x)) {
-            // under autodiff the bias's gradient as two short reductions (`model::row_split`)
-            row_split::add_to_rows(burn::tensor::module::linear(x, weight, None), b.clone())
+        } else if row_split::split_rows(&x).is_some() {
+            // on a GPU over many rows (`model::row_split`): the weight's gradient in row
+            // blocks, the bias's in two short reductions
+            let out = row_split::matmul_rows(x, weight);
+            match bias {
+                Some(b) => row_split::add_to_rows(out, b),
+                None => out,
+            }
         } else {
             burn::tensor::module::linear(x, weight, bias)
         }

@@ -1,4 +1,4 @@
-//! A long row axis split in two for the reductions over it, on GPU backends.
+//! A long row axis split for the reductions and products over it, on GPU backends.
 //!
 //! burn's reductions over an axis (without autotune: cubek-reduce's `Unit` routine) give each
 //! output one GPU thread that loops over the whole axis. Over the rows of the patch encoder's
@@ -13,6 +13,10 @@
 //! `sum_dims` over both, which burn-cubecl folds back into a single reduction over every row.
 //! burn-flex keeps the plain axis: its reductions are threaded already, and its summation order
 //! is the one the parity tests hold to PyTorch's.
+//!
+//! The same holds for a trainable weight's gradient, `xᵀ·g` summed over every row: one product
+//! with an inner dimension of 262,144 gives the GPU only a few output tiles to work on.
+//! [`matmul_rows`] feeds the rows in as blocks, so autodiff sums one product per block.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -70,6 +74,45 @@ pub fn add_to_rows<const D: usize>(x: Tensor<D>, v: Tensor<1>) -> Tensor<D> {
         Some((s, r)) => (x.reshape([s, r, c]) + spread(v, r)).reshape(dims),
         None => x + v.unsqueeze(),
     }
+}
+
+/// Row blocks at most for [`matmul_rows`]: the `[k, in, out]` partial products stay small.
+const MAX_BLOCKS: usize = 32;
+
+/// `x·w` over the last dimension of `x` (`[…, in]` by `[in, out]`). On GPU backends, when `w`
+/// is tracked by autodiff (a gradient flows to it) and `x` has many rows, `x` goes in as `k` row blocks against the one `w`:
+/// autodiff then computes `w`'s gradient as `k` products over `rows / k` rows and sums them
+/// (split-K), where one product whose inner dimension is every row (262,144 at batch 128 in the
+/// encoder) leaves most of the GPU idle. The forward and the input's gradient are the same
+/// products either way.
+pub fn matmul_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Tensor<D> {
+    let dims = x.dims();
+    let [d_in, d_out] = w.dims();
+    let mut out_dims = dims;
+    out_dims[D - 1] = d_out;
+    match row_blocks(&x, &w) {
+        Some((k, r)) => x
+            .reshape([k, r, d_in])
+            .matmul(w.unsqueeze::<3>())
+            .reshape(out_dims),
+        None => x.matmul(w.unsqueeze::<D>()),
+    }
+}
+
+/// `(k, rows / k)` for [`matmul_rows`]: the most blocks, a power of two up to [`MAX_BLOCKS`],
+/// that leave each at least a quarter of the split threshold's rows.
+fn row_blocks<const D: usize>(x: &Tensor<D>, w: &Tensor<2>) -> Option<(usize, usize)> {
+    let dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let min_rows = MIN_ROWS_NOW.load(Ordering::Relaxed);
+    if !w.is_tracked() || rows < min_rows || x.device().without_autodiff() == Device::flex() {
+        return None;
+    }
+    let mut k = 1usize;
+    while k < MAX_BLOCKS && rows.is_multiple_of(k * 2) && rows / (k * 2) >= min_rows / 4 {
+        k *= 2;
+    }
+    (k >= 2).then_some((k, rows / k))
 }
 
 #[cfg(test)]
