@@ -20,6 +20,9 @@
 # took 167 s and (4) 40 s (BENCHMARKS.md, "On a GPU"); each run is capped by DAPT_BENCH_TIMEOUT
 # seconds (default 120). A build with `--features gpu-autotune` honours CUBECL_AUTOTUNE_LEVEL
 # (set below); the default build ignores it. Write the figures in BENCHMARKS.md.
+#
+# A dry run on a machine without a GPU (lavapipe), to check the script before a lease:
+#   DAPT_GPU_BATCHES=2 DAPT_GPU_EXTRA="--points 256" DAPT_BENCH_STEPS=1 benches/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -33,6 +36,9 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 export CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-balanced}
 limit=${DAPT_BENCH_TIMEOUT:-120}
 steps=${DAPT_BENCH_STEPS:-10}
+batches=${DAPT_GPU_BATCHES:-32 128}
+read -r -a extra <<<"${DAPT_GPU_EXTRA:-}"
+big=${batches##* } # the phase split and the profile run at the largest batch
 out=${DAPT_GPU_OUT:-target/gpu-bench}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -42,14 +48,14 @@ bench() { # bench PRESET MODE BATCH [extra args]: one JSON line, or an error lin
   local preset=$1 mode=$2 batch=$3
   shift 3
   if ! timeout "$limit" "$bin" bench --backend wgpu --preset "$preset" --mode "$mode" \
-    --batch "$batch" --steps "$steps" --warmup 2 --json "$@"; then
+    --batch "$batch" --steps "$steps" --warmup 2 --json "${extra[@]}" "$@"; then
     echo "{\"preset\":\"$preset\",\"mode\":\"$mode\",\"batch\":$batch,\"error\":\"failed or timed out after ${limit}s\"}"
     status=1
   fi
 }
 
 for preset in modelnet40 objbg; do
-  for batch in 32 128; do
+  for batch in $batches; do
     for mode in dapt full infer; do
       bench "$preset" "$mode" "$batch"
     done
@@ -57,7 +63,7 @@ for preset in modelnet40 objbg; do
 done | tee "$out/wgpu.jsonl"
 
 for mode in dapt full; do
-  DAPT_PHASE_TIMES=1 bench modelnet40 "$mode" 128
+  DAPT_PHASE_TIMES=1 bench modelnet40 "$mode" "$big"
 done | tee "$out/phases.jsonl"
 
 # CubeCL reads cubecl.toml from the working directory: time every kernel, print the table
@@ -65,13 +71,15 @@ profile_dir=$(mktemp -d)
 printf '[profiling.logger]\nlevel = "basic"\nstderr = true\n' >"$profile_dir/cubecl.toml"
 for mode in dapt full; do
   (cd "$profile_dir" && timeout "$limit" "$bin" bench --backend wgpu --preset modelnet40 \
-    --mode "$mode" --batch 128 --steps 2 --warmup 1 --json 2>"$profile_dir/$mode.log" >/dev/null)
+    --mode "$mode" --batch "$big" --steps 2 --warmup 1 --json "${extra[@]}" \
+    2>"$profile_dir/$mode.log" >/dev/null)
   # the summary's header and rows (the rows end with a count and a share), the longest first;
   # a matmul's name shortened to its tiling
   grep -E '^\| Name|^\| .*\| +[0-9]+ +\| +[0-9]+ %' "$profile_dir/$mode.log" | head -41 \
     | sed -E 's/^\| MatmulEntry \|.*\| ([A-Za-z]+Matmul_[0-9a-f]+) +\|/| Matmul \1 |/; s/ {2,}/ /g' \
     >"$out/profile-$mode.txt"
-  echo "per-kernel profile of a $mode step: $out/profile-$mode.txt ($(wc -l <"$out/profile-$mode.txt") kernels)" >&2
+  rows=$(($(wc -l <"$out/profile-$mode.txt") - 1))
+  echo "per-kernel profile of a $mode step: $out/profile-$mode.txt ($rows kernels)" >&2
 done
 rm -rf "$profile_dir"
 
