@@ -80,11 +80,11 @@ pub fn add_to_rows<const D: usize>(x: Tensor<D>, v: Tensor<1>) -> Tensor<D> {
 const MAX_BLOCKS: usize = 32;
 
 /// `x·w` over the last dimension of `x` (`[…, in]` by `[in, out]`). On GPU backends, when `w`
-/// is tracked by autodiff (a gradient flows to it) and `x` has many rows, `x` goes in as `k` row blocks against the one `w`:
-/// autodiff then computes `w`'s gradient as `k` products over `rows / k` rows and sums them
-/// (split-K), where one product whose inner dimension is every row (262,144 at batch 128 in the
-/// encoder) leaves most of the GPU idle. The forward and the input's gradient are the same
-/// products either way.
+/// is tracked by autodiff (a gradient flows to it) and `x` has many rows, `x` goes in as `k`
+/// row blocks against the one `w`: autodiff then computes `w`'s gradient as `k` products over
+/// `rows / k` rows and sums them (split-K), where one product whose inner dimension is every
+/// row (262,144 at batch 128 in the encoder) leaves most of the GPU idle. The forward and the
+/// input's gradient are the same products either way.
 pub fn matmul_rows<const D: usize>(x: Tensor<D>, w: Tensor<2>) -> Tensor<D> {
     let dims = x.dims();
     let [d_in, d_out] = w.dims();
