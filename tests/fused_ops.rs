@@ -156,19 +156,24 @@ fn fused_forward_without_autodiff_matches_on_every_backend() {
     }
 }
 
+/// Kernel launches on `device` of one `run` after a first, compiling run, everything synced:
+/// the total and the count per kernel name (printed for the test log).
+fn launches_of<T>(device: &Device, run: impl Fn() -> T) -> (u64, Vec<(String, u64)>) {
+    let _ = run();
+    let _ = device.sync();
+    let count = LaunchCount::start();
+    let _ = run();
+    let _ = device.sync();
+    let kernels = count.by_kernel();
+    println!("{kernels:?}");
+    (count.total(), kernels)
+}
+
 /// Launches of a LayerNorm's forward and backward on wgpu, everything synced.
 fn launches(op: Op) -> u64 {
     let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
     let case = Case::new([4, 65, 384]);
-    // compile the kernels first: only the step itself is counted
-    let _ = case.run(op, &device);
-    let _ = device.sync();
-    let count = LaunchCount::start();
-    let _ = case.run(op, &device);
-    let _ = device.sync();
-    let total = count.total();
-    println!("{:?}", count.by_kernel());
-    total
+    launches_of(&device, || case.run(op, &device)).0
 }
 
 #[test]
@@ -253,16 +258,8 @@ fn a_fused_softmax_step_launches_fewer_kernels_on_wgpu() {
     let shape = [2, 6, 65, 65];
     let (x, w) = softmax_inputs(shape);
     let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
-    let count = |burns: bool| {
-        let _ = softmax_case(&x, &w, shape, &device, burns);
-        let _ = device.sync();
-        let count = LaunchCount::start();
-        let _ = softmax_case(&x, &w, shape, &device, burns);
-        let _ = device.sync();
-        let total = count.total();
-        println!("{:?}", count.by_kernel());
-        total
-    };
+    let count =
+        |burns: bool| launches_of(&device, || softmax_case(&x, &w, shape, &device, burns)).0;
     let (fused, by_ops) = (count(false), count(true));
     println!("launches per softmax step on wgpu: fused {fused}, burn's ops {by_ops}");
     assert!(fused > 0, "nothing was launched");
@@ -351,16 +348,8 @@ fn a_fused_attention_step_launches_fewer_kernels_on_wgpu() {
     let shape = [2, 65, 384];
     let (x, w) = attention_inputs(shape);
     let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice).autodiff();
-    let count = |burns: bool| {
-        let _ = attention_case(&x, &w, shape, 6, &device, burns);
-        let _ = device.sync();
-        let count = LaunchCount::start();
-        let _ = attention_case(&x, &w, shape, 6, &device, burns);
-        let _ = device.sync();
-        let total = count.total();
-        println!("{:?}", count.by_kernel());
-        total
-    };
+    let count =
+        |burns: bool| launches_of(&device, || attention_case(&x, &w, shape, 6, &device, burns)).0;
     let (fused, by_ops) = (count(false), count(true));
     println!("launches per attention step on wgpu: fused {fused}, burn's ops {by_ops}");
     assert!(fused > 0, "nothing was launched");
@@ -395,20 +384,14 @@ fn grouping_launches_one_kernel_each_for_fps_and_knn_on_wgpu() {
             assert_eq!(idx.dims(), [b, g, k]);
             idx
         };
-        let _ = run();
-        let _ = device.sync();
-        let count = LaunchCount::start();
-        let _ = run();
-        let _ = device.sync();
-        let kernels = count.by_kernel();
-        println!("{kernels:?}");
+        let (total, kernels) = launches_of(&device, run);
         let named = |name: &str| {
             kernels
                 .iter()
                 .find(|(k, _)| k == name)
                 .map_or(0, |(_, n)| *n)
         };
-        (count.total(), named("FpsKernel"), named("KnnKernel"))
+        (total, named("FpsKernel"), named("KnnKernel"))
     };
     let (ours, fps_launches, knn_launches) = count(false);
     let (by_ops, _, _) = count(true);
@@ -491,12 +474,8 @@ fn long_row_reductions_run_in_two_stages_on_wgpu() {
     let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
     let reductions = |rows: usize| {
-        let _ = long_rows_case(&device, rows);
-        let count = LaunchCount::start();
-        let _ = long_rows_case(&device, rows);
-        let _ = device.sync();
-        let kernels = count.by_kernel();
-        println!("{rows} rows: {kernels:?}");
+        println!("{rows} rows:");
+        let (_, kernels) = launches_of(&device, || long_rows_case(&device, rows));
         kernels
             .iter()
             .filter(|(k, _)| k.starts_with("Reduce"))
