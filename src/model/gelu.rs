@@ -14,7 +14,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{DType, Device, Tensor, activation};
+use burn::tensor::{DType, Tensor, activation};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
@@ -37,7 +37,7 @@ pub trait ExactGelu: Backend {
 /// GELU of `x`: the threaded kernel on burn-flex (with or without autodiff) for f32, burn's
 /// own GELU everywhere else.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if x.dtype() == DType::F32 && x.device().without_autodiff() == Device::flex() {
+    if x.dtype() == DType::F32 && super::on_flex(&x.device()) {
         Tensor::from_dispatch(<Dispatch as ExactGelu>::exact_gelu(x.into_dispatch()))
     } else {
         activation::gelu(x)
@@ -115,7 +115,7 @@ impl<B: Backend + ExactGelu, C: CheckpointStrategy> ExactGelu for Autodiff<B, C>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::{Device, Distribution, TensorData};
 
     use crate::model::test_util::values;
 

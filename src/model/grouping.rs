@@ -26,7 +26,7 @@ impl Placement {
     /// keeps a GPU backend on the host kernels (to compare, or to work around a driver).
     pub fn for_device(device: &Device) -> Self {
         let forced_host = std::env::var("DAPT_GROUPING").is_ok_and(|v| v == "host");
-        if forced_host || device.clone().without_autodiff() == Device::flex() {
+        if forced_host || super::on_flex(device) {
             Self::Host
         } else {
             Self::Device

@@ -55,7 +55,7 @@ impl Linear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let weight = self.weight.val();
         let bias = self.bias.as_ref().map(|b| b.val());
-        if x.dtype() == DType::F32 && x.device().without_autodiff() == Device::flex() {
+        if x.dtype() == DType::F32 && super::on_flex(&x.device()) {
             let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
             Tensor::from_dispatch(match bias {
                 Some(b) => <Dispatch as RowLinear>::row_linear_bias(x, weight, b.into_dispatch()),

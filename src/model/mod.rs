@@ -55,6 +55,12 @@ impl ModelError {
     }
 }
 
+/// Whether `device` is burn-flex, with or without autodiff: where the model's threaded host
+/// kernels run and the GPU-shaped code paths (`row_split`, device grouping) stay off.
+pub(crate) fn on_flex(device: &burn::tensor::Device) -> bool {
+    device.clone().without_autodiff() == burn::tensor::Device::flex()
+}
+
 /// What the backend extensions' unit tests share.
 #[cfg(test)]
 pub(crate) mod test_util {

@@ -39,9 +39,7 @@ pub fn split_from(rows: Option<usize>) {
 /// two that divides `rows` with `s² <= rows`. `None` on burn-flex, for short axes, and when
 /// `rows` has too small a power-of-two factor for the split to pay.
 pub fn split(rows: usize, device: &Device) -> Option<(usize, usize)> {
-    if rows < MIN_ROWS_NOW.load(Ordering::Relaxed)
-        || device.clone().without_autodiff() == Device::flex()
-    {
+    if rows < MIN_ROWS_NOW.load(Ordering::Relaxed) || super::on_flex(device) {
         return None;
     }
     let mut s = 1usize;
@@ -105,7 +103,7 @@ fn row_blocks<const D: usize>(x: &Tensor<D>, w: &Tensor<2>) -> Option<(usize, us
     let dims = x.dims();
     let rows: usize = dims[..D - 1].iter().product();
     let min_rows = MIN_ROWS_NOW.load(Ordering::Relaxed);
-    if !w.is_tracked() || rows < min_rows || x.device().without_autodiff() == Device::flex() {
+    if !w.is_tracked() || rows < min_rows || super::on_flex(&x.device()) {
         return None;
     }
     let mut k = 1usize;
