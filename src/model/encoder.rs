@@ -5,6 +5,7 @@ use super::linear::Linear;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, activation};
 
+use super::group_max::group_max;
 use super::layers::{BatchNorm, gelu, linear};
 
 /// Conv1d(k=1) stacks as per-point Linear layers; field names mirror the official
@@ -45,14 +46,12 @@ impl PatchEncoder {
         let x = self.first_conv0.forward(x);
         let x = activation::relu(self.first_conv1.forward(x, training));
         let f = self.first_conv3.forward(x); // [bgm, 256]
-        let global = f.clone().reshape([b * g, m, 256]).max_dim(1); // [bg, 1, 256]
+        let global = group_max(f.clone().reshape([b * g, m, 256])); // [bg, 256]
         // second_conv0 over cat(global, local), split into its two column blocks: the global
         // half once per patch instead of once per point, and no [bgm, 512] concatenation
         let w = self.second_conv0.weight.val(); // [512 in, 512 out], global rows first
         let width = w.dims()[1];
-        let mut per_patch = global
-            .reshape([b * g, 256])
-            .matmul(w.clone().slice_dim(0, 0..256));
+        let mut per_patch = global.matmul(w.clone().slice_dim(0, 0..256));
         // the bias joins the per-patch half (`[bg, 512]`) rather than every point's row: one
         // pass over the `[bgm, 512]` product fewer
         if let Some(bias) = &self.second_conv0.bias {
@@ -64,7 +63,7 @@ impl PatchEncoder {
         let x = activation::relu(self.second_conv1.forward(x, training));
         let x = self.second_conv3.forward(x); // [bgm, c]
         let c = x.dims()[1];
-        x.reshape([b * g, m, c]).max_dim(1).reshape([b, g, c])
+        group_max(x.reshape([b * g, m, c])).reshape([b, g, c])
     }
 }
 

@@ -13,6 +13,7 @@ pub mod cube;
 pub mod encoder;
 pub mod gelu;
 pub mod gelu_math;
+pub mod group_max;
 pub mod grouping;
 pub mod init;
 pub mod layers;
