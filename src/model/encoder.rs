@@ -44,21 +44,40 @@ impl PatchEncoder {
         let rows = b * g * m;
         let x = neighborhoods.reshape([rows, 3]);
         let x = self.first_conv0.forward(x);
-        let x = activation::relu(self.first_conv1.forward(x, training));
-        let f = self.first_conv3.forward(x); // [bgm, 256]
+        let h = activation::relu(self.first_conv1.forward(x, training)); // [bgm, 128]
+        let f = self.first_conv3.forward(h.clone()); // [bgm, 256]
         let global = group_max(f.clone().reshape([b * g, m, 256])); // [bg, 256]
         // second_conv0 over cat(global, local), split into its two column blocks: the global
         // half once per patch instead of once per point, and no [bgm, 512] concatenation
         let w = self.second_conv0.weight.val(); // [512 in, 512 out], global rows first
         let width = w.dims()[1];
-        let mut per_patch = global.matmul(w.clone().slice_dim(0, 0..256));
+        let w_local = w.clone().slice_dim(0, 256..512);
+        let mut per_patch = global.matmul(w.slice_dim(0, 0..256));
         // the bias joins the per-patch half (`[bg, 512]`) rather than every point's row: one
         // pass over the `[bgm, 512]` product fewer
         if let Some(bias) = &self.second_conv0.bias {
             per_patch = super::row_split::add_to_rows(per_patch, bias.val());
         }
-        let per_point =
-            super::row_split::matmul_rows(f, w.slice_dim(0, 256..512)).reshape([b * g, m, width]);
+        let w3 = self.first_conv3.weight.val(); // [128, 256]
+        let per_point = if w3.is_tracked() || w_local.is_tracked() {
+            // trained (full fine-tuning): the official order, so each weight's gradient is
+            // the product PyTorch computes
+            super::row_split::matmul_rows(f, w_local)
+        } else {
+            // frozen or inference: nothing lies between first_conv3 and the local half but
+            // the product, so `(h·W3 + b3)·W_l = h·(W3·W_l) + b3·W_l`, a 128→512 product per
+            // point in place of 256→512 (-8.6 GFLOP per batch of 32), the bias term per patch
+            let b3w = self
+                .first_conv3
+                .bias
+                .as_ref()
+                .map(|b3| b3.val().unsqueeze::<2>().matmul(w_local.clone()));
+            if let Some(b3w) = b3w {
+                per_patch = per_patch + b3w;
+            }
+            super::linear::apply(h, w3.matmul(w_local), None)
+        }
+        .reshape([b * g, m, width]);
         let x = (per_point + per_patch.reshape([b * g, 1, width])).reshape([rows, width]);
         let x = activation::relu(self.second_conv1.forward(x, training));
         let x = self.second_conv3.forward(x); // [bgm, c]

@@ -170,14 +170,11 @@ fn pool(x: &[f32], m: usize, c: usize, out: &mut [f32], rows: Option<&mut [i32]>
                 per_group(g, b, Some(i));
             }
         }
-        None if parallel => out
-            .par_chunks_mut(task * c)
-            .enumerate()
-            .for_each(|(t, o)| {
-                for (j, b) in o.chunks_mut(c).enumerate() {
-                    per_group(t * task + j, b, None);
-                }
-            }),
+        None if parallel => out.par_chunks_mut(task * c).enumerate().for_each(|(t, o)| {
+            for (j, b) in o.chunks_mut(c).enumerate() {
+                per_group(t * task + j, b, None);
+            }
+        }),
         None => {
             for (g, b) in out.chunks_mut(c).enumerate() {
                 per_group(g, b, None);
@@ -411,6 +408,10 @@ mod tests {
     fn an_untracked_input_under_autodiff_is_pooled_without_a_node() {
         let ad = Device::flex().autodiff();
         let x = inputs(5, 8, 3, true, &ad);
-        same_bits(&values(group_max(x.clone()).inner()), &values(burns(x).inner()), "pooled");
+        same_bits(
+            &values(group_max(x.clone()).inner()),
+            &values(burns(x).inner()),
+            "pooled",
+        );
     }
 }

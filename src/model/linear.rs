@@ -53,25 +53,34 @@ impl Linear {
 
     /// `x·W + b` over the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let weight = self.weight.val();
-        let bias = self.bias.as_ref().map(|b| b.val());
-        if x.dtype() == DType::F32 && super::on_flex(&x.device()) {
-            let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
-            Tensor::from_dispatch(match bias {
-                Some(b) => <Dispatch as RowLinear>::row_linear_bias(x, weight, b.into_dispatch()),
-                None => <Dispatch as RowLinear>::row_linear(x, weight),
-            })
-        } else if row_split::split_rows(&x).is_some() {
-            // on a GPU over many rows (`model::row_split`): the weight's gradient in row
-            // blocks, the bias's in two short reductions
-            let out = row_split::matmul_rows(x, weight);
-            match bias {
-                Some(b) => row_split::add_to_rows(out, b),
-                None => out,
-            }
-        } else {
-            burn::tensor::module::linear(x, weight, bias)
+        apply(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// `x·W + b` over the last dimension of `x` (`W`: `[in, out]`), for weights that are not a
+/// layer's own (a product of two layers' weights): the row-block kernel on burn-flex, row
+/// blocks on a GPU over many rows, burn's `linear` elsewhere.
+pub fn apply<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    if x.dtype() == DType::F32 && super::on_flex(&x.device()) {
+        let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+        Tensor::from_dispatch(match bias {
+            Some(b) => <Dispatch as RowLinear>::row_linear_bias(x, weight, b.into_dispatch()),
+            None => <Dispatch as RowLinear>::row_linear(x, weight),
+        })
+    } else if row_split::split_rows(&x).is_some() {
+        // on a GPU over many rows (`model::row_split`): the weight's gradient in row
+        // blocks, the bias's in two short reductions
+        let out = row_split::matmul_rows(x, weight);
+        match bias {
+            Some(b) => row_split::add_to_rows(out, b),
+            None => out,
         }
+    } else {
+        burn::tensor::module::linear(x, weight, bias)
     }
 }
 
