@@ -104,7 +104,7 @@ impl BatchNorm {
                     let var = (centred.clone() * centred).mean_dim(1).mean_dim(0);
                     (var.reshape([1, c]), mean.reshape([1, c]))
                 }
-                None => x.clone().var_mean_bias(0),
+                None => super::batch_stats::var_mean(x.clone()),
             };
             // `x * alpha + beta` with per-channel alpha and beta, the form PyTorch's CPU
             // kernel applies batch statistics in (there as one fused multiply-add): two passes

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 pub mod adapter;
 pub mod attention;
+pub mod batch_stats;
 pub mod block;
 pub mod checkpoint;
 pub mod classifier;

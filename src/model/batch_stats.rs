@@ -1,0 +1,254 @@
+//! Training-mode BatchNorm's batch statistics (biased variance and mean per channel of a
+//! `[rows, c]` input) as two threaded passes on burn-flex, forward and backward.
+//!
+//! burn's `var_mean_bias` makes a centred copy and its square, each the size of the input,
+//! and reduces them column by column: for the patch encoder's `[points, 512]` input (128 MiB
+//! at batch 32) that is most of BatchNorm's 4.8% of a DAPT step, whose frozen encoder still
+//! runs its BatchNorms in training mode (dapt-spec.md §8). Here each rayon task sums a block
+//! of rows into per-channel partial sums, first of `x`, then of `(x − mean)²`; the sums are
+//! kept in f64, as PyTorch's CPU kernel accumulates them. Under autodiff (full fine-tuning)
+//! the node keeps the input and computes `∂/∂x` in one more pass. Every other backend keeps
+//! `var_mean_bias`.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{DType, Shape, Tensor};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::unary_node;
+
+/// Rows per rayon task: enough to pay for a task and its partial sums.
+const BLOCK_ROWS: usize = 256;
+
+/// The statistics of a BatchNorm batch as a backend operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait BatchStats: Backend {
+    /// `x` `[rows, c]` → `[2, c]`: the biased variance of each channel (row 0) and its mean
+    /// (row 1).
+    fn batch_var_mean(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `∂/∂x` given `x` and the gradient of the `[2, c]` statistics.
+    fn batch_var_mean_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `(variance, mean)` of each column of `x` (`[rows, c]`, each `[1, c]`), the variance biased
+/// (divided by `rows`): the threaded passes on burn-flex for f32, burn's `var_mean_bias`
+/// everywhere else.
+pub fn var_mean(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let [rows, c] = x.dims();
+    if rows > 0 && x.dtype() == DType::F32 && super::on_flex(&x.device()) {
+        let stats =
+            Tensor::<2>::from_dispatch(<Dispatch as BatchStats>::batch_var_mean(x.into_dispatch()));
+        (stats.clone().slice([0..1, 0..c]), stats.slice([1..2, 0..c]))
+    } else {
+        x.var_mean_bias(0)
+    }
+}
+
+/// Per-channel sums of `f(row values)` over all rows, threaded over blocks of rows.
+fn column_sums(x: &[f32], c: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+    let partial = |block: &[f32]| {
+        let mut acc = vec![0.0f64; c];
+        for row in block.chunks_exact(c) {
+            for (j, (a, &v)) in acc.iter_mut().zip(row).enumerate() {
+                *a += f(j, v);
+            }
+        }
+        acc
+    };
+    let merge = |mut a: Vec<f64>, b: Vec<f64>| {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
+        a
+    };
+    x.par_chunks(BLOCK_ROWS * c)
+        .map(partial)
+        .reduce(|| vec![0.0f64; c], merge)
+}
+
+/// `[rows, c]` of a contiguous f32 burn-flex tensor with at least one row, and its values.
+fn flex_rows(x: &FlexTensor) -> Option<(usize, usize, &[f32])> {
+    let shape = x.layout().shape();
+    if shape.num_dims() != 2 || shape[0] == 0 || shape[1] == 0 {
+        return None;
+    }
+    Some((shape[0], shape[1], unary_node::flex_f32(x)?))
+}
+
+/// The per-channel mean and biased variance of `values` (`rows × c`), in f64.
+fn stats(values: &[f32], rows: usize, c: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = rows as f64;
+    let mean: Vec<f64> = column_sums(values, c, |_, v| f64::from(v))
+        .into_iter()
+        .map(|s| s / n)
+        .collect();
+    let var = column_sums(values, c, |j, v| {
+        let d = f64::from(v) - mean[j];
+        d * d
+    })
+    .into_iter()
+    .map(|s| s / n)
+    .collect();
+    (mean, var)
+}
+
+impl BatchStats for Flex {
+    fn batch_var_mean(x: FlexTensor) -> FlexTensor {
+        let x = x.to_contiguous();
+        let Some((rows, c, values)) = flex_rows(&x) else {
+            // not ours to take (another dtype or rank): burn-flex's own ops
+            let mean = Flex::float_mean_dim(x.clone(), 0);
+            let centred = Flex::float_sub(x, mean.clone());
+            let var = Flex::float_mean_dim(Flex::float_mul(centred.clone(), centred), 0);
+            return Flex::float_cat(vec![var, mean], 0);
+        };
+        let (mean, var) = stats(values, rows, c);
+        let out: Vec<f32> = var.iter().chain(&mean).map(|&v| v as f32).collect();
+        unary_node::flex_shaped(out, Shape::new([2, c]))
+    }
+
+    fn batch_var_mean_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let x = x.to_contiguous();
+        let grad = grad.to_contiguous();
+        let shape = x.layout().shape().clone();
+        let (Some((rows, c, values)), Some(g)) = (flex_rows(&x), unary_node::flex_f32(&grad))
+        else {
+            return unary_node::flex_shaped(vec![0.0; shape.num_elements()], shape);
+        };
+        if g.len() != 2 * c {
+            return unary_node::flex_shaped(vec![0.0; rows * c], shape);
+        }
+        // var = Σ(x − μ)²/n (the μ term's own derivative sums to zero), μ = Σx/n:
+        // ∂/∂x = 2(x − μ)·g_var/n + g_mean/n
+        let (mean, _) = stats(values, rows, c);
+        let n = rows as f64;
+        let (gv, gm) = g.split_at(c);
+        let two_gv: Vec<f32> = gv
+            .iter()
+            .map(|&v| (2.0 * f64::from(v) / n) as f32)
+            .collect();
+        let gm_n: Vec<f32> = gm.iter().map(|&v| (f64::from(v) / n) as f32).collect();
+        let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        let mut out = vec![0.0f32; rows * c];
+        out.par_chunks_mut(BLOCK_ROWS * c)
+            .zip(values.par_chunks(BLOCK_ROWS * c))
+            .for_each(|(o, xs)| {
+                for (orow, xrow) in o.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
+                    for j in 0..c {
+                        orow[j] = (xrow[j] - mean32[j]) * two_gv[j] + gm_n[j];
+                    }
+                }
+            });
+        unary_node::flex_shaped(out, shape)
+    }
+}
+
+/// The autodiff node: one parent, state: its id (the input, kept for backward).
+#[derive(Debug)]
+struct StatsNode;
+
+impl<B: BatchStats> Backward<B, 1> for StatsNode {
+    type State = NodeId;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+            B::batch_var_mean_backward(x, grad)
+        });
+    }
+}
+
+impl<B: Backend + BatchStats, C: CheckpointStrategy> BatchStats for Autodiff<B, C> {
+    fn batch_var_mean(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // a reduction: compute-bound, as burn's, so checkpointing keeps the input it needs
+        match StatsNode
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::batch_var_mean(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::batch_var_mean(x.into_primitive())),
+        }
+    }
+
+    fn batch_var_mean_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        <FloatTensor<Self>>::new(B::batch_var_mean_backward(
+            x.into_primitive(),
+            grad.into_primitive(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, TensorData};
+
+    use crate::model::test_util::{close, values};
+
+    #[test]
+    fn the_statistics_match_burns_and_an_f64_reference() {
+        let device = Device::flex();
+        // one block and many, an offset far from zero (where f32 sums lose digits)
+        for (rows, c, offset) in [(3, 5, 0.0), (4000, 48, 100.0), (1, 3, 1.0)] {
+            let x = Tensor::<2>::random([rows, c], Distribution::Normal(offset, 2.0), &device);
+            let (var, mean) = var_mean(x.clone());
+            let (want_var, want_mean) = x.clone().var_mean_bias(0);
+            close(&values(mean), &values(want_mean), 1e-5, "mean");
+            close(&values(var.clone()), &values(want_var), 1e-4, "variance");
+            // against f64, column by column
+            let v = values(x);
+            for j in 0..c {
+                let col: Vec<f64> = (0..rows).map(|r| f64::from(v[r * c + j])).collect();
+                let m = col.iter().sum::<f64>() / rows as f64;
+                let s = col.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / rows as f64;
+                let got = f64::from(values(var.clone().slice([0..1, j..j + 1]))[0]);
+                assert!(
+                    (got - s).abs() <= 1e-6 * (1.0 + s),
+                    "column {j}: {got} against {s}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_gradient_matches_burns_with_and_without_checkpointing() {
+        let (rows, c) = (700, 6);
+        let base = Tensor::<2>::random([rows, c], Distribution::Normal(1.0, 2.0), &Device::flex());
+        let wv = TensorData::new((0..c).map(|j| j as f32 - 2.5).collect::<Vec<_>>(), [1, c]);
+        let wm = TensorData::new(
+            (0..c).map(|j| 0.3 * j as f32 + 1.0).collect::<Vec<_>>(),
+            [1, c],
+        );
+        let plain = Device::flex().autodiff();
+        for ad in [plain.clone(), plain.gradient_checkpointing()] {
+            let run = |f: fn(Tensor<2>) -> (Tensor<2>, Tensor<2>)| {
+                let x = Tensor::<2>::from_data(base.clone().into_data(), &ad).require_grad();
+                let (var, mean) = f(x.clone() * 1.5);
+                let loss = (var * Tensor::from_data(wv.clone(), &ad)).sum()
+                    + (mean * Tensor::from_data(wm.clone(), &ad)).sum();
+                let grads = loss.backward();
+                x.grad(&grads).map(values).unwrap_or_default()
+            };
+            let ours = run(var_mean);
+            let want = run(|x| x.var_mean_bias(0));
+            assert!(!ours.is_empty(), "no gradient reached the input");
+            close(&ours, &want, 1e-4, "input gradient");
+        }
+    }
+}
