@@ -120,6 +120,11 @@ pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
 
 pub fn assert_close(name: &str, got: &[f32], want: &Fx, tol: f64) {
     let e = rel_err(got, &want.data);
+    // `DAPT_PARITY_REPORT=1 cargo test --test model_parity -- --nocapture` lists every error,
+    // to see what a numerical change moved, not only whether it stayed within tolerance
+    if std::env::var_os("DAPT_PARITY_REPORT").is_some() {
+        eprintln!("parity {name}: relative error {e:.3e} (tolerance {tol:.0e})");
+    }
     assert!(e <= tol, "{name}: relative error {e:.3e} > {tol:.0e}");
 }
 
