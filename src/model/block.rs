@@ -67,11 +67,13 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mut h = self.fc1.forward(x);
-        if let Some(tf) = &self.tfts_1 {
-            h = tf.forward(h);
-        }
-        let mut out = self.fc2.forward(gelu(h));
+        let h = self.fc1.forward(x);
+        // DAPT: TFTS and GELU as one pass over the `[b, t, 4c]` hidden layer
+        let h = match &self.tfts_1 {
+            Some(tf) => super::scaled_gelu::scaled_gelu(h, tf.gamma.val(), tf.beta.val()),
+            None => gelu(h),
+        };
+        let mut out = self.fc2.forward(h);
         if let Some(tf) = &self.tfts_2 {
             out = tf.forward(out);
         }

@@ -67,8 +67,8 @@ impl PatchEncoder {
         if let Some(b3) = &self.first_conv3.bias {
             per_patch = per_patch + b3.val().unsqueeze::<2>().matmul(w_local.clone());
         }
-        let per_point = super::linear::apply(h, w3.matmul(w_local), None)
-        .reshape([b * g, m, width]);
+        let per_point =
+            super::linear::apply(h, w3.matmul(w_local), None).reshape([b * g, m, width]);
         let x = (per_point + per_patch.reshape([b * g, 1, width])).reshape([rows, width]);
         let x = activation::relu(self.second_conv1.forward(x, training));
         let x = self.second_conv3.forward(x); // [bgm, c]

@@ -25,6 +25,7 @@ pub mod norm;
 pub mod partseg;
 pub mod pretrain;
 pub mod row_split;
+pub mod scaled_gelu;
 pub mod softmax;
 pub mod unary_node;
 pub mod yaml;
