@@ -79,6 +79,22 @@ pub trait RowAffine: Backend {
         x: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// All three gradients of [`RowAffine::layer_norm_rows`] at once, `(∂x, ∂scale, ∂shift)`:
+    /// on burn-flex one pass that reads `x` and `grad` once and computes each row's statistics
+    /// once.
+    #[fusion(meta = backward_specs)]
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// All three gradients of [`RowAffine::scale_shift`] at once, `(∂x, ∂scale, ∂shift)`.
+    #[fusion(meta = backward_specs)]
+    fn scale_shift_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Whether the fused ops take these tensors: f32, on any backend we build (burn-flex, or
@@ -92,6 +108,16 @@ fn param_specs(x: &TensorSpec, _grad: &TensorSpec) -> (TensorSpec, TensorSpec) {
     let c = x.shape.last().copied().unwrap_or(1);
     let spec = TensorSpec::new(Shape::new([c]), x.dtype);
     (spec.clone(), spec)
+}
+
+/// The Fusion metadata of the three gradients: `x`'s, and two `[c]` vectors.
+fn backward_specs(
+    x: &TensorSpec,
+    _scale: &TensorSpec,
+    grad: &TensorSpec,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    let (ds, db) = param_specs(x, grad);
+    (x.clone(), ds, db)
 }
 
 /// LayerNorm of `x` over its last dimension with PyTorch's statistics, then `·scale + shift`.
@@ -301,6 +327,105 @@ fn flex_param_backward(x: FlexTensor, grad: FlexTensor, kind: Kind) -> (FlexTens
     (vector(ds), vector(db))
 }
 
+/// `kind`'s three gradients on burn-flex in one threaded pass: per row the input's gradient
+/// (LayerNorm: `rstd·(gŝ − mean(gŝ) − x̂·mean(gŝ·x̂))`, TFTS: `g·scale`) and per task partial
+/// column sums of `g·x̂` (or `g·x`) and `g`, reduced at the end. The same arithmetic as the
+/// separate passes, which read `x` and `g` twice and computed the statistics twice.
+fn flex_backward(
+    x: FlexTensor,
+    scale: FlexTensor,
+    grad: FlexTensor,
+    kind: Kind,
+) -> (FlexTensor, FlexTensor, FlexTensor) {
+    let (x, scale, grad) = (
+        f32_contiguous(x),
+        f32_contiguous(scale),
+        f32_contiguous(grad),
+    );
+    let n = width(&x);
+    let (xs, s, gs) = (f32_values(&x), f32_values(&scale), f32_values(&grad));
+    if !params_fit(n, &[s]) || xs.len() != gs.len() || n == 0 {
+        let (ds, db) = match kind {
+            Kind::LayerNorm => Flex::layer_norm_param_backward(x.clone(), grad.clone()),
+            Kind::ScaleShift => Flex::scale_shift_param_backward(x.clone(), grad.clone()),
+        };
+        let dx = match kind {
+            Kind::LayerNorm => Flex::layer_norm_x_backward(x, scale, grad),
+            Kind::ScaleShift => Flex::scale_rows(grad, scale),
+        };
+        return (dx, ds, db);
+    }
+    let mut dx = vec![0.0f32; xs.len()];
+    let task = n * ROWS_PER_TASK;
+    let inv_n = 1.0 / n as f32;
+    let sums = dx
+        .par_chunks_mut(task)
+        .zip(xs.par_chunks(task))
+        .zip(gs.par_chunks(task))
+        .map(|((o, xs), gs)| {
+            let mut acc = vec![0.0f32; 2 * n];
+            let mut xhat = vec![0.0f32; n];
+            for ((orow, xrow), grow) in o.chunks_mut(n).zip(xs.chunks(n)).zip(gs.chunks(n)) {
+                let (ds, db) = acc.split_at_mut(n);
+                match kind {
+                    Kind::LayerNorm => {
+                        let (mean, rstd) = row_stats(xrow);
+                        for (h, &x) in xhat.iter_mut().zip(xrow) {
+                            *h = (x - mean) * rstd;
+                        }
+                        let mean_gs = sum(grow.iter().zip(s).map(|(&g, &s)| g * s)) * inv_n;
+                        let mean_gsx = sum(grow
+                            .iter()
+                            .zip(s)
+                            .zip(xrow)
+                            .map(|((&g, &s), &x)| g * s * (x - mean) * rstd))
+                            * inv_n;
+                        for ((((o, &h), &g), &s), (a, b)) in orow
+                            .iter_mut()
+                            .zip(&xhat)
+                            .zip(grow)
+                            .zip(s)
+                            .zip(ds.iter_mut().zip(db.iter_mut()))
+                        {
+                            *o = rstd * (g * s - mean_gs - h * mean_gsx);
+                            *a += g * h;
+                            *b += g;
+                        }
+                    }
+                    Kind::ScaleShift => {
+                        for ((((o, &x), &g), &s), (a, b)) in orow
+                            .iter_mut()
+                            .zip(xrow)
+                            .zip(grow)
+                            .zip(s)
+                            .zip(ds.iter_mut().zip(db.iter_mut()))
+                        {
+                            *o = g * s;
+                            *a += g * x;
+                            *b += g;
+                        }
+                    }
+                }
+            }
+            acc
+        })
+        .reduce(
+            || vec![0.0f32; 2 * n],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                a
+            },
+        );
+    let (ds, db) = sums.split_at(n);
+    (
+        unary_node::flex_from_f32(dx, &x),
+        vector(ds.to_vec()),
+        vector(db.to_vec()),
+    )
+}
+
 impl RowAffine for Flex {
     fn layer_norm_rows(x: FlexTensor, scale: FlexTensor, shift: FlexTensor) -> FlexTensor {
         flex_affine(x, scale, shift, Kind::LayerNorm)
@@ -362,6 +487,22 @@ impl RowAffine for Flex {
     fn scale_shift_param_backward(x: FlexTensor, grad: FlexTensor) -> (FlexTensor, FlexTensor) {
         flex_param_backward(x, grad, Kind::ScaleShift)
     }
+
+    fn layer_norm_backward(
+        x: FlexTensor,
+        scale: FlexTensor,
+        grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        flex_backward(x, scale, grad, Kind::LayerNorm)
+    }
+
+    fn scale_shift_backward(
+        x: FlexTensor,
+        scale: FlexTensor,
+        grad: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        flex_backward(x, scale, grad, Kind::ScaleShift)
+    }
 }
 
 impl RowAffine for CubeBackend {
@@ -408,6 +549,25 @@ impl RowAffine for CubeBackend {
         } else {
             ops::scale_shift_param_backward::<Self>(x, grad)
         }
+    }
+
+    // the separate kernels: each is one launch already, so there is nothing to merge here
+    fn layer_norm_backward(
+        x: CubeTensor,
+        scale: CubeTensor,
+        grad: CubeTensor,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (ds, db) = Self::layer_norm_param_backward(x.clone(), grad.clone());
+        (Self::layer_norm_x_backward(x, scale, grad), ds, db)
+    }
+
+    fn scale_shift_backward(
+        x: CubeTensor,
+        scale: CubeTensor,
+        grad: CubeTensor,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (ds, db) = Self::scale_shift_param_backward(x, grad.clone());
+        (Self::scale_rows(grad, scale), ds, db)
     }
 }
 
@@ -547,6 +707,22 @@ impl<B: RowAffine> Backward<B, 3> for AffineNode {
         let grad = grads.consume::<B>(&ops.node);
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state.0);
         let scale: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state.1);
+        if let (Some(nx), true) = (&node_x, node_scale.is_some() || node_shift.is_some()) {
+            // every gradient wanted (TFTS, and LayerNorm wherever its input is tracked): one
+            // call, one pass on burn-flex
+            let (dx, ds, db) = match self.0 {
+                Kind::LayerNorm => B::layer_norm_backward(x, scale, grad),
+                Kind::ScaleShift => B::scale_shift_backward(x, scale, grad),
+            };
+            grads.register::<B>(nx.id, dx);
+            if let Some(node) = node_scale {
+                grads.register::<B>(node.id, ds);
+            }
+            if let Some(node) = node_shift {
+                grads.register::<B>(node.id, db);
+            }
+            return;
+        }
         if node_scale.is_some() || node_shift.is_some() {
             let (ds, db) = match self.0 {
                 Kind::LayerNorm => B::layer_norm_param_backward(x.clone(), grad.clone()),
@@ -684,6 +860,40 @@ impl<B: Backend + RowAffine, C: CheckpointStrategy> RowAffine for Autodiff<B, C>
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (ds, db) = B::scale_shift_param_backward(x.into_primitive(), grad.into_primitive());
         (untracked::<B, C>(ds), untracked::<B, C>(db))
+    }
+
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, ds, db) = B::layer_norm_backward(
+            x.into_primitive(),
+            scale.into_primitive(),
+            grad.into_primitive(),
+        );
+        (
+            untracked::<B, C>(dx),
+            untracked::<B, C>(ds),
+            untracked::<B, C>(db),
+        )
+    }
+
+    fn scale_shift_backward(
+        x: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, ds, db) = B::scale_shift_backward(
+            x.into_primitive(),
+            scale.into_primitive(),
+            grad.into_primitive(),
+        );
+        (
+            untracked::<B, C>(dx),
+            untracked::<B, C>(ds),
+            untracked::<B, C>(db),
+        )
     }
 }
 
