@@ -3,7 +3,7 @@
 
 use super::linear::Linear;
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, activation};
+use burn::tensor::{Device, Tensor};
 
 use super::group_max::group_max;
 use super::layers::{BatchNorm, gelu, linear};
@@ -44,7 +44,7 @@ impl PatchEncoder {
         let rows = b * g * m;
         let x = neighborhoods.reshape([rows, 3]);
         let x = self.first_conv0.forward(x);
-        let h = activation::relu(self.first_conv1.forward(x, training)); // [bgm, 128]
+        let h = self.first_conv1.forward_relu(x, training); // [bgm, 128]
         let f = self.first_conv3.forward(h.clone()); // [bgm, 256]
         let global = group_max(f.clone().reshape([b * g, m, 256])); // [bg, 256]
         // second_conv0 over cat(global, local), split into its two column blocks: the global
@@ -70,7 +70,7 @@ impl PatchEncoder {
         let per_point =
             super::linear::apply(h, w3.matmul(w_local), None).reshape([b * g, m, width]);
         let x = (per_point + per_patch.reshape([b * g, 1, width])).reshape([rows, width]);
-        let x = activation::relu(self.second_conv1.forward(x, training));
+        let x = self.second_conv1.forward_relu(x, training);
         let x = self.second_conv3.forward(x); // [bgm, c]
         let c = x.dims()[1];
         group_max(x.reshape([b * g, m, c])).reshape([b, g, c])

@@ -89,6 +89,23 @@ impl BatchNorm {
 
     /// `x`: `[rows, channels]`. In training mode the running statistics are updated in place.
     pub fn forward(&mut self, x: Tensor<2>, training: bool) -> Tensor<2> {
+        self.normalise(x, training, false)
+    }
+
+    /// `relu(self.forward(x, training))`, as one pass over `x` where no gradient flows through
+    /// (`model::affine_relu`: inference, the frozen encoder of DAPT).
+    pub fn forward_relu(&mut self, x: Tensor<2>, training: bool) -> Tensor<2> {
+        self.normalise(x, training, true)
+    }
+
+    fn normalise(&mut self, x: Tensor<2>, training: bool, relu: bool) -> Tensor<2> {
+        let apply = |x: Tensor<2>, alpha: Tensor<2>, beta: Tensor<2>| {
+            if relu {
+                super::affine_relu::affine_relu(x, alpha, beta)
+            } else {
+                x * alpha + beta
+            }
+        };
         let [rows, c] = x.dims();
         let w = self.weight.val().unsqueeze::<2>();
         let b = self.bias.val().unsqueeze::<2>();
@@ -113,9 +130,16 @@ impl BatchNorm {
             let alpha = w / (var.clone() + 1e-5).sqrt();
             let beta = b - mean.clone() * alpha.clone();
             let out = match split {
-                Some((s, r)) => (x.reshape([s, r, c]) * spread(alpha.clone(), r) + spread(beta, r))
-                    .reshape([rows, c]),
-                None => x * alpha + beta,
+                Some((s, r)) => {
+                    let y = (x.reshape([s, r, c]) * spread(alpha.clone(), r) + spread(beta, r))
+                        .reshape([rows, c]);
+                    if relu {
+                        burn::tensor::activation::relu(y)
+                    } else {
+                        y
+                    }
+                }
+                None => apply(x, alpha.clone(), beta),
             };
             let n = rows as f64;
             let unbiased = var.detach().squeeze_dim::<1>(0) * (n / (n - 1.0));
@@ -145,7 +169,7 @@ impl BatchNorm {
             // near the following ReLU's threshold round the same way
             let alpha = w / (var + 1e-5).sqrt();
             let beta = b - mean * alpha.clone();
-            x * alpha + beta
+            apply(x, alpha, beta)
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod adapter;
+pub mod affine_relu;
 pub mod attention;
 pub mod batch_stats;
 pub mod block;
