@@ -142,6 +142,30 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// `wᵀ` as a contiguous row-major `cols × rows` matrix, copied in cache-sized tiles, a band
+/// of output rows per rayon task.
+fn transposed(w: &Matrix) -> Vec<f32> {
+    const TILE: usize = 32;
+    let (rows, cols) = (w.rows, w.cols);
+    let (rs, cs) = (w.row_stride as usize, w.col_stride as usize);
+    let mut out = vec![0.0f32; rows * cols];
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(band, dst)| {
+            let j0 = band * TILE;
+            for i0 in (0..rows).step_by(TILE) {
+                let i1 = (i0 + TILE).min(rows);
+                for (dj, out_row) in dst.chunks_mut(rows).enumerate() {
+                    let col = &w.values[(j0 + dj) * cs..];
+                    for (i, o) in (i0..i1).zip(&mut out_row[i0..i1]) {
+                        *o = col[i * rs];
+                    }
+                }
+            }
+        });
+    out
+}
+
 /// Contiguous f32 rows of `t` (rows, row length, values), or `None`.
 fn rows_of(t: &FlexTensor) -> Option<(usize, usize, &[f32])> {
     let n = *t.layout().shape().last()?;
@@ -265,15 +289,22 @@ impl RowLinear for Flex {
         if w.cols != d_out {
             return Flex::linear_x_backward(weight, grad);
         }
-        // Wᵀ is `out × in`: its rows step along W's columns.
-        let out = gemm_rows(
-            gs,
-            d_out,
-            w.values,
-            (w.col_stride, w.row_stride),
-            w.rows,
-            None,
-        );
+        // Wᵀ is `out × in`: its rows step along W's columns. Read through strides, gemm packs
+        // the whole of W again for every row block; a contiguous copy made once is already in
+        // the layout its kernel reads, so there is nothing to pack
+        let out = if gs.len() / d_out > block_rows(gs.len() / d_out) {
+            let wt = transposed(&w);
+            gemm_rows(gs, d_out, &wt, (w.rows as isize, 1), w.rows, None)
+        } else {
+            gemm_rows(
+                gs,
+                d_out,
+                w.values,
+                (w.col_stride, w.row_stride),
+                w.rows,
+                None,
+            )
+        };
         unary_node::flex_shaped(out, with_last(grad.layout().shape(), w.rows))
     }
 
