@@ -27,7 +27,7 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 /// `eʸ` to about one unit in the last place, for `y ≤ 88`.
 #[inline(always)]
-fn exp(y: f32) -> f32 {
+pub(super) fn exp(y: f32) -> f32 {
     let c = y.clamp(EXP_MIN, EXP_MAX);
     let shifted = c * std::f32::consts::LOG2_E + ROUND;
     let k = shifted - ROUND;

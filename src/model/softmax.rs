@@ -52,14 +52,53 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 pub(super) fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = (v - max).exp();
-        sum += *o;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { wide::softmax_avx512(x, y) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { wide::softmax_avx2(x, y) };
+        }
     }
+    softmax_loop(x, y)
+}
+
+/// `exp(x − max)` through `model::gelu_math`'s branch-free `exp` (within two units in the last
+/// place, where a call to libm's `expf` per element kept the loop scalar), summed in eight
+/// lanes, then divided by the sum.
+#[inline(always)]
+fn softmax_loop(x: &[f32], y: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = super::gelu_math::exp(v - max);
+    }
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = y.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let sum = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
     for o in y.iter_mut() {
         *o /= sum;
+    }
+}
+
+/// The loop compiled for the widest vectors the CPU has, chosen at run time.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    #[target_feature(enable = "avx512f")]
+    pub fn softmax_avx512(x: &[f32], y: &mut [f32]) {
+        super::softmax_loop(x, y)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub fn softmax_avx2(x: &[f32], y: &mut [f32]) {
+        super::softmax_loop(x, y)
     }
 }
 
