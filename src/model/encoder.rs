@@ -46,7 +46,7 @@ impl PatchEncoder {
         let x = self.first_conv0.forward(x);
         let h = self.first_conv1.forward_relu(x, training); // [bgm, 128]
         let f = self.first_conv3.forward(h.clone()); // [bgm, 256]
-        let global = group_max(f.clone().reshape([b * g, m, 256])); // [bg, 256]
+        let global = group_max(f.reshape([b * g, m, 256])); // [bg, 256]; f is not needed after it
         // second_conv0 over cat(global, local), split into its two column blocks: the global
         // half once per patch instead of once per point, and no [bgm, 512] concatenation
         let w = self.second_conv0.weight.val(); // [512 in, 512 out], global rows first
