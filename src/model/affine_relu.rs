@@ -158,20 +158,10 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, TensorData};
 
-    use crate::model::test_util::values;
+    use crate::model::test_util::{same_bits, values};
 
     fn burns(x: Tensor<2>, a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
         activation::relu(x * a + b)
-    }
-
-    fn same_bits(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
-                "{what}: element {i}: {x} against burn's {y}"
-            );
-        }
     }
 
     #[test]

@@ -331,7 +331,7 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution};
 
-    use crate::model::test_util::values;
+    use crate::model::test_util::{same_bits, values};
 
     /// Inputs with ties (small integers), and for `special` a NaN and infinities.
     fn inputs(g: usize, m: usize, c: usize, special: bool, device: &Device) -> Tensor<3> {
@@ -346,16 +346,6 @@ mod tests {
             v[2 * c + 3] = f32::NEG_INFINITY;
         }
         Tensor::<3>::from_data(TensorData::new(v, [g, m, c]), device)
-    }
-
-    fn same_bits(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(
-                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
-                "{what}: element {i}: {x} against burn's {y}"
-            );
-        }
     }
 
     fn burns(x: Tensor<3>) -> Tensor<2> {

@@ -75,6 +75,17 @@ pub(crate) mod test_util {
         crate::readback::flex_values(t)
     }
 
+    /// `a` bit for bit equal to burn's `b` (any NaN matching any NaN).
+    pub fn same_bits(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                "{what}: element {i}: {x} against burn's {y}"
+            );
+        }
+    }
+
     /// `a` within `tol` of burn's `b`, absolute below 1 and relative above.
     pub fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");

@@ -255,15 +255,7 @@ fn column_sums(
             }
             acc
         })
-        .reduce(
-            || vec![0.0f32; 2 * n],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
-                }
-                a
-            },
-        );
+        .reduce(|| vec![0.0f32; 2 * n], unary_node::add_partials);
     let (scale, shift) = partial.split_at(n);
     (scale.to_vec(), shift.to_vec())
 }
@@ -418,15 +410,7 @@ fn flex_backward(
             }
             acc
         })
-        .reduce(
-            || vec![0.0f32; 2 * n],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
-                }
-                a
-            },
-        );
+        .reduce(|| vec![0.0f32; 2 * n], unary_node::add_partials);
     // SAFETY: the loop above wrote every one of the `xs.len()` elements.
     unsafe { dx.set_len(xs.len()) };
     let (ds, db) = sums.split_at(n);

@@ -183,15 +183,7 @@ impl ScaledGelu for Flex {
                 }
                 acc
             })
-            .reduce(
-                || vec![0.0f32; 2 * n],
-                |mut a, c| {
-                    for (x, y) in a.iter_mut().zip(c) {
-                        *x += y;
-                    }
-                    a
-                },
-            );
+            .reduce(|| vec![0.0f32; 2 * n], unary_node::add_partials);
         // SAFETY: every element of `dst` was written in the loop above.
         unsafe { dx.set_len(xs.len()) };
         let (ds, db) = sums.split_at(n);

@@ -125,3 +125,12 @@ pub fn flex_from_f32(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
 pub fn flex_shaped(values: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
     FlexTensor::from_data(burn::tensor::TensorData::new(values, shape))
 }
+
+/// Adds `b` into `a` element by element: how the threaded kernels merge their per-task partial
+/// column sums (`.reduce(|| vec![0.0; n], add_partials)`).
+pub fn add_partials(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+    a
+}
