@@ -15,8 +15,6 @@
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
-use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -740,32 +738,6 @@ impl<B: RowAffine> Backward<B, 3> for AffineNode {
     }
 }
 
-/// Recomputes the node's output from its parents on the inner backend `B` when checkpointing
-/// dropped it.
-struct Retro<B> {
-    kind: Kind,
-    parents: [NodeId; 3],
-    backend: core::marker::PhantomData<fn() -> B>,
-}
-
-impl<B> core::fmt::Debug for Retro<B> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("RowAffineRetro")
-            .field("kind", &self.kind)
-            .field("parents", &self.parents)
-            .finish()
-    }
-}
-
-impl<B: RowAffine> RetroForward for Retro<B> {
-    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
-        let [x, scale, shift] = self
-            .parents
-            .map(|id| states.get_state::<FloatTensor<B>>(&id));
-        states.save(out_node, self.kind.forward::<B>(x, scale, shift));
-    }
-}
-
 /// `kind`'s forward recorded as one autodiff node.
 fn record<B: RowAffine, C: CheckpointStrategy>(
     kind: Kind,
@@ -773,10 +745,12 @@ fn record<B: RowAffine, C: CheckpointStrategy>(
     scale: FloatTensor<Autodiff<B, C>>,
     shift: FloatTensor<Autodiff<B, C>>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let retro = Retro::<B> {
-        kind,
+    let retro = unary_node::Retro3::<B> {
         parents: [x.id(), scale.id(), shift.id()],
-        backend: core::marker::PhantomData,
+        forward: match kind {
+            Kind::LayerNorm => B::layer_norm_rows,
+            Kind::ScaleShift => B::scale_shift,
+        },
     };
     match AffineNode(kind)
         .prepare::<C>([x.node(), scale.node(), shift.node()])

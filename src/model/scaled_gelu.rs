@@ -13,8 +13,6 @@
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::retro_forward::RetroForward;
-use burn::backend::autodiff::checkpoint::state::BackwardStates;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -222,38 +220,15 @@ impl<B: ScaledGelu> Backward<B, 3> for ScaledGeluNode {
     }
 }
 
-/// Recomputes the node's output from its parents when checkpointing dropped it.
-struct Retro<B> {
-    parents: [NodeId; 3],
-    backend: core::marker::PhantomData<fn() -> B>,
-}
-
-impl<B> core::fmt::Debug for Retro<B> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ScaledGeluRetro")
-            .field("parents", &self.parents)
-            .finish()
-    }
-}
-
-impl<B: ScaledGelu> RetroForward for Retro<B> {
-    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
-        let [x, scale, shift] = self
-            .parents
-            .map(|id| states.get_state::<FloatTensor<B>>(&id));
-        states.save(out_node, B::scaled_gelu(x, scale, shift));
-    }
-}
-
 impl<B: Backend + ScaledGelu, C: CheckpointStrategy> ScaledGelu for Autodiff<B, C> {
     fn scaled_gelu(
         x: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         shift: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let retro = Retro::<B> {
+        let retro = unary_node::Retro3::<B> {
             parents: [x.id(), scale.id(), shift.id()],
-            backend: core::marker::PhantomData,
+            forward: B::scaled_gelu,
         };
         // memory-bound, as GELU and TFTS are: checkpointing keeps the inputs and recomputes
         // the output should a child need it

@@ -134,3 +134,28 @@ pub fn add_partials(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
     }
     a
 }
+
+/// A three-input kernel (`x, scale, shift → output`), as `model::norm` and
+/// `model::scaled_gelu` record them.
+pub type Ternary<B> = fn(Primitive<B>, Primitive<B>, Primitive<B>) -> Primitive<B>;
+
+/// Recomputes a three-input node's output from its parents when checkpointing dropped it.
+pub struct Retro3<B: Backend> {
+    pub parents: [NodeId; 3],
+    pub forward: Ternary<B>,
+}
+
+impl<B: Backend> core::fmt::Debug for Retro3<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TernaryExtensionRetro")
+            .field("parents", &self.parents)
+            .finish()
+    }
+}
+
+impl<B: Backend> RetroForward for Retro3<B> {
+    fn forward(&self, states: &mut BackwardStates, out_node: NodeId) {
+        let [x, scale, shift] = self.parents.map(|id| states.get_state::<Primitive<B>>(&id));
+        states.save(out_node, (self.forward)(x, scale, shift));
+    }
+}
