@@ -33,8 +33,12 @@ pub trait BatchStats: Backend {
     /// `x` `[rows, c]` → `[2, c]`: the biased variance of each channel (row 0) and its mean
     /// (row 1).
     fn batch_var_mean(x: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// `∂/∂x` given `x` and the gradient of the `[2, c]` statistics.
-    fn batch_var_mean_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `∂/∂x` given `x`, its statistics (the forward's `[2, c]` output) and their gradient.
+    fn batch_var_mean_backward(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// `(variance, mean)` of each column of `x` (`[rows, c]`, each `[1, c]`), the variance biased
@@ -114,48 +118,64 @@ impl BatchStats for Flex {
         unary_node::flex_shaped(out, Shape::new([2, c]))
     }
 
-    fn batch_var_mean_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    fn batch_var_mean_backward(x: FlexTensor, stats: FlexTensor, grad: FlexTensor) -> FlexTensor {
         let x = x.to_contiguous();
-        let grad = grad.to_contiguous();
-        let shape = x.layout().shape().clone();
-        let (Some((rows, c, values)), Some(g)) = (flex_rows(&x), unary_node::flex_f32(&grad))
-        else {
-            return unary_node::flex_shaped(vec![0.0; shape.num_elements()], shape);
+        let (stats, grad) = (stats.to_contiguous(), grad.to_contiguous());
+        let Some((rows, c, values)) = flex_rows(&x) else {
+            return backward_by_ops(x, stats, grad);
         };
-        if g.len() != 2 * c {
-            return unary_node::flex_shaped(vec![0.0; rows * c], shape);
-        }
+        let (Some(st), Some(g)) = (stats_of(&stats, c), stats_of(&grad, c)) else {
+            return backward_by_ops(x, stats, grad);
+        };
         // var = Σ(x − μ)²/n (the μ term's own derivative sums to zero), μ = Σx/n:
-        // ∂/∂x = 2(x − μ)·g_var/n + g_mean/n
-        let (mean, _) = stats(values, rows, c);
+        // ∂/∂x = 2(x − μ)·g_var/n + g_mean/n, μ the forward's own (no pass over x to redo it)
         let n = rows as f64;
         let (gv, gm) = g.split_at(c);
+        let mean = &st[c..];
         let two_gv: Vec<f32> = gv
             .iter()
             .map(|&v| (2.0 * f64::from(v) / n) as f32)
             .collect();
         let gm_n: Vec<f32> = gm.iter().map(|&v| (f64::from(v) / n) as f32).collect();
-        let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         let mut out = vec![0.0f32; rows * c];
         out.par_chunks_mut(BLOCK_ROWS * c)
             .zip(values.par_chunks(BLOCK_ROWS * c))
             .for_each(|(o, xs)| {
                 for (orow, xrow) in o.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
                     for j in 0..c {
-                        orow[j] = (xrow[j] - mean32[j]) * two_gv[j] + gm_n[j];
+                        orow[j] = (xrow[j] - mean[j]) * two_gv[j] + gm_n[j];
                     }
                 }
             });
-        unary_node::flex_shaped(out, shape)
+        unary_node::flex_shaped(out, x.layout().shape().clone())
     }
 }
 
-/// The autodiff node: one parent, state: its id (the input, kept for backward).
+/// The values of a `[2, c]` f32 statistics tensor (or its gradient), or `None`.
+fn stats_of(t: &FlexTensor, c: usize) -> Option<&[f32]> {
+    unary_node::flex_f32(t).filter(|v| v.len() == 2 * c)
+}
+
+/// The gradient from burn-flex's own ops, for what the pass does not take (another dtype).
+fn backward_by_ops(x: FlexTensor, stats: FlexTensor, grad: FlexTensor) -> FlexTensor {
+    let rows = x.layout().shape()[0] as f64;
+    let c = stats.layout().shape()[1];
+    let row = |t: &FlexTensor, i: usize| {
+        Flex::float_slice(t.clone(), &[(i..i + 1).into(), (0..c).into()])
+    };
+    let (mean, gv, gm) = (row(&stats, 1), row(&grad, 0), row(&grad, 1));
+    let centred = Flex::float_sub(x, mean);
+    let scaled = Flex::float_mul(centred, Flex::float_mul_scalar(gv, (2.0 / rows).into()));
+    Flex::float_add(scaled, Flex::float_mul_scalar(gm, (1.0 / rows).into()))
+}
+
+/// The autodiff node: one parent; state: its id (the input, kept for backward) and the
+/// `[2, c]` statistics the forward computed.
 #[derive(Debug)]
 struct StatsNode;
 
 impl<B: BatchStats> Backward<B, 1> for StatsNode {
-    type State = NodeId;
+    type State = (NodeId, FloatTensor<B>);
 
     fn backward(
         self,
@@ -163,9 +183,10 @@ impl<B: BatchStats> Backward<B, 1> for StatsNode {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let x: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state);
+        let (id, stats) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(id);
         unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-            B::batch_var_mean_backward(x, grad)
+            B::batch_var_mean_backward(x, stats, grad)
         });
     }
 }
@@ -179,16 +200,22 @@ impl<B: Backend + BatchStats, C: CheckpointStrategy> BatchStats for Autodiff<B, 
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::batch_var_mean(x.into_primitive()))
+                let id = prep.checkpoint(&x);
+                let stats = B::batch_var_mean(x.into_primitive());
+                prep.finish((id, stats.clone()), stats)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::batch_var_mean(x.into_primitive())),
         }
     }
 
-    fn batch_var_mean_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn batch_var_mean_backward(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         <FloatTensor<Self>>::new(B::batch_var_mean_backward(
             x.into_primitive(),
+            stats.into_primitive(),
             grad.into_primitive(),
         ))
     }
@@ -250,5 +277,24 @@ mod tests {
             assert!(!ours.is_empty(), "no gradient reached the input");
             close(&ours, &want, 1e-4, "input gradient");
         }
+    }
+
+    #[test]
+    fn the_ops_fallback_gradient_matches_the_pass() {
+        let (rows, c) = (300, 5);
+        let of = |t: Tensor<2>| FlexTensor::from_data(t.into_data());
+        let x = Tensor::<2>::random([rows, c], Distribution::Normal(1.0, 2.0), &Device::flex());
+        let g = Tensor::<2>::random([2, c], Distribution::Default, &Device::flex());
+        let stats = <Flex as BatchStats>::batch_var_mean(of(x.clone()));
+        let pass = <Flex as BatchStats>::batch_var_mean_backward(
+            of(x.clone()),
+            stats.clone(),
+            of(g.clone()),
+        );
+        let ops = backward_by_ops(of(x), stats, of(g));
+        let values = |t: FlexTensor| t.into_data().try_to_vec::<f32>().unwrap_or_default();
+        let (a, b) = (values(pass), values(ops));
+        assert_eq!(a.len(), rows * c, "the pass's gradient is complete");
+        close(&a, &b, 1e-5, "fallback gradient");
     }
 }
