@@ -481,7 +481,7 @@ impl<B: Backend + AttentionCore, C: CheckpointStrategy> AttentionCore for Autodi
         grad: FloatTensor<Self>,
         heads: usize,
     ) -> FloatTensor<Self> {
-        <FloatTensor<Self>>::new(B::attention_core_backward(
+        unary_node::untracked::<B, C>(B::attention_core_backward(
             qkv.into_primitive(),
             grad.into_primitive(),
             heads,

@@ -213,7 +213,7 @@ impl<B: Backend + BatchStats, C: CheckpointStrategy> BatchStats for Autodiff<B, 
         stats: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        <FloatTensor<Self>>::new(B::batch_var_mean_backward(
+        unary_node::untracked::<B, C>(B::batch_var_mean_backward(
             x.into_primitive(),
             stats.into_primitive(),
             grad.into_primitive(),

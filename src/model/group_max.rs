@@ -322,7 +322,7 @@ impl<B: Backend + GroupMax, C: CheckpointStrategy> GroupMax for Autodiff<B, C> {
         grad: FloatTensor<Self>,
         m: usize,
     ) -> FloatTensor<Self> {
-        <FloatTensor<Self>>::new(B::group_max_backward(rows, grad.into_primitive(), m))
+        unary_node::untracked::<B, C>(B::group_max_backward(rows, grad.into_primitive(), m))
     }
 }
 

@@ -482,7 +482,7 @@ impl<B: Backend + RowLinear, C: CheckpointStrategy> RowLinear for Autodiff<B, C>
         weight: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        <FloatTensor<Self>>::new(B::row_linear_x_backward(
+        unary_node::untracked::<B, C>(B::row_linear_x_backward(
             weight.into_primitive(),
             grad.into_primitive(),
         ))
@@ -492,7 +492,7 @@ impl<B: Backend + RowLinear, C: CheckpointStrategy> RowLinear for Autodiff<B, C>
         x: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        <FloatTensor<Self>>::new(B::row_linear_weight_backward(
+        unary_node::untracked::<B, C>(B::row_linear_weight_backward(
             x.into_primitive(),
             grad.into_primitive(),
         ))

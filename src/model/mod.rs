@@ -75,6 +75,33 @@ pub(crate) mod test_util {
         crate::readback::flex_values(t)
     }
 
+    /// Output and the gradients of `x`, `scale` and `shift` of a three-input op (`x` `[b, t,
+    /// c]`, `scale` and `shift` `[c]`) on the autodiff device `ad`, with a tracked op before
+    /// and a weighted product after it, as in the model.
+    pub fn ternary_grads(
+        op: fn(Tensor<3>, Tensor<1>, Tensor<1>) -> Tensor<3>,
+        ad: &burn::tensor::Device,
+        [x, w]: [&Tensor<3>; 2],
+        scale: &Tensor<1>,
+        shift: &Tensor<1>,
+    ) -> [Vec<f32>; 4] {
+        let xa = Tensor::<3>::from_data(x.clone().into_data(), ad).require_grad();
+        let sa = Tensor::<1>::from_data(scale.clone().into_data(), ad).require_grad();
+        let ba = Tensor::<1>::from_data(shift.clone().into_data(), ad).require_grad();
+        let wa = Tensor::<3>::from_data(w.clone().into_data(), ad);
+        let y = op(xa.clone() * 1.5, sa.clone(), ba.clone()) * wa;
+        let out = values(y.clone().inner());
+        let grads = y.sum().backward();
+        let g = |t: Option<Tensor<3>>| t.map(values).unwrap_or_default();
+        let g1 = |t: Option<Tensor<1>>| t.map(values).unwrap_or_default();
+        [
+            out,
+            g(xa.grad(&grads)),
+            g1(sa.grad(&grads)),
+            g1(ba.grad(&grads)),
+        ]
+    }
+
     /// `a` bit for bit equal to burn's `b` (any NaN matching any NaN).
     pub fn same_bits(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");

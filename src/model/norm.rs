@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::cube::norm as norm_cube;
-use super::unary_node;
+use super::unary_node::{self, untracked, untracked3};
 
 /// PyTorch's `nn.LayerNorm` default, the value every model here uses.
 pub const LAYER_NORM_EPS: f32 = 1e-5;
@@ -776,12 +776,6 @@ fn record<B: RowAffine, C: CheckpointStrategy>(
     }
 }
 
-/// An inner-backend result as an untracked autodiff tensor: only the node's backward calls the
-/// gradient kernels, so they are never differentiated again.
-fn untracked<B: Backend, C: CheckpointStrategy>(t: FloatTensor<B>) -> FloatTensor<Autodiff<B, C>> {
-    <FloatTensor<Autodiff<B, C>>>::new(t)
-}
-
 impl<B: Backend + RowAffine, C: CheckpointStrategy> RowAffine for Autodiff<B, C> {
     fn layer_norm_rows(
         x: FloatTensor<Self>,
@@ -836,16 +830,11 @@ impl<B: Backend + RowAffine, C: CheckpointStrategy> RowAffine for Autodiff<B, C>
         scale: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dx, ds, db) = B::layer_norm_backward(
+        untracked3::<B, C>(B::layer_norm_backward(
             x.into_primitive(),
             scale.into_primitive(),
             grad.into_primitive(),
-        );
-        (
-            untracked::<B, C>(dx),
-            untracked::<B, C>(ds),
-            untracked::<B, C>(db),
-        )
+        ))
     }
 
     fn scale_shift_backward(
@@ -853,16 +842,11 @@ impl<B: Backend + RowAffine, C: CheckpointStrategy> RowAffine for Autodiff<B, C>
         scale: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dx, ds, db) = B::scale_shift_backward(
+        untracked3::<B, C>(B::scale_shift_backward(
             x.into_primitive(),
             scale.into_primitive(),
             grad.into_primitive(),
-        );
-        (
-            untracked::<B, C>(dx),
-            untracked::<B, C>(ds),
-            untracked::<B, C>(db),
-        )
+        ))
     }
 }
 
@@ -871,11 +855,11 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution};
 
-    use crate::model::test_util::{close, values};
+    use crate::model::test_util::{close, ternary_grads, values};
 
     type Op = fn(Tensor<3>, Tensor<1>, Tensor<1>) -> Tensor<3>;
 
-    /// Output and the gradients of x, scale and shift of `op` under a weighted sum.
+    /// Output and the gradients of x, scale and shift of `op`, with or without checkpointing.
     fn run(
         op: Op,
         checkpointing: bool,
@@ -889,23 +873,8 @@ mod tests {
         } else {
             ad
         };
-        let on = |t: &Tensor<3>| Tensor::<3>::from_data(t.clone().into_data(), &ad);
-        let xa = on(x).require_grad();
-        let sa = Tensor::<1>::from_data(scale.clone().flatten::<1>(0, 2).into_data(), &ad)
-            .require_grad();
-        let ba = Tensor::<1>::from_data(shift.clone().into_data(), &ad).require_grad();
-        // a tracked op before and after, as in the model
-        let y = op(xa.clone() * 1.5, sa.clone(), ba.clone()) * on(w);
-        let out = values(y.clone().inner());
-        let grads = y.sum().backward();
-        let g = |t: Option<Tensor<3>>| t.map(values).unwrap_or_default();
-        let g1 = |t: Option<Tensor<1>>| t.map(values).unwrap_or_default();
-        [
-            out,
-            g(xa.grad(&grads)),
-            g1(sa.grad(&grads)),
-            g1(ba.grad(&grads)),
-        ]
+        let scale = scale.clone().flatten::<1>(0, 2);
+        ternary_grads(op, &ad, [x, w], &scale, shift)
     }
 
     fn burns_layer_norm(x: Tensor<3>, s: Tensor<1>, b: Tensor<1>) -> Tensor<3> {

@@ -266,17 +266,12 @@ impl<B: Backend + ScaledGelu, C: CheckpointStrategy> ScaledGelu for Autodiff<B, 
         shift: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dx, ds, db) = B::scaled_gelu_backward(
+        unary_node::untracked3::<B, C>(B::scaled_gelu_backward(
             x.into_primitive(),
             scale.into_primitive(),
             shift.into_primitive(),
             grad.into_primitive(),
-        );
-        (
-            <FloatTensor<Self>>::new(dx),
-            <FloatTensor<Self>>::new(ds),
-            <FloatTensor<Self>>::new(db),
-        )
+        ))
     }
 }
 
@@ -285,37 +280,10 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution};
 
-    use crate::model::test_util::{close, values};
+    use crate::model::test_util::{close, ternary_grads, values};
 
     fn separate(x: Tensor<3>, s: Tensor<1>, b: Tensor<1>) -> Tensor<3> {
         super::super::gelu::gelu(norm::scale_shift(x, s, b))
-    }
-
-    /// Output and the gradients of `x`, `scale`, `shift` under `ad`.
-    fn run(
-        f: fn(Tensor<3>, Tensor<1>, Tensor<1>) -> Tensor<3>,
-        ad: &Device,
-        x: &Tensor<3>,
-        w: &Tensor<3>,
-        s: &Tensor<1>,
-        b: &Tensor<1>,
-    ) -> [Vec<f32>; 4] {
-        let xa = Tensor::<3>::from_data(x.clone().into_data(), ad).require_grad();
-        let sa = Tensor::<1>::from_data(s.clone().into_data(), ad).require_grad();
-        let ba = Tensor::<1>::from_data(b.clone().into_data(), ad).require_grad();
-        let wa = Tensor::<3>::from_data(w.clone().into_data(), ad);
-        // tracked ops either side, as in the MLP
-        let y = f(xa.clone() * 1.5, sa.clone(), ba.clone()) * wa;
-        let out = values(y.clone().inner());
-        let grads = y.sum().backward();
-        let g = |t: Option<Tensor<3>>| t.map(values).unwrap_or_default();
-        let g1 = |t: Option<Tensor<1>>| t.map(values).unwrap_or_default();
-        [
-            out,
-            g(xa.grad(&grads)),
-            g1(sa.grad(&grads)),
-            g1(ba.grad(&grads)),
-        ]
     }
 
     #[test]
@@ -329,8 +297,8 @@ mod tests {
             let sh = Tensor::<1>::random([n], Distribution::Normal(0.0, 0.3), &device);
             let plain = device.clone().autodiff();
             for ad in [plain.clone(), plain.gradient_checkpointing()] {
-                let want = run(separate, &ad, &x, &w, &s, &sh);
-                let got = run(scaled_gelu, &ad, &x, &w, &s, &sh);
+                let want = ternary_grads(separate, &ad, [&x, &w], &s, &sh);
+                let got = ternary_grads(scaled_gelu, &ad, [&x, &w], &s, &sh);
                 for (i, what) in ["output", "x gradient", "scale gradient", "shift gradient"]
                     .iter()
                     .enumerate()

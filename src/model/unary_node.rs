@@ -104,7 +104,7 @@ pub fn backward<B: Backend, C: CheckpointStrategy>(
     grad: FloatTensor<Autodiff<B, C>>,
     kernel: fn(Primitive<B>, Primitive<B>) -> Primitive<B>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    <FloatTensor<Autodiff<B, C>>>::new(kernel(x.into_primitive(), grad.into_primitive()))
+    untracked::<B, C>(kernel(x.into_primitive(), grad.into_primitive()))
 }
 
 /// The contiguous f32 values of `t`, or `None` (another dtype, a strided view): the kernels
@@ -158,4 +158,28 @@ impl<B: Backend> RetroForward for Retro3<B> {
         let [x, scale, shift] = self.parents.map(|id| states.get_state::<Primitive<B>>(&id));
         states.save(out_node, (self.forward)(x, scale, shift));
     }
+}
+
+/// An inner-backend result as an untracked autodiff tensor: the extensions' gradient kernels
+/// run only inside their nodes' backward, so they are never differentiated again.
+pub fn untracked<B: Backend, C: CheckpointStrategy>(
+    t: Primitive<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    <FloatTensor<Autodiff<B, C>>>::new(t)
+}
+
+/// [`untracked`] for the three gradients `(∂x, ∂scale, ∂shift)` of a three-input kernel.
+#[allow(clippy::type_complexity)]
+pub fn untracked3<B: Backend, C: CheckpointStrategy>(
+    (a, b, c): (Primitive<B>, Primitive<B>, Primitive<B>),
+) -> (
+    FloatTensor<Autodiff<B, C>>,
+    FloatTensor<Autodiff<B, C>>,
+    FloatTensor<Autodiff<B, C>>,
+) {
+    (
+        untracked::<B, C>(a),
+        untracked::<B, C>(b),
+        untracked::<B, C>(c),
+    )
 }
