@@ -18,7 +18,7 @@ ours=$PWD/target/release/dapt
 for pass in $(seq "$passes"); do
   for cfg in "infer modelnet40 1024" "dapt modelnet40 1024" "full modelnet40 1024" "dapt objbg 2048"; do
     read -r mode preset points <<<"$cfg"
-    torch=$(cd "$ref" && MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 OMP_NUM_THREADS=2 \
+    torch=$(cd "$ref" && MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_ARENA_MAX=1 OMP_NUM_THREADS=2 \
       PYTHONPATH=stubs:DAPT venv/bin/python "$tool" "$mode" 32 "$points" 3 2>/dev/null | tail -1)
     mine=$("$ours" bench --backend cpu --preset "$preset" --batch 32 --steps 3 --warmup 2 \
       --mode "$mode" --json 2>/dev/null)

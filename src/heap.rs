@@ -8,10 +8,15 @@
 //! kept"), that was a fifth to a half of a step's time, most of it system time.
 //!
 //! [`keep_freed_memory`] tells glibc to serve large blocks from its heap and to keep freed
-//! memory for reuse. The cost is a higher resident peak where freed blocks cannot be merged
-//! for a later, larger request. `DAPT_HEAP=system` (or any `MALLOC_MMAP_MAX_`,
-//! `MALLOC_MMAP_THRESHOLD_` or `MALLOC_TRIM_THRESHOLD_` the user sets) keeps glibc's own
-//! behaviour. Other platforms' allocators are left alone.
+//! memory for reuse, from one arena. The cost is a higher resident peak where freed blocks
+//! cannot be merged for a later, larger request. With glibc's per-thread arenas that cost grew
+//! step after step: a tensor freed on a rayon worker went back to that worker's arena, out of
+//! reach of the main thread's next request, and a DAPT step's resident peak crept from 1,430 to
+//! 1,640 MiB over nine steps (OBJ_BG, batch 32) with 1,140 MiB in use at the most. One arena
+//! holds it at 1,390 MiB from the first step, at the same speed (BENCHMARKS.md, "One heap
+//! arena"). `DAPT_HEAP=system` (or any `MALLOC_MMAP_MAX_`, `MALLOC_MMAP_THRESHOLD_` or
+//! `MALLOC_TRIM_THRESHOLD_` the user sets) keeps glibc's own behaviour; a `MALLOC_ARENA_MAX`
+//! the user sets is left in force. Other platforms' allocators are left alone.
 
 /// What [`keep_freed_memory`] did, as `dapt bench --json` reports it (`heap`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +76,15 @@ fn apply() -> HeapPolicy {
         let mmap = libc::mallopt(libc::M_MMAP_MAX, 0);
         // keep freed memory at the top of the heap instead of returning it after each step
         let trim = libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        mmap == 1 && trim == 1
+        // one arena: a block freed by one thread is reused by the next request on any thread,
+        // where per-thread arenas each kept their own freed blocks and the heap crept up step
+        // after step
+        let arenas = if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+            1
+        } else {
+            libc::mallopt(libc::M_ARENA_MAX, 1)
+        };
+        mmap == 1 && trim == 1 && arenas == 1
     };
     if ok {
         HeapPolicy::Kept
