@@ -5,7 +5,7 @@ use super::linear::Linear;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::group_max::group_max;
+use super::linear_max::linear_max;
 use super::layers::{BatchNorm, gelu, linear};
 
 /// Conv1d(k=1) stacks as per-point Linear layers; field names mirror the official
@@ -45,8 +45,9 @@ impl PatchEncoder {
         let x = neighborhoods.reshape([rows, 3]);
         let x = self.first_conv0.forward(x);
         let h = self.first_conv1.forward_relu(x, training); // [bgm, 128]
-        let f = self.first_conv3.forward(h.clone()); // [bgm, 256]
-        let global = group_max(f.reshape([b * g, m, 256])); // [bg, 256]; f is not needed after it
+        // first_conv3 and the pool as one operation: trained, its backward visits only the
+        // rows that won (`model::linear_max`)
+        let global = linear_max(h.clone(), &self.first_conv3, m); // [bg, 256]
         // second_conv0 over cat(global, local), split into its two column blocks: the global
         // half once per patch instead of once per point, and no [bgm, 512] concatenation
         let w = self.second_conv0.weight.val(); // [512 in, 512 out], global rows first
@@ -71,9 +72,9 @@ impl PatchEncoder {
             super::linear::apply(h, w3.matmul(w_local), None).reshape([b * g, m, width]);
         let x = (per_point + per_patch.reshape([b * g, 1, width])).reshape([rows, width]);
         let x = self.second_conv1.forward_relu(x, training);
-        let x = self.second_conv3.forward(x); // [bgm, c]
+        let x = linear_max(x, &self.second_conv3, m); // [bg, c]
         let c = x.dims()[1];
-        group_max(x.reshape([b * g, m, c])).reshape([b, g, c])
+        x.reshape([b, g, c])
     }
 }
 

@@ -108,17 +108,17 @@ pub trait RowLinear: Backend {
 }
 
 /// A row-major f32 matrix seen through its strides: the storage from its first element on.
-struct Matrix<'a> {
-    values: &'a [f32],
-    rows: usize,
-    cols: usize,
+pub(super) struct Matrix<'a> {
+    pub(super) values: &'a [f32],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     row_stride: isize,
     col_stride: isize,
 }
 
 impl<'a> Matrix<'a> {
     /// A 2-D f32 tensor with non-negative strides, every element inside its storage.
-    fn of(t: &'a FlexTensor) -> Option<Self> {
+    pub(super) fn of(t: &'a FlexTensor) -> Option<Self> {
         if t.dtype() != DType::F32 || t.layout().num_dims() != 2 {
             return None;
         }
@@ -144,7 +144,7 @@ impl<'a> Matrix<'a> {
 
 /// `wᵀ` as a contiguous row-major `cols × rows` matrix, copied in cache-sized tiles, a band
 /// of output rows per rayon task.
-fn transposed(w: &Matrix) -> Vec<f32> {
+pub(super) fn transposed(w: &Matrix) -> Vec<f32> {
     const TILE: usize = 32;
     let (rows, cols) = (w.rows, w.cols);
     let (rs, cs) = (w.row_stride as usize, w.col_stride as usize);

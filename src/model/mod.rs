@@ -20,6 +20,7 @@ pub mod grouping;
 pub mod init;
 pub mod layers;
 pub mod linear;
+pub mod linear_max;
 pub mod load;
 pub mod names;
 pub mod norm;
