@@ -5,8 +5,8 @@ use super::linear::Linear;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use super::linear_max::linear_max;
 use super::layers::{BatchNorm, gelu, linear};
+use super::linear_max::linear_max;
 
 /// Conv1d(k=1) stacks as per-point Linear layers; field names mirror the official
 /// `first_conv.{0,1,3}` / `second_conv.{0,1,3}` indices.

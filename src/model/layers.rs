@@ -297,7 +297,8 @@ impl<'a> ForwardCtx<'a> {
             .collect();
         let device = x.device();
         let m = Tensor::<1>::from_data(TensorData::new(mask, [b]), &device).reshape([b, 1, 1]);
-        x * m
+        // not `x * m`: with the constant mask as a parent, checkpointing would keep the product
+        super::drop_path::sample_scale(x, m)
     }
 
     /// Element-wise dropout with survivors scaled by 1/keep.

@@ -273,7 +273,11 @@ impl LinearMax for Flex {
         grad: FlexTensor,
         m: usize,
     ) -> FlexTensor {
-        let (x, rows, grad) = (x.to_contiguous(), rows.to_contiguous(), grad.to_contiguous());
+        let (x, rows, grad) = (
+            x.to_contiguous(),
+            rows.to_contiguous(),
+            grad.to_contiguous(),
+        );
         let shape = x.layout().shape().clone();
         let (Some(xs), Some(sparse)) = (unary_node::flex_f32(&x), Sparse::of(&rows, &grad, m))
         else {
@@ -460,7 +464,14 @@ mod tests {
 
     /// Output and gradients of `sum(pool(layer(x·1.5))·r)` on autodiff burn-flex, through the
     /// fused operation or the layer and `group_max`.
-    fn run(fused: bool, layer: &Linear, x: &Tensor<2>, r: &Tensor<2>, m: usize, ad: &Device) -> Run {
+    fn run(
+        fused: bool,
+        layer: &Linear,
+        x: &Tensor<2>,
+        r: &Tensor<2>,
+        m: usize,
+        ad: &Device,
+    ) -> Run {
         let leaf = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), ad).require_grad();
         let xa = leaf(x.clone());
         let wa = leaf(layer.weight.val());
@@ -521,7 +532,11 @@ mod tests {
             // inference, and an untracked input under autodiff
             let plain_out = values(linear_max(x.clone(), &layer, m));
             let [rows, _] = x.dims();
-            let by_two = values(group_max(layer.forward(x.clone()).reshape([rows / m, m, n])));
+            let by_two = values(group_max(layer.forward(x.clone()).reshape([
+                rows / m,
+                m,
+                n,
+            ])));
             close(&plain_out, &by_two, 1e-6, "inference");
         }
     }
@@ -583,7 +598,10 @@ mod tests {
         let grad = Tensor::<2>::random([g, n], Distribution::Default, &device);
         let (_, rows) =
             <Flex as LinearMax>::linear_max_indexed(flex(x.clone()), flex(w.clone()), flex(b), m);
-        let narrow: Vec<i32> = rows.as_slice::<i32>().map(<[i32]>::to_vec).unwrap_or_default();
+        let narrow: Vec<i32> = rows
+            .as_slice::<i32>()
+            .map(<[i32]>::to_vec)
+            .unwrap_or_default();
         assert_eq!(narrow.len(), g * n);
         let vals = |t: FlexTensor| {
             unary_node::flex_f32(&t.to_contiguous())
@@ -596,7 +614,12 @@ mod tests {
             flex(grad.clone()),
             m,
         ));
-        let dense_dx = vals(ops::x_backward(flex(w.clone()), rows.clone(), flex(grad.clone()), m));
+        let dense_dx = vals(ops::x_backward(
+            flex(w.clone()),
+            rows.clone(),
+            flex(grad.clone()),
+            m,
+        ));
         close(&sparse_dx, &dense_dx, 1e-5, "input gradient");
         let wide_dx = vals(<Flex as LinearMax>::linear_max_x_backward(
             flex(w.clone()),

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod cube;
+pub mod drop_path;
 pub mod encoder;
 pub mod gelu;
 pub mod gelu_math;
