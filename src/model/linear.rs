@@ -504,18 +504,11 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
-    use crate::model::test_util::{close, values};
-
-    struct Run {
-        out: Vec<f32>,
-        dx: Vec<f32>,
-        dw: Vec<f32>,
-        db: Vec<f32>,
-    }
+    use crate::model::test_util::{LayerRun, close, values};
 
     /// Output and gradients of `sum(linear(x)·r)` on autodiff burn-flex, through ours or
     /// burn's `module::linear`.
-    fn run(ours: bool, layer: &Linear, x: &Tensor<3>, r: &Tensor<3>, ckpt: bool) -> Run {
+    fn run(ours: bool, layer: &Linear, x: &Tensor<3>, r: &Tensor<3>, ckpt: bool) -> LayerRun {
         let ad = Device::flex().autodiff();
         let ad = if ckpt {
             ad.gradient_checkpointing()
@@ -539,16 +532,11 @@ mod tests {
         } else {
             burn::tensor::module::linear(xa.clone(), wa.clone(), ba.clone())
         };
+        // the layer's own output, the gradients of the weighted sum
         let out = values(y.clone().inner());
-        let grads = (y * ra).sum().backward();
-        Run {
+        LayerRun {
             out,
-            dx: xa.grad(&grads).map(values).unwrap_or_default(),
-            dw: wa.grad(&grads).map(values).unwrap_or_default(),
-            db: ba
-                .and_then(|b| b.grad(&grads))
-                .map(values)
-                .unwrap_or_default(),
+            ..LayerRun::backward(y * ra, &xa, &wa, ba)
         }
     }
 

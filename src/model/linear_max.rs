@@ -441,7 +441,7 @@ mod tests {
     use burn::module::Param;
     use burn::tensor::{Device, Distribution, TensorData};
 
-    use crate::model::test_util::{close, values};
+    use crate::model::test_util::{LayerRun, close, values};
 
     /// Winning rows `[g, n]` as i64, as burn's own pool gives them.
     fn wide_rows(rows: &[i32], g: usize, n: usize) -> FlexTensor {
@@ -455,13 +455,6 @@ mod tests {
         FlexTensor::from_data(t.into_data())
     }
 
-    struct Run {
-        out: Vec<f32>,
-        dx: Vec<f32>,
-        dw: Vec<f32>,
-        db: Vec<f32>,
-    }
-
     /// Output and gradients of `sum(pool(layer(x·1.5))·r)` on autodiff burn-flex, through the
     /// fused operation or the layer and `group_max`.
     fn run(
@@ -471,7 +464,7 @@ mod tests {
         r: &Tensor<2>,
         m: usize,
         ad: &Device,
-    ) -> Run {
+    ) -> LayerRun {
         let leaf = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), ad).require_grad();
         let xa = leaf(x.clone());
         let wa = leaf(layer.weight.val());
@@ -494,17 +487,7 @@ mod tests {
             group_max(y.reshape([rows / m, m, n]))
         };
         let y = y * Tensor::<2>::from_data(r.clone().into_data(), ad);
-        let out = values(y.clone().inner());
-        let grads = y.sum().backward();
-        Run {
-            out,
-            dx: xa.grad(&grads).map(values).unwrap_or_default(),
-            dw: wa.grad(&grads).map(values).unwrap_or_default(),
-            db: ba
-                .and_then(|b| b.grad(&grads))
-                .map(values)
-                .unwrap_or_default(),
-        }
+        LayerRun::backward(y, &xa, &wa, ba)
     }
 
     #[test]

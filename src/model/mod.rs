@@ -104,6 +104,37 @@ pub(crate) mod test_util {
         ]
     }
 
+    /// A layer's output and the gradients of its input, weight and bias (empty where none
+    /// reached them), as the linear layers' tests compare them.
+    pub struct LayerRun {
+        pub out: Vec<f32>,
+        pub dx: Vec<f32>,
+        pub dw: Vec<f32>,
+        pub db: Vec<f32>,
+    }
+
+    impl LayerRun {
+        /// Backpropagates `sum(y)` and reads the gradients of `x`, `w` and `b`.
+        pub fn backward<const D: usize, const E: usize>(
+            y: Tensor<E>,
+            x: &Tensor<D>,
+            w: &Tensor<2>,
+            b: Option<Tensor<1>>,
+        ) -> Self {
+            let out = values(y.clone().inner());
+            let grads = y.sum().backward();
+            Self {
+                out,
+                dx: x.grad(&grads).map(values).unwrap_or_default(),
+                dw: w.grad(&grads).map(values).unwrap_or_default(),
+                db: b
+                    .and_then(|b| b.grad(&grads))
+                    .map(values)
+                    .unwrap_or_default(),
+            }
+        }
+    }
+
     /// `a` bit for bit equal to burn's `b` (any NaN matching any NaN).
     pub fn same_bits(a: &[f32], b: &[f32], what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: lengths");
