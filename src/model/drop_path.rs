@@ -6,8 +6,8 @@
 //! is tracked; with an untracked parent it treats the product as compute-bound and keeps its
 //! output, a `[b, t, c]` tensor, wherever a later node needs it. Each transformer block has two
 //! drop-paths whose outputs the residual sums and the next LayerNorm need: 2 of the 13.6
-//! channel-widths a DAPT block kept per token (OBJ_BG, batch 32: 159 MiB of 1,026; BENCHMARKS.md,
-//! "Drop-path's mask"). Here the mask lives in the node (its state and its retro-forward), so the
+//! channel-widths a DAPT block kept per token (OBJ_BG, batch 32: the step's peak in use fell
+//! from 1,165 to 1,062 MiB without them; BENCHMARKS.md, "Drop-path's mask"). Here the mask lives in the node (its state and its retro-forward), so the
 //! product is recomputed from `x` like any other element-wise node, with the same
 //! multiplication. On burn-flex only: wgpu keeps burn's product, which fusion merges into the
 //! kernels around it.
