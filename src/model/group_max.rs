@@ -11,6 +11,8 @@
 //! keeps only the winning rows' indices, as burn's does, never the input. Every other backend
 //! (wgpu) keeps `max_dim`.
 
+use std::borrow::Cow;
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -240,10 +242,8 @@ impl GroupMax for Flex {
         let mut out = vec![0.0f32; g * m * c];
         // the indices are ours (i32, from `group_max_indexed`) unless burn's fallback made
         // them; read either
-        let index: Vec<i64> = match (rows.as_slice::<i32>(), rows.as_slice::<i64>()) {
-            (Some(r), _) => r.iter().map(|&v| i64::from(v)).collect(),
-            (None, Some(r)) => r.to_vec(),
-            (None, None) => return zeros_like_input(g, m, c),
+        let Some(index) = winning_rows(&rows) else {
+            return zeros_like_input(g, m, c);
         };
         let Some(gs) = unary_node::flex_f32(&grad) else {
             return zeros_like_input(g, m, c);
@@ -251,7 +251,7 @@ impl GroupMax for Flex {
         let scatter = |group: usize, dst: &mut [f32]| {
             for j in 0..c {
                 let r = index[group * c + j];
-                if (0..m as i64).contains(&r) {
+                if (0..m as i64).contains(&i64::from(r)) {
                     dst[r as usize * c + j] = gs[group * c + j];
                 }
             }
@@ -267,6 +267,21 @@ impl GroupMax for Flex {
         }
         unary_node::flex_shaped(out, Shape::new([g, m, c]))
     }
+}
+
+/// The winning rows as i32, whichever integer type the pool made them in: ours are i32,
+/// burn's fallback may give i64 (a value past i32's range becomes -1, out of every range the
+/// readers accept). `None` for any other dtype.
+pub(super) fn winning_rows(rows: &FlexTensor) -> Option<Cow<'_, [i32]>> {
+    if let Some(r) = rows.as_slice::<i32>() {
+        return Some(Cow::Borrowed(r));
+    }
+    let wide = rows.as_slice::<i64>()?;
+    Some(Cow::Owned(
+        wide.iter()
+            .map(|&v| i32::try_from(v).unwrap_or(-1))
+            .collect(),
+    ))
 }
 
 /// A zero gradient for an input of `[g, m, c]` (only for index or gradient tensors of a dtype

@@ -117,6 +117,17 @@ pub(super) struct Matrix<'a> {
 }
 
 impl<'a> Matrix<'a> {
+    /// A contiguous row-major `rows × cols` matrix.
+    pub(super) fn row_major(values: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            values,
+            rows,
+            cols,
+            row_stride: cols as isize,
+            col_stride: 1,
+        }
+    }
+
     /// A 2-D f32 tensor with non-negative strides, every element inside its storage.
     pub(super) fn of(t: &'a FlexTensor) -> Option<Self> {
         if t.dtype() != DType::F32 || t.layout().num_dims() != 2 {

@@ -28,7 +28,7 @@ use burn::tensor::{DType, Shape, Tensor};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::group_max::{GroupMax, group_max};
+use super::group_max::{GroupMax, group_max, winning_rows};
 use super::linear::{Linear, Matrix, RowLinear, transposed};
 use super::unary_node;
 
@@ -101,15 +101,6 @@ fn product(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, m: usize) -> Fle
     Flex::float_reshape(y, Shape::new([rows / m, m, n]))
 }
 
-/// The winning rows as i32, whichever integer type the pool produced them in.
-fn winners(rows: &FlexTensor) -> Option<Cow<'_, [i32]>> {
-    if let Some(r) = rows.as_slice::<i32>() {
-        return Some(Cow::Borrowed(r));
-    }
-    let wide = rows.as_slice::<i64>()?;
-    Some(Cow::Owned(wide.iter().map(|&v| v as i32).collect()))
-}
-
 /// `dst += s · src`.
 #[inline(always)]
 fn axpy_loop(dst: &mut [f32], s: f32, src: &[f32]) {
@@ -167,7 +158,7 @@ impl<'a> Sparse<'a> {
             return None;
         }
         let (groups, n) = (shape[0], shape[1]);
-        let (rows, grad) = (winners(rows)?, unary_node::flex_f32(grad)?);
+        let (rows, grad) = (winning_rows(rows)?, unary_node::flex_f32(grad)?);
         (rows.len() == groups * n && grad.len() == groups * n).then_some(Self {
             rows,
             grad,
@@ -226,13 +217,7 @@ fn weight_backward(x: &[f32], k: usize, sparse: &Sparse) -> Vec<f32> {
             acc
         })
         .reduce(|| vec![0.0f32; n * k], unary_node::add_partials);
-    let mut dw = vec![0.0f32; k * n];
-    for (c, row) in wt.chunks(k).enumerate() {
-        for (i, &v) in row.iter().enumerate() {
-            dw[i * n + c] = v;
-        }
-    }
-    dw
+    transposed(&Matrix::row_major(&wt, n, k))
 }
 
 impl LinearMax for Flex {
