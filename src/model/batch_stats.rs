@@ -55,14 +55,14 @@ pub fn var_mean(x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
     }
 }
 
-/// Per-channel sums of `f(row values)` over all rows, threaded over blocks of rows.
-fn column_sums(x: &[f32], c: usize, f: impl Fn(usize, f32) -> f64 + Sync) -> Vec<f64> {
+/// Per-channel sums over all rows, threaded over blocks of rows: `add(acc, row)` adds one
+/// row into the `c` f64 accumulators. Each accumulator is one column, so the caller's loop
+/// over a row vectorises across columns without changing any column's order of addition.
+fn column_sums(x: &[f32], c: usize, add: impl Fn(&mut [f64], &[f32]) + Sync) -> Vec<f64> {
     let partial = |block: &[f32]| {
         let mut acc = vec![0.0f64; c];
         for row in block.chunks_exact(c) {
-            for (j, (a, &v)) in acc.iter_mut().zip(row).enumerate() {
-                *a += f(j, v);
-            }
+            add(&mut acc, row);
         }
         acc
     };
@@ -89,13 +89,21 @@ fn flex_rows(x: &FlexTensor) -> Option<(usize, usize, &[f32])> {
 /// The per-channel mean and biased variance of `values` (`rows × c`), in f64.
 fn stats(values: &[f32], rows: usize, c: usize) -> (Vec<f64>, Vec<f64>) {
     let n = rows as f64;
-    let mean: Vec<f64> = column_sums(values, c, |_, v| f64::from(v))
-        .into_iter()
-        .map(|s| s / n)
-        .collect();
-    let var = column_sums(values, c, |j, v| {
-        let d = f64::from(v) - mean[j];
-        d * d
+    let mean: Vec<f64> = column_sums(values, c, |acc, row| {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += f64::from(v);
+        }
+    })
+    .into_iter()
+    .map(|s| s / n)
+    .collect();
+    let var = column_sums(values, c, |acc, row| {
+        // zipped with the means rather than indexed, so there is no bounds check per element
+        // and the loop vectorises (indexed, it was a scalar f64 loop: 1% of a DAPT step)
+        for ((a, &v), &m) in acc.iter_mut().zip(row).zip(&mean) {
+            let d = f64::from(v) - m;
+            *a += d * d;
+        }
     })
     .into_iter()
     .map(|s| s / n)
