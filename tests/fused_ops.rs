@@ -189,6 +189,22 @@ fn a_fused_layer_norm_step_launches_fewer_kernels_on_wgpu() {
     );
 }
 
+/// TFTS between two element-wise ops is why `model::layers::Tfts` keeps burn's broadcast ops
+/// on wgpu: fusion merges them with their neighbours, and the opaque `scale_shift` op of
+/// `model::norm` is a fusion boundary on both sides.
+#[test]
+fn tfts_between_element_wise_ops_launches_fewer_kernels_as_burns_ops_on_wgpu() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
+    let opaque = launches(scale_shift::<3>);
+    let by_ops = launches(burns_scale_shift);
+    println!("launches per TFTS step on wgpu: opaque op {opaque}, burn's ops {by_ops}");
+    assert!(by_ops > 0, "nothing was launched");
+    assert!(
+        by_ops < opaque,
+        "burn's ops {by_ops} launches, the opaque op {opaque}"
+    );
+}
+
 /// Softmax's output and input gradient under a weighted sum on `device` (autodiff).
 fn softmax_case(
     x: &[f32],
