@@ -179,10 +179,7 @@ impl Block {
         let f = self.mlp.forward(y);
         let x = x + ctx.drop_path(f + ad.clone(), self.drop_path);
         let prompt = t3.forward(gelu(ad).mean_dim(1)); // [b, 1, c]
-        let out = Tensor::cat(
-            vec![x.clone().slice_dim(1, 0..1), prompt, x.slice_dim(1, 1..t)],
-            1,
-        );
+        let out = super::prompt_insert::insert_prompt(x, prompt);
         debug_assert_eq!(out.dims(), [b, t + 1, c]);
         (out, BlockAux { scale: Some(scale) })
     }

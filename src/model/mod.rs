@@ -27,6 +27,7 @@ pub mod names;
 pub mod norm;
 pub mod partseg;
 pub mod pretrain;
+pub mod prompt_insert;
 pub mod row_split;
 pub mod scaled_gelu;
 pub mod softmax;
