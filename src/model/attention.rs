@@ -27,6 +27,8 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use std::mem::MaybeUninit;
+
 use super::softmax::{softmax_grad_row, softmax_row};
 use super::{cube, unary_node};
 
@@ -204,7 +206,7 @@ fn probabilities(x: &[f32], g: Geometry, h: usize, p: &mut [f32], scores: &mut [
     }
 }
 
-fn forward_sample(x: &[f32], out: &mut [f32], g: Geometry) {
+fn forward_sample(x: &[f32], out: &mut [MaybeUninit<f32>], g: Geometry) {
     let t = g.t;
     let mut scores = vec![0.0f32; t * t];
     let mut p = vec![0.0f32; t * t];
@@ -225,7 +227,7 @@ fn forward_sample(x: &[f32], out: &mut [f32], g: Geometry) {
         unsafe {
             product(
                 (t, g.dh, t),
-                out[h * g.dh..].as_mut_ptr(),
+                out[h * g.dh..].as_mut_ptr().cast::<f32>(),
                 g.c as isize,
                 pm,
                 v,
@@ -235,7 +237,7 @@ fn forward_sample(x: &[f32], out: &mut [f32], g: Geometry) {
     }
 }
 
-fn backward_sample(x: &[f32], dout: &[f32], dx: &mut [f32], g: Geometry) {
+fn backward_sample(x: &[f32], dout: &[f32], dx: &mut [MaybeUninit<f32>], g: Geometry) {
     let (t, c, dh) = (g.t, g.c, g.dh);
     let (c3, ti) = (3 * c as isize, t as isize);
     let mut scores = vec![0.0f32; t * t];
@@ -259,7 +261,14 @@ fn backward_sample(x: &[f32], dout: &[f32], dx: &mut [f32], g: Geometry) {
                 rs: 1,
                 cs: ti,
             };
-            product((t, dh, t), dx[2 * c + col..].as_mut_ptr(), c3, pt, d_o, 1.0);
+            product(
+                (t, dh, t),
+                dx[2 * c + col..].as_mut_ptr().cast(),
+                c3,
+                pt,
+                d_o,
+                1.0,
+            );
             // dP = dO·vᵀ
             let vt = Operand {
                 ptr: x[2 * c + col..].as_ptr(),
@@ -284,7 +293,14 @@ fn backward_sample(x: &[f32], dout: &[f32], dx: &mut [f32], g: Geometry) {
                 rs: c3,
                 cs: 1,
             };
-            product((t, dh, t), dx[col..].as_mut_ptr(), c3, ds, k, g.scale);
+            product(
+                (t, dh, t),
+                dx[col..].as_mut_ptr().cast(),
+                c3,
+                ds,
+                k,
+                g.scale,
+            );
             // dk = dSᵀ·q·scale
             let dst = Operand {
                 ptr: p.as_ptr(),
@@ -296,7 +312,14 @@ fn backward_sample(x: &[f32], dout: &[f32], dx: &mut [f32], g: Geometry) {
                 rs: c3,
                 cs: 1,
             };
-            product((t, dh, t), dx[c + col..].as_mut_ptr(), c3, dst, q, g.scale);
+            product(
+                (t, dh, t),
+                dx[c + col..].as_mut_ptr().cast(),
+                c3,
+                dst,
+                q,
+                g.scale,
+            );
         }
     }
 }
@@ -311,10 +334,15 @@ impl AttentionCore for Flex {
             return ops::forward::<Flex>(qkv, heads);
         };
         let (row_in, row_out) = (g.t * 3 * g.c, g.t * g.c);
-        let mut out = vec![0.0f32; b * row_out];
-        out.par_chunks_mut(row_out)
+        // left uninitialised, not zeroed (a serial fill): the heads' products overwrite every
+        // column of every row
+        let mut out: Vec<f32> = Vec::with_capacity(b * row_out);
+        out.spare_capacity_mut()[..b * row_out]
+            .par_chunks_mut(row_out)
             .zip(x.par_chunks(row_in))
             .for_each(|(o, x)| forward_sample(x, o, g));
+        // SAFETY: each head's product wrote its dh columns of all t rows of every sample
+        unsafe { out.set_len(b * row_out) };
         unary_node::flex_shaped(out, Shape::new([b, g.t, g.c]))
     }
 
@@ -333,11 +361,16 @@ impl AttentionCore for Flex {
         if gs.len() != b * row_out {
             return ops::backward::<Flex>(qkv, grad, heads);
         }
-        let mut dx = vec![0.0f32; b * row_in];
-        dx.par_chunks_mut(row_in)
+        // left uninitialised, not zeroed: the q, k and v products of every head overwrite all
+        // 3c columns of every row
+        let mut dx: Vec<f32> = Vec::with_capacity(b * row_in);
+        dx.spare_capacity_mut()[..b * row_in]
+            .par_chunks_mut(row_in)
             .zip(x.par_chunks(row_in))
             .zip(gs.par_chunks(row_out))
             .for_each(|((d, x), go)| backward_sample(x, go, d, g));
+        // SAFETY: dq, dk and dv of each head wrote its dh columns of q, k and v in every row
+        unsafe { dx.set_len(b * row_in) };
         unary_node::flex_shaped(dx, qkv.layout().shape().clone())
     }
 }

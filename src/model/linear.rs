@@ -159,8 +159,11 @@ pub(super) fn transposed(w: &Matrix) -> Vec<f32> {
     const TILE: usize = 32;
     let (rows, cols) = (w.rows, w.cols);
     let (rs, cs) = (w.row_stride as usize, w.col_stride as usize);
-    let mut out = vec![0.0f32; rows * cols];
-    out.par_chunks_mut(TILE * rows)
+    // left uninitialised, not zeroed: every element is written below, and the zeroing was a
+    // serial fill of the whole weight before each frozen layer's input gradient
+    let mut out: Vec<f32> = Vec::with_capacity(rows * cols);
+    out.spare_capacity_mut()[..rows * cols]
+        .par_chunks_mut(TILE * rows)
         .enumerate()
         .for_each(|(band, dst)| {
             let j0 = band * TILE;
@@ -169,11 +172,14 @@ pub(super) fn transposed(w: &Matrix) -> Vec<f32> {
                 for (dj, out_row) in dst.chunks_mut(rows).enumerate() {
                     let col = &w.values[(j0 + dj) * cs..];
                     for (i, o) in (i0..i1).zip(&mut out_row[i0..i1]) {
-                        *o = col[i * rs];
+                        o.write(col[i * rs]);
                     }
                 }
             }
         });
+    // SAFETY: the bands cover all `cols` output rows, and each output row's `rows` elements
+    // were written tile by tile above
+    unsafe { out.set_len(rows * cols) };
     out
 }
 
