@@ -38,9 +38,17 @@ pub(super) fn exp(y: f32) -> f32 {
     let r = k.mul_add(-LN2_LO, k.mul_add(-LN2_HI, c));
     // Horner with fused multiply-adds: half the instructions of a multiply then an add, and
     // a shorter dependency chain, which is what bounds this loop
-    let p = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]
-        .iter()
-        .fold(1.0 / 5040.0, |p: f32, &c| p.mul_add(r, c));
+    let p = [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ]
+    .iter()
+    .fold(1.0 / 5040.0, |p: f32, &c| p.mul_add(r, c));
     // the integer k sits in the low bits of `shifted`; 2^k is (k + 127) << 23
     let two_k = f32::from_bits(
         shifted
