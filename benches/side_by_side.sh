@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side by side with the official PyTorch model, one sitting: for each mode, PyTorch's step then
 # ours, alternating, PASSES times; prints ms per step, the ratio (PyTorch / ours, above 1 is
-# faster) and both peaks. Both sides get two threads and the same glibc heap settings.
+# faster) and both peaks. Both sides get two threads and the same glibc heap settings, and are
+# compared by the median of their timed steps (bench_torch.py reports the median; ours is
+# `ms_per_step_median`, with the mean and each step's time alongside).
 #
 #   benches/side_by_side.sh REFERENCE_DIR [PASSES]
 #
@@ -27,9 +29,12 @@ import json, sys
 t, o = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 t_ms = next(v for k, v in t.items() if "ms" in k)
 t_peak = next((v for k, v in t.items() if "mib" in k.lower() or "rss" in k.lower()), None)
-print(f"pass {sys.argv[3]}: PyTorch {t_ms:.0f} ms, ours {o['ms_per_step']:.0f} ms, "
-      f"ratio {t_ms / o['ms_per_step']:.2f}; peak PyTorch {t_peak} MiB, ours {o['peak_memory_mib']:.0f} MiB",
-      flush=True)
+# bench_torch.py reports the median of its timed steps: compare with ours (the mean too)
+ours = o.get("ms_per_step_median") or o["ms_per_step"]
+steps = ", ".join(f"{s:.0f}" for s in o.get("step_ms") or [])
+print(f"pass {sys.argv[3]}: PyTorch {t_ms:.0f} ms, ours {ours:.0f} ms (mean {o['ms_per_step']:.0f}; "
+      f"steps {steps}), ratio {t_ms / ours:.2f} (by means' {t_ms / o['ms_per_step']:.2f}); "
+      f"peak PyTorch {t_peak} MiB, ours {o['peak_memory_mib']:.0f} MiB", flush=True)
 PY
   done
 done

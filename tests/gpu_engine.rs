@@ -401,6 +401,11 @@ fn bench_on_wgpu_groups_on_the_device_and_reads_nothing_per_step() {
     assert!(v["device_memory_mib"].as_f64().unwrap() > 0.0, "{v}");
     let launches = v["kernel_launches_per_step"].as_f64().unwrap();
     assert!(launches > 10.0, "{v}");
+    // a GPU step only queues work: no per-step times
+    assert!(
+        v["step_ms"].is_null() && v["ms_per_step_median"].is_null(),
+        "{v}"
+    );
     let top: f64 = v["top_kernels_per_step"]
         .as_object()
         .unwrap()
@@ -414,6 +419,20 @@ fn bench_on_wgpu_groups_on_the_device_and_reads_nothing_per_step() {
     // the CPU backend groups on the host
     let v = measure(&args(BackendChoice::Cpu, BenchMode::Dapt)).unwrap();
     assert_eq!(v["grouping"], "host", "{v}");
+    // burn-flex computes as it is called: each timed step's wall time, and their median
+    let steps: Vec<f64> = v["step_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .collect();
+    assert_eq!(steps.len(), 2, "{v}");
+    let median = v["ms_per_step_median"].as_f64().unwrap();
+    assert!((median - (steps[0] + steps[1]) / 2.0).abs() < 1e-9, "{v}");
+    assert!(
+        steps.iter().sum::<f64>() <= v["ms_per_step"].as_f64().unwrap() * 2.0 + 1e-6,
+        "{v}"
+    );
     assert_eq!(v["host_reads_per_step"].as_f64(), Some(0.0), "{v}");
     // `--with-data`: dapt train's batch pipeline (pre-sampling, subset, augmentation) runs on
     // the device too, still without a read; on the CPU it is host work

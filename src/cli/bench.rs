@@ -89,13 +89,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
         println!(
-            "{} batch {} x {} points on {}: {:.1} ms/step (mean of {}), {:.1} samples/s, peak RSS {:.0} MiB (heap {}{}), {} host reads per step, grouping on the {}{}",
+            "{} batch {} x {} points on {}: {:.1} ms/step (mean of {}{}), {:.1} samples/s, peak RSS {:.0} MiB (heap {}{}), {} host reads per step, grouping on the {}{}",
             v["mode"].as_str().unwrap_or(""),
             v["batch"],
             v["points"],
             v["backend"].as_str().unwrap_or(""),
             f("ms_per_step"),
             args.steps,
+            match v["ms_per_step_median"].as_f64() {
+                Some(m) => format!("; median {m:.1}"),
+                None => String::new(),
+            },
             f("samples_per_s"),
             f("peak_memory_mib"),
             v["heap"].as_str().unwrap_or(""),
@@ -133,32 +137,45 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `run(warmup)`, syncs, then times `run(steps)` between two device syncs: on a GPU a
-/// step only queues work, so per-step wall times would measure the host alone. Returns the
-/// seconds, the host reads the timed steps made and the kernels they launched.
+/// Runs `step` `warmup` times, syncs, then times `steps` more between two device syncs: on a
+/// GPU a step only queues work, so per-step wall times would measure the host alone. Where
+/// the backend computes as it is called (`synchronous`: burn-flex), each step's wall time is
+/// kept too. Returns the seconds, the host reads the timed steps made and the kernels they
+/// launched.
 fn time_steps(
     device: &Device,
     warmup: usize,
     steps: usize,
-    mut run: impl FnMut(usize) -> anyhow::Result<()>,
+    synchronous: bool,
+    mut step: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<Timed> {
     let sync = || {
         device
             .sync()
             .map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))
     };
-    run(warmup)?;
+    for _ in 0..warmup {
+        step()?;
+    }
     sync()?;
     let phases_before = crate::phases::totals();
     let reads_before = reads_on_this_thread();
     let launches = LaunchCount::start();
     let faults_before = crate::heap::minor_faults();
+    let mut step_secs = Vec::with_capacity(if synchronous { steps } else { 0 });
     let t = Instant::now();
-    run(steps)?;
+    for _ in 0..steps {
+        let t_step = Instant::now();
+        step()?;
+        if synchronous {
+            step_secs.push(t_step.elapsed().as_secs_f64());
+        }
+    }
     // fused kernels are issued at the flush the sync forces, so count after it
     sync()?;
     Ok(Timed {
         secs: t.elapsed().as_secs_f64(),
+        step_secs,
         minor_faults: crate::heap::minor_faults()
             .zip(faults_before)
             .map(|(after, before)| after.saturating_sub(before)),
@@ -169,8 +186,25 @@ fn time_steps(
     })
 }
 
+/// The median of `values` (the mean of the middle two for an even count), `None` when empty.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
+}
+
 struct Timed {
     secs: f64,
+    /// Each timed step's wall time, on a synchronous backend; empty on a GPU.
+    step_secs: Vec<f64>,
     /// Page faults over the timed steps (every thread of the process), where the OS counts them.
     minor_faults: Option<u64>,
     reads: u64,
@@ -290,13 +324,11 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
     let mut rng = Rng::new(1);
     let timed = if args.mode == BenchMode::Infer {
         let mut model = model.valid();
-        time_steps(&device, args.warmup, args.steps, |steps| {
-            for _ in 0..steps {
-                let mut ctx = ForwardCtx::eval();
-                let (out, _) = model.forward_points(&clouds, b, npoints, &device, &mut ctx)?;
-                // a prediction reads its logits
-                crate::readback::host_vec(out.logits);
-            }
+        time_steps(&device, args.warmup, args.steps, !selected.is_gpu, || {
+            let mut ctx = ForwardCtx::eval();
+            let (out, _) = model.forward_points(&clouds, b, npoints, &device, &mut ctx)?;
+            // a prediction reads its logits
+            crate::readback::host_vec(out.logits);
             Ok(())
         })?
     } else {
@@ -311,16 +343,14 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         let batch: Vec<&Item> = items.iter().collect();
         let point_all = cfg.point_all_for(npoints);
         let lr = 1e-4;
-        time_steps(&device, args.warmup, args.steps, |steps| {
-            for _ in 0..steps {
-                let m = model.take().ok_or_else(|| anyhow::anyhow!("no model"))?;
-                let m = if batch.is_empty() {
-                    train_step(m, &mut opt, &clouds, &labels, npoints, lr, &mut rng, &ad)?.0
-                } else {
-                    train_step_items(m, &mut opt, &batch, npoints, point_all, lr, &mut rng, &ad)?.0
-                };
-                model = Some(m);
-            }
+        time_steps(&device, args.warmup, args.steps, !selected.is_gpu, || {
+            let m = model.take().ok_or_else(|| anyhow::anyhow!("no model"))?;
+            let m = if batch.is_empty() {
+                train_step(m, &mut opt, &clouds, &labels, npoints, lr, &mut rng, &ad)?.0
+            } else {
+                train_step_items(m, &mut opt, &batch, npoints, point_all, lr, &mut rng, &ad)?.0
+            };
+            model = Some(m);
             Ok(())
         })?
     };
@@ -371,6 +401,12 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "stored_points": (!items.is_empty()).then_some(stored),
         "steps": args.steps,
         "ms_per_step": mean * 1e3,
+        // on a synchronous backend: each step's time and their median, which a slow step
+        // (a heap growing, the machine busy) moves less than the mean; PyTorch's reference
+        // benchmark reports the median
+        "ms_per_step_median": median(&timed.step_secs).map(|s| s * 1e3),
+        "step_ms": (!timed.step_secs.is_empty())
+            .then(|| timed.step_secs.iter().map(|s| s * 1e3).collect::<Vec<_>>()),
         "host_reads_per_step": reads_per_step,
         "phases_ms": (crate::phases::enabled() && args.mode != BenchMode::Infer)
             .then(|| timed.phases.per_step_ms(steps)),
@@ -391,4 +427,20 @@ pub fn measure(args: &BenchArgs) -> anyhow::Result<serde_json::Value> {
         "minor_faults_per_step": timed.minor_faults.map(|n| n as f64 / steps as f64),
     });
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_of_odd_and_even_counts_ignores_non_finite_values() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[f64::NAN]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        // one slow step moves the mean, not the median
+        assert_eq!(median(&[1.5, 1.8, 1.5]), Some(1.5));
+        assert_eq!(median(&[2.0, f64::INFINITY, 1.0]), Some(1.5));
+    }
 }
