@@ -203,15 +203,14 @@ fn grad_sums(g: &[f32], s: &[f32], x: &[f32], mean: f32, rstd: f32) -> (f32, f32
     (gs.total(), gsx.total())
 }
 
+/// `Σ v` in eight lanes, the elements past the last whole chunk added after the lanes.
 fn lane_sum(v: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x;
-        }
+    let mut acc = Lanes::new();
+    let (head, tail) = v.as_chunks::<8>();
+    for c in head {
+        acc.add(*c);
     }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    acc.total() + tail.iter().sum::<f32>()
 }
 
 /// `(mean, 1/√(var + eps))` of one row.
@@ -1021,6 +1020,16 @@ mod tests {
                     .zip(&x)
                     .map(|((&g, &s), &x)| g * s * (x - mean) * rstd),
             );
+            // the mean's sum: lanes, then the elements past the last chunk on their own
+            let mut lanes = [0.0f32; 8];
+            let mut chunks = x.chunks_exact(8);
+            for c in &mut chunks {
+                for (a, &v) in lanes.iter_mut().zip(c) {
+                    *a += v;
+                }
+            }
+            let plain = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+            assert_eq!(lane_sum(&x).to_bits(), plain.to_bits(), "width {n}");
             let (a, b) = grad_sums(&g, &s, &x, mean, rstd);
             assert_eq!(
                 (a.to_bits(), b.to_bits()),
