@@ -67,20 +67,25 @@ fn dims_of(t: &FlexTensor) -> Option<([usize; 3], &[f32])> {
     Some(([shape[0], shape[1], shape[2]], unary_node::flex_f32(t)?))
 }
 
+/// Tokens `range` (dimension 1) of `t`, every other dimension whole.
 fn token_range(t: &FlexTensor, range: std::ops::Range<usize>) -> FlexTensor {
-    let shape = t.layout().shape();
-    let slices = [
-        Slice::new(0, Some(shape[0] as isize), 1),
-        Slice::new(range.start as isize, Some(range.end as isize), 1),
-        Slice::new(0, Some(shape[2] as isize), 1),
-    ];
+    let slices: Vec<Slice> = t
+        .layout()
+        .shape()
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| match d {
+            1 => Slice::new(range.start as isize, Some(range.end as isize), 1),
+            _ => Slice::new(0, Some(n as isize), 1),
+        })
+        .collect();
     Flex::float_slice(t.clone(), &slices)
 }
 
 /// burn-flex's own slices and concatenation: what the threaded passes do not take (another
-/// dtype or rank, mismatched shapes).
+/// dtype, mismatched shapes).
 fn flex_by_ops(x: FlexTensor, prompt: FlexTensor) -> FlexTensor {
-    let t = x.layout().shape()[1];
+    let t = x.layout().shape().get(1).copied().unwrap_or(0);
     let (first, rest) = (token_range(&x, 0..t.min(1)), token_range(&x, t.min(1)..t));
     Flex::float_cat(vec![first, prompt, rest], 1)
 }
@@ -122,7 +127,7 @@ impl PromptInsert for Flex {
         let grad = grad.to_contiguous();
         let Some(([b, t1, c], gs)) = dims_of(&grad).filter(|(d, _)| d[1] >= 2 && d[2] > 0) else {
             // burn-flex's slices: a first token, the prompt's, the rest
-            let t1 = grad.layout().shape()[1];
+            let t1 = grad.layout().shape().get(1).copied().unwrap_or(0);
             let at = |i: usize| i.min(t1);
             let x = Flex::float_cat(
                 vec![token_range(&grad, 0..at(1)), token_range(&grad, at(2)..t1)],
