@@ -243,17 +243,22 @@ impl Tfts {
         }
     }
 
-    /// `x·γ + β` over the last dimension. On burn-flex one threaded pass per row
-    /// (`model::norm`). On wgpu burn's two broadcast ops: fusion merges them with their
-    /// neighbours (the residual add, drop-path, GELU), which the opaque CubeCL op of
-    /// `model::norm` cannot join; a DAPT step launched 10% fewer kernels and held 5% less
-    /// device memory this way (BENCHMARKS.md).
+    /// `x·γ + β` over the last dimension ([`scale_shift`]).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if super::on_flex(&x.device()) {
-            super::norm::scale_shift(x, self.gamma.val(), self.beta.val())
-        } else {
-            x * self.gamma.val().unsqueeze() + self.beta.val().unsqueeze()
-        }
+        scale_shift(x, self.gamma.val(), self.beta.val())
+    }
+}
+
+/// TFTS's `x·scale + shift` over the last dimension, where each backend runs it best. On
+/// burn-flex one threaded pass per row (`model::norm`). On wgpu burn's two broadcast ops:
+/// fusion merges them with their neighbours (the residual add, drop-path, GELU), which the
+/// opaque CubeCL op of `model::norm` cannot join; a DAPT step launched 10% fewer kernels and
+/// held 5% less device memory this way (BENCHMARKS.md).
+pub fn scale_shift<const D: usize>(x: Tensor<D>, scale: Tensor<1>, shift: Tensor<1>) -> Tensor<D> {
+    if super::on_flex(&x.device()) {
+        super::norm::scale_shift(x, scale, shift)
+    } else {
+        x * scale.unsqueeze() + shift.unsqueeze()
     }
 }
 

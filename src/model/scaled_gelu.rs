@@ -50,8 +50,9 @@ pub trait ScaledGelu: Backend {
 }
 
 /// `gelu(x·scale + shift)` over the last dimension of `x`: one fused pass on burn-flex for
-/// f32, burn's ops everywhere else (on wgpu fusion makes them one kernel; `model::norm`'s
-/// opaque op in their place cost 72 more launches per DAPT step).
+/// f32, TFTS (`model::layers::scale_shift`: burn's ops on wgpu, which fusion makes one kernel
+/// with the GELU; `model::norm`'s opaque op in their place cost 72 more launches per DAPT step)
+/// then GELU everywhere else.
 pub fn scaled_gelu<const D: usize>(x: Tensor<D>, scale: Tensor<1>, shift: Tensor<1>) -> Tensor<D> {
     let n = x.dims()[D - 1];
     let fits = scale.dims() == [n] && shift.dims() == [n] && n > 0;
@@ -63,7 +64,7 @@ pub fn scaled_gelu<const D: usize>(x: Tensor<D>, scale: Tensor<1>, shift: Tensor
             shift.into_dispatch(),
         ))
     } else {
-        super::gelu::gelu(x * scale.unsqueeze() + shift.unsqueeze())
+        super::gelu::gelu(super::layers::scale_shift(x, scale, shift))
     }
 }
 
